@@ -1,0 +1,42 @@
+"""ecg-pma: an ECG foundation model with a mixture of layers, as a Hugging Face model package.
+
+Importing the package registers the configuration and models with the `transformers` Auto classes, and marks them so
+that `save_pretrained` writes the modeling code and an `auto_map` (loadable with `trust_remote_code=True`).
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForSequenceClassification,
+)
+
+from .configuration_ecg_pma import PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig
+from .modeling_ecg_pma import (
+    EcgPmaForPreTraining,
+    EcgPmaForSequenceClassification,
+    EcgPmaModel,
+    EcgPmaPreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(EcgPmaConfig.model_type, EcgPmaConfig, exist_ok=True)
+for _auto_class, _model_class in (
+    (AutoModel, EcgPmaModel),
+    (AutoModelForPreTraining, EcgPmaForPreTraining),
+    (AutoModelForSequenceClassification, EcgPmaForSequenceClassification),
+):
+    _auto_class.register(EcgPmaConfig, _model_class, exist_ok=True)
+    _model_class.register_for_auto_class(_auto_class.__name__)
+EcgPmaConfig.register_for_auto_class()
+
+__all__ = [
+    "PRESETS",
+    "STANDARD_LEAD_NAMES",
+    "EcgPmaConfig",
+    "EcgPmaForPreTraining",
+    "EcgPmaForSequenceClassification",
+    "EcgPmaModel",
+    "EcgPmaPreTrainedModel",
+]

@@ -1,0 +1,208 @@
+"""Configuration of the ECG-PMA model: a 1-D ViT over 12-lead ECG with mixture-of-layers heads."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+STANDARD_LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+AGGREGATIONS = ("last", "ppa", "pma", "layer")
+PRETRAINING_AGGREGATIONS = ("last", "ipa")
+HEAD_TYPES = ("linear", "mlp")
+
+# Signal settings: the PMA paper's code (100 Hz, 10 s, patch 50) and ST-MEM's (250 Hz, 9 s, patch 75).
+SIGNAL_PRESETS = {
+    "paper": {"sampling_rate": 100, "signal_length": 1000, "patch_size": 50},
+    "st-mem": {"sampling_rate": 250, "signal_length": 2250, "patch_size": 75},
+}
+SIZE_PRESETS = {
+    "vit-s": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "intermediate_size": 1536},
+    "vit-b": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
+}
+PRESETS = {
+    f"{size}-{signal}": {**size_values, **signal_values}
+    for size, size_values in SIZE_PRESETS.items()
+    for signal, signal_values in SIGNAL_PRESETS.items()
+}
+# Small enough for unit tests on two CPU cores, but with every moving part of the real model.
+PRESETS["tiny"] = {
+    **SIGNAL_PRESETS["paper"],
+    "hidden_size": 32,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "decoder_hidden_size": 16,
+    "decoder_num_hidden_layers": 1,
+    "decoder_num_attention_heads": 2,
+    "decoder_intermediate_size": 32,
+    "gate_hidden_sizes": [16, 8],
+    "classifier_hidden_size": 16,
+}
+
+
+@strict
+class EcgPmaConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`EcgPmaModel`], [`EcgPmaForPreTraining`] and [`EcgPmaForSequenceClassification`].
+
+    Defaults give the ViT-B encoder at the PMA paper's signal setting (12 leads, 100 Hz, 1000 samples,
+    patch 50). [`EcgPmaConfig.from_preset`] builds the named presets (`vit-s-paper`, `vit-b-paper`,
+    `vit-s-st-mem`, `vit-b-st-mem`, `tiny`).
+
+    Signal:
+        num_leads (`int`): number of leads the model reads. lead_names (`list[str]`): their names, in the order
+        the model expects them (standard 12-lead order by default). sampling_rate (`int`, Hz) and
+        signal_length (`int`, samples per input window): what the weights were trained on.
+        patch_size (`int`): samples per patch; must divide `signal_length`.
+    Encoder:
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, hidden_act, qkv_bias,
+        hidden_dropout_prob, attention_probs_dropout_prob, drop_path_rate (stochastic depth, linearly
+        increasing over blocks), layer_norm_eps, initializer_range.
+    Masked modeling (pre-training):
+        mask_ratio (fraction of patches dropped per lead), norm_pix_loss (targets normalised per patch),
+        decoder_hidden_size, decoder_num_hidden_layers, decoder_num_attention_heads, decoder_intermediate_size,
+        decoder_layer_norm_eps, pretraining_aggregation (`"last"`, or `"ipa"`: every token is averaged over all
+        encoder layers before the decoder).
+    Downstream:
+        aggregation (`"last"`, `"ppa"`: uniform mean over layers, `"pma"`: per-sample softmax gate over
+        layers, `"layer"`: the single block `aggregation_layer`, negative indices count from the end),
+        gate_hidden_sizes and gate_dropout (the PMA gate's MLP), head_type (`"linear"` or `"mlp"`: the PMA
+        authors' BatchNorm/Dropout/ReLU head), classifier_hidden_size, classifier_dropout and
+        classifier_hidden_dropout (the MLP head's two dropouts), plus the standard `num_labels`,
+        `id2label`, `label2id` and `problem_type`.
+
+    Example:
+
+    ```python
+    >>> from ecg_pma import EcgPmaConfig, EcgPmaForSequenceClassification
+    >>> config = EcgPmaConfig.from_preset("tiny", aggregation="pma", num_labels=5)
+    >>> model = EcgPmaForSequenceClassification(config)
+    ```
+    """
+
+    model_type = "ecg_pma"
+
+    # signal
+    num_leads: int = 12
+    lead_names: list[str] | None = None
+    sampling_rate: int = 100
+    signal_length: int = 1000
+    patch_size: int = 50
+    # encoder
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    qkv_bias: bool = True
+    hidden_dropout_prob: float | int = 0.0
+    attention_probs_dropout_prob: float | int = 0.0
+    drop_path_rate: float | int = 0.0
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    # masked modeling
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    decoder_hidden_size: int = 256
+    decoder_num_hidden_layers: int = 4
+    decoder_num_attention_heads: int = 4
+    decoder_intermediate_size: int = 1024
+    decoder_layer_norm_eps: float = 1e-6
+    pretraining_aggregation: str = "last"
+    # downstream
+    aggregation: str = "pma"
+    aggregation_layer: int | None = None
+    gate_hidden_sizes: list[int] | None = None
+    gate_dropout: float | int = 0.1
+    head_type: str = "mlp"
+    classifier_hidden_size: int = 256
+    classifier_dropout: float | int = 0.25
+    classifier_hidden_dropout: float | int = 0.5
+
+    def __post_init__(self, **kwargs):
+        if self.lead_names is None:
+            self.lead_names = list(STANDARD_LEAD_NAMES[: self.num_leads])
+        self.lead_names = list(self.lead_names)
+        if self.gate_hidden_sizes is None:
+            self.gate_hidden_sizes = [256, 128]
+        self.gate_hidden_sizes = list(self.gate_hidden_sizes)
+        super().__post_init__(**kwargs)
+        # Raise a plain ValueError at construction; strict re-runs the same checks at save time.
+        self.validate_architecture()
+
+    @property
+    def num_patches(self) -> int:
+        """Patches per lead."""
+        return self.signal_length // self.patch_size
+
+    @property
+    def resolved_aggregation_layer(self) -> int | None:
+        """`aggregation_layer` as a non-negative block index (or `None`)."""
+        if self.aggregation_layer is None:
+            return None
+        return self.aggregation_layer % self.num_hidden_layers
+
+    def validate_architecture(self):
+        """Checks that the sizes fit together and the named choices exist; raises `ValueError` otherwise."""
+        if len(self.lead_names) != self.num_leads:
+            raise ValueError(
+                f"`lead_names` has {len(self.lead_names)} names ({self.lead_names}) but `num_leads` is {self.num_leads}."
+            )
+        if len({name.lower() for name in self.lead_names}) != len(self.lead_names):
+            raise ValueError(f"`lead_names` must be unique (case-insensitive), got {self.lead_names}.")
+        for name in ("sampling_rate", "signal_length", "patch_size", "num_leads", "num_hidden_layers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if self.signal_length % self.patch_size != 0:
+            raise ValueError(
+                f"`signal_length` ({self.signal_length} samples) must be divisible by `patch_size` "
+                f"({self.patch_size}); the nearest valid windows are "
+                f"{self.signal_length // self.patch_size * self.patch_size} and "
+                f"{(self.signal_length // self.patch_size + 1) * self.patch_size} samples."
+            )
+        for prefix in ("", "decoder_"):
+            hidden = getattr(self, f"{prefix}hidden_size")
+            heads = getattr(self, f"{prefix}num_attention_heads")
+            if hidden % heads != 0:
+                raise ValueError(
+                    f"`{prefix}hidden_size` ({hidden}) must be a multiple of `{prefix}num_attention_heads` ({heads})."
+                )
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"`mask_ratio` must be in [0, 1), got {self.mask_ratio}.")
+        if int(self.num_patches * (1 - self.mask_ratio)) < 1:
+            raise ValueError(
+                f"`mask_ratio` {self.mask_ratio} keeps no patch of the {self.num_patches} patches per lead."
+            )
+        if self.pretraining_aggregation not in PRETRAINING_AGGREGATIONS:
+            raise ValueError(
+                f"Unknown `pretraining_aggregation` {self.pretraining_aggregation!r}; expected one of {PRETRAINING_AGGREGATIONS}."
+            )
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"Unknown `aggregation` {self.aggregation!r}; expected one of {AGGREGATIONS}.")
+        if self.aggregation == "layer" and self.aggregation_layer is None:
+            raise ValueError('`aggregation="layer"` needs `aggregation_layer` (a block index).')
+        if self.aggregation_layer is not None and not (
+            -self.num_hidden_layers <= self.aggregation_layer < self.num_hidden_layers
+        ):
+            raise ValueError(
+                f"`aggregation_layer` {self.aggregation_layer} is out of range for {self.num_hidden_layers} layers "
+                f"(valid: {-self.num_hidden_layers} to {self.num_hidden_layers - 1})."
+            )
+        if self.head_type not in HEAD_TYPES:
+            raise ValueError(f"Unknown `head_type` {self.head_type!r}; expected one of {HEAD_TYPES}.")
+        if not self.gate_hidden_sizes or any(size <= 0 for size in self.gate_hidden_sizes):
+            raise ValueError(f"`gate_hidden_sizes` must be a non-empty list of positive sizes, got {self.gate_hidden_sizes}.")
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> "EcgPmaConfig":
+        """
+        Builds a named preset: `vit-s-paper`, `vit-b-paper` (100 Hz, 1000 samples, patch 50), `vit-s-st-mem`,
+        `vit-b-st-mem` (250 Hz, 2250 samples, patch 75) or `tiny` (for tests). `kwargs` override preset values.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; expected one of {sorted(PRESETS)}.")
+        return cls(**{**PRESETS[name], **kwargs})
+
+
+__all__ = ["EcgPmaConfig", "PRESETS", "STANDARD_LEAD_NAMES"]

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny configs, and the real records in ../shared/data (required under CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecg_pma import EcgPmaConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ECG_PMA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_data_dir(*parts: str) -> Path:
+    """A folder of ../shared/data. Missing data skips the test locally but fails it under CI=true."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        message = f"real test data not found at {path} (set ECG_PMA_SHARED_DATA)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def tiny_config() -> EcgPmaConfig:
+    return EcgPmaConfig.from_preset("tiny", num_labels=3)
+
+
+@pytest.fixture
+def signals() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(4, 12, 1000, generator=generator)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
