@@ -6,12 +6,14 @@ that `save_pretrained` writes the modeling code and an `auto_map` (loadable with
 
 from transformers import (
     AutoConfig,
+    AutoFeatureExtractor,
     AutoModel,
     AutoModelForPreTraining,
     AutoModelForSequenceClassification,
 )
 
 from .configuration_ecg_pma import PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig
+from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from .modeling_ecg_pma import (
     EcgPmaForPreTraining,
     EcgPmaForSequenceClassification,
@@ -30,11 +32,14 @@ for _auto_class, _model_class in (
     _auto_class.register(EcgPmaConfig, _model_class, exist_ok=True)
     _model_class.register_for_auto_class(_auto_class.__name__)
 EcgPmaConfig.register_for_auto_class()
+AutoFeatureExtractor.register(EcgPmaConfig, EcgPmaFeatureExtractor, exist_ok=True)
+EcgPmaFeatureExtractor.register_for_auto_class()
 
 __all__ = [
     "PRESETS",
     "STANDARD_LEAD_NAMES",
     "EcgPmaConfig",
+    "EcgPmaFeatureExtractor",
     "EcgPmaForPreTraining",
     "EcgPmaForSequenceClassification",
     "EcgPmaModel",

@@ -444,6 +444,8 @@ class EcgPmaPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["EcgPmaEmbeddings", "EcgPmaLayer"]
     _supports_sdpa = True
+    # The losses are means over the batch: the Trainer must scale them for gradient accumulation itself.
+    accepts_loss_kwargs = False
     _keys_to_ignore_on_load_unexpected = [r"^decoder\."]
 
     def _init_weights(self, module: nn.Module):
@@ -487,11 +489,14 @@ class EcgPmaModel(EcgPmaPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        record_index: torch.Tensor | None = None,
     ) -> EcgPmaModelOutput | tuple:
         r"""
         Args:
             signals (`(batch, leads, samples)`): standardised ECG windows, as produced by `EcgPmaFeatureExtractor`.
+            record_index (`(batch,)`, *optional*): which record each window came from, as the feature extractor
+                returns it; accepted so that `model(**features)` works, and not used by the model (average the
+                windows' predictions per record with it).
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -619,13 +624,14 @@ class EcgPmaForPreTraining(EcgPmaPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        record_index: torch.Tensor | None = None,
     ) -> EcgPmaForPreTrainingOutput | tuple:
         r"""
         Args:
             signals (`(batch, leads, samples)`): standardised ECG windows.
             noise (`(batch, leads, patches)`, *optional*): fixes which patches are kept (the smallest noise values),
                 for reproducible masks.
+            record_index (`(batch,)`, *optional*): accepted from the feature extractor's output and not used.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -825,13 +831,15 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        record_index: torch.Tensor | None = None,
     ) -> EcgPmaSequenceClassifierOutput | tuple:
         r"""
         Args:
             signals (`(batch, leads, samples)`): standardised ECG windows.
             labels (*optional*): `(batch, num_labels)` 0/1 for multi-label, `(batch,)` class indices for single-label,
                 `(batch,)` values for regression.
+            record_index (`(batch,)`, *optional*): accepted from the feature extractor's output and not used; the
+                logits are per window.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         # No graph through a frozen encoder: the gate reads the (frozen) input embeddings, not a trainable path.

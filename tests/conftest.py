@@ -39,3 +39,30 @@ def signals() -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+BLOCK_PACKAGE = """
+import sys
+sys.modules["ecg_pma"] = None  # only the code saved next to the weights may be used here
+try:
+    import ecg_pma  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("ecg_pma is importable; the test would prove nothing")
+"""
+
+
+def run_without_package(tmp_path: Path, script: str, *args: str):
+    """Runs `script` in a fresh Python process that cannot import `ecg_pma` (offline, empty module cache)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "fresh_process.py"
+    path.write_text(BLOCK_PACKAGE + script)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, str(path), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

@@ -2,13 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -16,6 +13,7 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
+from conftest import run_without_package
 from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
 
 
@@ -71,43 +69,32 @@ def test_classifier_checkpoint_loads_as_encoder(tmp_path, tiny_config, signals):
     torch.testing.assert_close(encoder(signals).layer_representations, classifier.ecg_pma(signals).layer_representations)
 
 
-FRESH_PROCESS_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    sys.modules["ecg_pma"] = None  # the package must not be importable here: only the saved code may be used
-    try:
-        import ecg_pma  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("ecg_pma is importable; the test would prove nothing")
+FRESH_PROCESS_SCRIPT = """
+import sys
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
 
-    import torch
-    from safetensors.torch import load_file, save_file
-    from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
-
-    model_dir, tensors_path, output_path = sys.argv[1:]
-    inputs = load_file(tensors_path)
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
-    assert type(config).__name__ == "EcgPmaConfig", type(config)
-    assert "ecg_pma" not in type(config).__module__.split(".")[0]
-    classifier = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
-    encoder = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-    pretraining = AutoModelForPreTraining.from_pretrained(model_dir, trust_remote_code=True).eval()
-    with torch.no_grad():
-        out = classifier(inputs["signals"])
-        save_file(
-            {
-                "logits": out.logits,
-                "layer_weights": out.layer_weights,
-                "pooler_output": encoder(inputs["signals"]).pooler_output,
-                "reconstruction": pretraining(inputs["signals"], noise=inputs["noise"]).reconstruction,
-            },
-            output_path,
-        )
-    print(type(classifier).__module__)
-    """
-)
+model_dir, tensors_path, output_path = sys.argv[1:]
+inputs = load_file(tensors_path)
+config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+assert type(config).__name__ == "EcgPmaConfig", type(config)
+classifier = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
+encoder = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+pretraining = AutoModelForPreTraining.from_pretrained(model_dir, trust_remote_code=True).eval()
+with torch.no_grad():
+    out = classifier(inputs["signals"])
+    save_file(
+        {
+            "logits": out.logits,
+            "layer_weights": out.layer_weights,
+            "pooler_output": encoder(inputs["signals"]).pooler_output,
+            "reconstruction": pretraining(inputs["signals"], noise=inputs["noise"]).reconstruction,
+        },
+        output_path,
+    )
+print(type(classifier).__module__)
+"""
 
 
 def test_fresh_process_loads_with_trust_remote_code_without_the_package(tmp_path, signals):
@@ -123,26 +110,10 @@ def test_fresh_process_loads_with_trust_remote_code_without_the_package(tmp_path
 
     noise = torch.rand(4, 12, config.num_patches)
     save_file({"signals": signals, "noise": noise}, tmp_path / "inputs.safetensors")
-    script = tmp_path / "load_remote.py"
-    script.write_text(FRESH_PROCESS_SCRIPT)
-    env = {
-        **os.environ,
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": "",
-    }
-    result = subprocess.run(
-        [sys.executable, str(script), str(model_dir), str(tmp_path / "inputs.safetensors"), str(tmp_path / "out.safetensors")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_without_package(
+        tmp_path, FRESH_PROCESS_SCRIPT, str(model_dir), str(tmp_path / "inputs.safetensors"), str(tmp_path / "out.safetensors")
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert "transformers_modules" in result.stdout  # loaded from the copied code, not from the package
-
-    from safetensors.torch import load_file
 
     remote = load_file(tmp_path / "out.safetensors")
     with torch.no_grad():
@@ -150,7 +121,7 @@ def test_fresh_process_loads_with_trust_remote_code_without_the_package(tmp_path
         assert torch.equal(remote["logits"], out.logits)
         assert torch.equal(remote["layer_weights"], out.layer_weights)
         assert torch.equal(remote["pooler_output"], classifier.ecg_pma(signals).pooler_output)
-        # the classifier checkpoint has no decoder: pre-training weights for it are new, so compare shapes only
+        # the classifier checkpoint has no decoder (newly initialised there): only its shape is comparable
         assert remote["reconstruction"].shape == (4, 12, config.num_patches, config.patch_size)
 
 

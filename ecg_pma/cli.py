@@ -1,0 +1,57 @@
+"""The `ecg-pma` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .data import download_database
+
+    folder = download_database(
+        args.database,
+        args.output_dir,
+        index_url=args.index_url,
+        subset=args.subset,
+        overwrite=args.overwrite,
+    )
+    print(f"Downloaded {args.database} to {folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data import DATABASES
+
+    parser = argparse.ArgumentParser(
+        prog="ecg-pma", description="ECG foundation model with a mixture of layers (PPA / PMA / IPA)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    download = commands.add_parser(
+        "download", help="download a PhysioNet database (WFDB records and metadata) with wfdb"
+    )
+    download.add_argument("database", help=f"a PhysioNet database slug, e.g. {', '.join(sorted(DATABASES))}")
+    download.add_argument("output_dir")
+    download.add_argument(
+        "--index-url",
+        default=None,
+        help="a PhysioNet-like server to download from (a mirror or local copy); default PhysioNet's file index",
+    )
+    download.add_argument("--subset", default=None, help="only records whose name starts with this (e.g. records100)")
+    download.add_argument("--overwrite", action="store_true", help="download files that are already present again")
+    download.set_defaults(handler=_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"ecg-pma {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Downloading PhysioNet databases with wfdb, from PhysioNet or any server laid out like it (a mirror, a local copy)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+from pathlib import Path
+
+from wfdb.io import download as wfdb_download
+
+import wfdb
+
+# PhysioNet slug -> files beside the WFDB records that the loaders need. Any other slug downloads its records only.
+DATABASES = {
+    "ptb-xl": ["ptbxl_database.csv", "scp_statements.csv"],
+    "challenge-2021": [],
+}
+
+
+@contextlib.contextmanager
+def physionet_index(index_url: str | None):
+    """
+    Points wfdb at another PhysioNet-like server for the duration. wfdb reads files through its configurable index
+    URL, but `dl_database` looks up the latest version and checks access at its module-level content URL, so both
+    are pointed there: the server answers `<slug>/` with a page holding `Version: X` (as PhysioNet's content pages
+    do) and serves the files under `<slug>/<version>/`.
+    """
+    if index_url is None:
+        yield
+        return
+    index_url = index_url.rstrip("/") + "/"
+    previous_index, previous_content = wfdb_download.config.db_index_url, wfdb_download.PN_CONTENT_URL
+    wfdb.set_db_index_url(index_url)
+    wfdb_download.PN_CONTENT_URL = index_url
+    try:
+        yield
+    finally:
+        wfdb.set_db_index_url(previous_index)
+        wfdb_download.PN_CONTENT_URL = previous_content
+
+
+def download_database(
+    database: str,
+    output_dir: str | os.PathLike,
+    index_url: str | None = None,
+    records: list[str] | str = "all",
+    subset: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """
+    Downloads the latest version of a PhysioNet database's WFDB records (and, for PTB-XL, its metadata tables) into
+    `output_dir`, with `wfdb.dl_database`.
+
+    Args:
+        database: a PhysioNet slug: `ptb-xl`, `challenge-2021`, or any other database with a `RECORDS` file.
+        index_url: the server's file index (default PhysioNet's, `https://physionet.org/files/`).
+        records: record names from the database's `RECORDS` file, or `"all"`.
+        subset: keep only records whose name starts with this prefix (e.g. `records100` for PTB-XL at 100 Hz).
+    Returns the folder holding the database, ready for the loaders.
+    """
+    if not database or "/" in database:
+        raise ValueError(f"Give a PhysioNet database slug such as {sorted(DATABASES)}, not {database!r}.")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with physionet_index(index_url):
+        try:
+            version = wfdb_download.get_version(database)
+        except Exception as error:
+            raise ValueError(
+                f"Database {database!r} not found at {wfdb_download.PN_CONTENT_URL} ({type(error).__name__}: {error})."
+            ) from error
+        versioned = posixpath.join(database, version)
+        if subset is not None:
+            names = wfdb.get_record_list(versioned) if records == "all" else records
+            records = [name for name in names if name.startswith(subset)]
+            if not records:
+                raise ValueError(f"{database}: no record name starts with {subset!r}.")
+        wfdb.dl_database(database, str(output_dir), records=records, annotators=None, overwrite=overwrite)
+        for name in DATABASES.get(database, []):
+            target = output_dir / name
+            if overwrite or not target.exists():
+                url = posixpath.join(wfdb_download.config.db_index_url, versioned, name)
+                wfdb_download.dl_full_file(url, str(target))
+    return output_dir

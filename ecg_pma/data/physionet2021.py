@@ -1,0 +1,140 @@
+"""
+The PhysioNet/Computing in Cardiology Challenge 2020/2021 12-lead databases (CPSC2018, INCART, PTB, PTB-XL, Georgia,
+Chapman-Shaoxing, Ningbo) as a `datasets.DatasetDict`, labelled by the SNOMED-CT codes of each header's `# Dx:` line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from datasets import DatasetDict, Sequence, Value
+
+from .records import build_splits, find_records, hash_split, multi_hot, record_features
+
+# The 30 diagnoses scored by the 2021 challenge: SNOMED-CT code -> abbreviation (its dx_mapping_scored table).
+SCORED_SNOMED = {
+    "164889003": "AF",
+    "164890007": "AFL",
+    "6374002": "BBB",
+    "426627000": "Brady",
+    "733534002": "CLBBB",
+    "713427006": "CRBBB",
+    "270492004": "IAVB",
+    "713426002": "IRBBB",
+    "39732003": "LAD",
+    "445118002": "LAnFB",
+    "164909002": "LBBB",
+    "251146004": "LQRSV",
+    "698252002": "NSIVCB",
+    "10370003": "PR",
+    "365413008": "PRWP",
+    "284470004": "PAC",
+    "427172004": "PVC",
+    "164947007": "LPR",
+    "111975006": "LQT",
+    "164917005": "QAb",
+    "47665007": "RAD",
+    "59118001": "RBBB",
+    "427393009": "SA",
+    "426177001": "SB",
+    "426783006": "NSR",
+    "427084000": "STach",
+    "63593006": "SVPB",
+    "164934002": "TAb",
+    "59931005": "TInv",
+    "17338001": "VPB",
+}
+# Pairs the challenge scores as one class: the second code counts as the first.
+EQUIVALENT_SNOMED = {"164909002": "733534002", "59118001": "713427006", "63593006": "284470004", "17338001": "427172004"}
+LABEL_SETS = ("scored", "all")
+
+
+def parse_header_comments(comments: list[str]) -> dict[str, str]:
+    """`['Age: 78', 'Sex: Male', 'Dx: 1,2']` -> `{'age': '78', 'sex': 'Male', 'dx': '1,2'}`."""
+    fields = {}
+    for comment in comments:
+        key, separator, value = comment.partition(":")
+        if separator:
+            fields[key.strip().lower()] = value.strip()
+    return fields
+
+
+def read_header_fields(record_path: str) -> dict[str, str]:
+    import wfdb
+
+    try:
+        header = wfdb.rdheader(record_path)
+    except Exception as error:
+        raise ValueError(f"WFDB record {record_path!r}: unreadable header ({type(error).__name__}: {error}).") from error
+    return parse_header_comments(header.comments or [])
+
+
+def load_physionet2021(
+    root: str | os.PathLike,
+    label_set: str = "scored",
+    merge_equivalent: bool = True,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    cache_dir: str | os.PathLike | None = None,
+    num_proc: int | None = None,
+) -> DatasetDict:
+    """
+    Loads every WFDB record below `root` whose header has a `# Dx:` line.
+
+    Args:
+        label_set: `"scored"`: the challenge's scored classes, by abbreviation (26 when `merge_equivalent`, which
+            counts RBBB as CRBBB, LBBB as CLBBB, SVPB as PAC and VPB as PVC, as the challenge scores them; 30 otherwise).
+            `"all"`: every SNOMED-CT code seen (abbreviations where known).
+        validation_fraction, test_fraction: the deterministic split by a hash of the record name.
+    The SNOMED codes of every record stay in the `dx_codes` column, scored or not.
+    """
+    if label_set not in LABEL_SETS:
+        raise ValueError(f"Unknown PhysioNet 2021 `label_set` {label_set!r}; expected one of {LABEL_SETS}.")
+    records = find_records(root)
+    if not records:
+        raise FileNotFoundError(f"PhysioNet 2021: no WFDB header (.hea) below {root}.")
+
+    entries = []
+    for record_path in records:
+        fields = read_header_fields(record_path)
+        if "dx" not in fields:
+            raise ValueError(f"WFDB record {record_path!r}: no '# Dx:' line in the header; is this a challenge record?")
+        codes = [code.strip() for code in fields["dx"].split(",") if code.strip()]
+        entries.append((record_path, fields, codes))
+
+    def label_of(code: str) -> str | None:
+        if merge_equivalent:
+            code = EQUIVALENT_SNOMED.get(code, code)
+        if code in SCORED_SNOMED:
+            return SCORED_SNOMED[code]
+        return code if label_set == "all" else None
+
+    if label_set == "scored":
+        label_names = sorted(
+            {label_of(code) for code in SCORED_SNOMED if not (merge_equivalent and code in EQUIVALENT_SNOMED)}
+        )
+    else:
+        label_names = sorted({label for _, _, codes in entries for code in codes if (label := label_of(code))})
+    label_index = {name: i for i, name in enumerate(label_names)}
+
+    rows_by_split: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    for record_path, fields, codes in entries:
+        record_id = Path(record_path).name
+        label_ids = sorted({label_index[label] for code in codes if (label := label_of(code)) in label_index})
+        age = fields.get("age", "")
+        rows_by_split[hash_split(record_id, validation_fraction, test_fraction)].append(
+            {
+                "path": record_path,
+                "record_id": record_id,
+                "labels": multi_hot(label_ids, len(label_names)),
+                "label_ids": label_ids,
+                "dx_codes": codes,
+                "age": float(age) if age.replace(".", "", 1).isdigit() else None,
+                "sex": fields.get("sex"),
+            }
+        )
+    features = record_features(
+        12, label_names, {"dx_codes": Sequence(Value("string")), "age": Value("float32"), "sex": Value("string")}
+    )
+    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc)

@@ -1,0 +1,148 @@
+"""Reading WFDB records into `datasets` rows, and the Arrow-cached split builder every loader shares."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import datasets
+import numpy as np
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import Sequence as SequenceFeature
+
+from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+
+SPLITS = ("train", "validation", "test")
+
+
+def record_features(num_leads: int, label_names: Sequence[str], extra: dict | None = None) -> Features:
+    """
+    The columns every loader returns: `record_id`, `signal` `(samples, leads)` in mV (WFDB's layout; lengths may
+    differ between records), `sampling_rate`, `lead_names`, multi-hot `labels` and `label_ids` (whose `ClassLabel`
+    carries the label names), plus loader-specific metadata.
+    """
+    return Features(
+        {
+            "record_id": Value("string"),
+            "signal": Array2D(shape=(None, num_leads), dtype="float32"),
+            "sampling_rate": Value("float64"),
+            "lead_names": SequenceFeature(Value("string")),
+            # Arrow has no fixed-size list of length 0: unlabelled datasets get variable-length (empty) lists.
+            "labels": SequenceFeature(Value("float32"), length=len(label_names) or -1),
+            "label_ids": SequenceFeature(ClassLabel(names=list(label_names))),
+            **(extra or {}),
+        }
+    )
+
+
+def id2label(dataset: Dataset | DatasetDict) -> dict[int, str]:
+    """The label names of a dataset built by this module, as a model config's `id2label`."""
+    if isinstance(dataset, DatasetDict):
+        dataset = next(iter(dataset.values()))
+    return dict(enumerate(dataset.features["label_ids"].feature.names))
+
+
+def multi_hot(label_ids: Iterable[int], num_labels: int) -> list[float]:
+    vector = np.zeros(num_labels, dtype=np.float32)
+    vector[list(label_ids)] = 1.0
+    return vector.tolist()
+
+
+def file_signature(path: str | os.PathLike) -> str:
+    """Size and modification time: part of the cache key, so an edited file is read again."""
+    stat = os.stat(path)
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def hash_split(record_id: str, validation_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
+    """A deterministic split from the record name alone: a record keeps its split when the corpus grows."""
+    position = int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    if position < test_fraction:
+        return "test"
+    if position < test_fraction + validation_fraction:
+        return "validation"
+    return "train"
+
+
+def read_signal(record_path: str, num_leads: int) -> dict:
+    """One WFDB record -> `signal (samples, leads)` in mV, its rate and lead names. Errors name the record."""
+    record = EcgPmaFeatureExtractor.read_record(record_path)
+    if record.p_signal is None or record.p_signal.ndim != 2:
+        raise ValueError(f"WFDB record {record_path!r}: no physical signal in the file.")
+    if record.p_signal.shape[1] != num_leads:
+        raise ValueError(
+            f"WFDB record {record_path!r} has {record.p_signal.shape[1]} leads ({record.sig_name}); "
+            f"this dataset holds {num_leads}-lead records."
+        )
+    if not record.fs:
+        raise ValueError(f"WFDB record {record_path!r}: the header gives no sampling frequency.")
+    signal = EcgPmaFeatureExtractor.to_millivolts(record.p_signal.T, record.units, f"WFDB record {record_path!r}")
+    return {
+        "signal": signal.T.astype(np.float32),
+        "sampling_rate": float(record.fs),
+        "lead_names": list(record.sig_name),
+    }
+
+
+def _generate_rows(rows: list[dict], num_leads: int):
+    for row in rows:
+        row = dict(row)
+        path = row.pop("path")
+        row.pop("signature", None)
+        yield {**row, **read_signal(path, num_leads)}
+
+
+def build_splits(
+    rows_by_split: dict[str, list[dict]],
+    features: Features,
+    cache_dir: str | os.PathLike | None = None,
+    num_proc: int | None = None,
+) -> DatasetDict:
+    """
+    Builds one Arrow-cached `Dataset` per split from rows holding a WFDB `path` (and a `signature` of its files, so
+    that an edited record invalidates the cache); a second call with the same rows reuses the cache.
+    """
+    num_leads = features["signal"].shape[1]
+    splits = {}
+    for split, rows in rows_by_split.items():
+        for row in rows:
+            row["signature"] = file_signature(row["path"] + ".hea")
+        if not rows:
+            splits[split] = Dataset.from_dict({name: [] for name in features}, features=features)
+            continue
+        splits[split] = Dataset.from_generator(
+            _generate_rows,
+            features=features,
+            gen_kwargs={"rows": rows, "num_leads": num_leads},
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+            num_proc=num_proc if num_proc and num_proc > 1 and len(rows) >= num_proc else None,
+            split=datasets.Split.TRAIN,
+        )
+    return DatasetDict(splits)
+
+
+def find_records(root: str | os.PathLike) -> list[str]:
+    """Every WFDB record (a `.hea` header) below `root`, as sorted paths without extension."""
+    return sorted(str(path.with_suffix("")) for path in Path(root).rglob("*.hea"))
+
+
+def check_missing(paths: dict[str, str], missing: str, what: str) -> list[str]:
+    """
+    Records whose header or signal files are absent. `missing="raise"` (default) raises listing them;
+    `missing="skip"` returns them so the caller leaves them out (and logs how many).
+    """
+    if missing not in ("raise", "skip"):
+        raise ValueError(f"`missing` must be 'raise' or 'skip', got {missing!r}.")
+    absent = [record_id for record_id, path in paths.items() if not os.path.exists(path + ".hea")]
+    if absent and missing == "raise":
+        shown = ", ".join(f"{record_id} ({paths[record_id]}.hea)" for record_id in absent[:5])
+        more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
+        raise FileNotFoundError(
+            f"{what}: {len(absent)} record(s) listed but not on disk: {shown}{more}. Download them, or pass "
+            "missing='skip' to leave them out."
+        )
+    if absent:
+        datasets.logging.get_logger(__name__).warning(f"{what}: skipping {len(absent)} record(s) not on disk: {absent[:10]}")
+    return absent
