@@ -69,7 +69,8 @@ class EcgPmaConfig(PreTrainedConfig):
         layers, `"layer"`: the single block `aggregation_layer`, negative indices count from the end),
         gate_hidden_sizes and gate_dropout (the PMA gate's MLP), head_type (`"linear"` or `"mlp"`: the PMA
         authors' BatchNorm/Dropout/ReLU head), classifier_hidden_size, classifier_dropout and
-        classifier_hidden_dropout (the MLP head's two dropouts), plus the standard `num_labels`,
+        classifier_hidden_dropout (the MLP head's two dropouts), decision_thresholds (one probability threshold
+        per label, tuned on validation by finetuning; 0.5 when unset), plus the standard `num_labels`,
         `id2label`, `label2id` and `problem_type`.
 
     Example:
@@ -119,6 +120,7 @@ class EcgPmaConfig(PreTrainedConfig):
     classifier_hidden_size: int = 256
     classifier_dropout: float | int = 0.25
     classifier_hidden_dropout: float | int = 0.5
+    decision_thresholds: list[float] | None = None
 
     def __post_init__(self, **kwargs):
         if self.lead_names is None:
@@ -191,6 +193,10 @@ class EcgPmaConfig(PreTrainedConfig):
             )
         if self.head_type not in HEAD_TYPES:
             raise ValueError(f"Unknown `head_type` {self.head_type!r}; expected one of {HEAD_TYPES}.")
+        if self.decision_thresholds is not None and len(self.decision_thresholds) != self.num_labels:
+            raise ValueError(
+                f"`decision_thresholds` has {len(self.decision_thresholds)} values for {self.num_labels} labels."
+            )
         if not self.gate_hidden_sizes or any(size <= 0 for size in self.gate_hidden_sizes):
             raise ValueError(f"`gate_hidden_sizes` must be a non-empty list of positive sizes, got {self.gate_hidden_sizes}.")
 

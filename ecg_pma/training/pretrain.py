@@ -1,0 +1,253 @@
+"""
+Masked-modeling pre-training of `EcgPmaForPreTraining` with Accelerate: one loop from a laptop CPU to many GPUs
+(`accelerate launch`, `torchrun`), with the MAE learning-rate rule, warm-up + cosine schedule, gradient accumulation
+and clipping, mixed precision, resumable safetensors checkpoints, tqdm progress and TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from datasets import Dataset, IterableDataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+from ..modeling_ecg_pma import EcgPmaForPreTraining
+from .checkpoint import CHECKPOINT_PREFIX, list_checkpoints, load_training_state, prune_checkpoints, save_training_state
+from .collator import EcgDataCollator
+
+
+@dataclass
+class PretrainingArguments:
+    """Settings of a pre-training run. Defaults follow the PMA/ST-MEM reference schedule (PAPER.md)."""
+
+    output_dir: str
+    per_device_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    base_learning_rate: float = 1.2e-3  # scaled by the effective batch size / 256 (MAE rule)
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    num_train_epochs: float = 800
+    max_steps: int | None = None  # optimizer steps; overrides num_train_epochs
+    warmup_epochs: float = 40
+    warmup_steps: int | None = None  # overrides warmup_epochs
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "auto"  # "auto": bf16 on GPUs that support it, else fp32; or "no", "bf16", "fp16"
+    save_steps: int | None = 1000
+    save_total_limit: int | None = 3
+    logging_steps: int = 10
+    seed: int = 0
+    resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest"
+    dataloader_num_workers: int = 0
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.output_dir) / "checkpoints"
+
+
+@dataclass
+class PretrainingResult:
+    output_dir: str
+    global_step: int
+    losses: list[dict]
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only: biases, norms and per-lead/SEP/mask vectors are not decayed (as in MAE)."""
+    decayed, not_decayed = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if parameter.ndim <= 1 or name.endswith(".bias") or "norm" in name or name.endswith("mask_token"):
+            not_decayed.append(parameter)
+        else:
+            decayed.append(parameter)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": not_decayed, "weight_decay": 0.0}]
+
+
+def mask_noise(shape: tuple[int, ...], seed: int, micro_step: int, process_index: int) -> torch.Tensor:
+    """
+    The masking noise of one micro-batch, a function of (seed, micro-batch, process) only: a resumed run draws the
+    same masks as an uninterrupted one, whatever else consumed random numbers in between.
+    """
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1009 + process_index)
+    return torch.rand(shape, generator=generator)
+
+
+def pretrain(
+    model: EcgPmaForPreTraining,
+    train_dataset: Dataset | IterableDataset,
+    args: PretrainingArguments,
+    feature_extractor: EcgPmaFeatureExtractor | None = None,
+) -> PretrainingResult:
+    """
+    Pre-trains `model` on `train_dataset` (rows with `signals (leads, samples)`, as `ecg_pma.data.extract_features`
+    makes them; map-style or streamed) and saves the final model (weights, config, code), the feature extractor and
+    a model card to `args.output_dir`.
+    """
+    output_dir = Path(args.output_dir)
+    mixed_precision = resolve_mixed_precision(args.mixed_precision)
+    report_to = [tracker for tracker in args.report_to if importlib.util.find_spec(tracker) is not None]
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=report_to or None,
+        project_dir=str(output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    set_seed(args.seed)
+    config = model.config
+
+    streamed = isinstance(train_dataset, IterableDataset)
+    dataset = train_dataset.with_format("torch")
+    dataloader = DataLoader(
+        dataset,
+        batch_size=args.per_device_batch_size,
+        shuffle=not streamed,
+        drop_last=True,
+        collate_fn=EcgDataCollator(config=config, with_labels=False),
+        num_workers=args.dataloader_num_workers,
+    )
+
+    effective_batch = args.per_device_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+    if streamed and args.max_steps is None:
+        raise ValueError("A streamed dataset has no length: give `max_steps`.")
+    steps_per_epoch = None if streamed else max(
+        len(dataset) // (args.per_device_batch_size * accelerator.num_processes) // args.gradient_accumulation_steps, 1
+    )
+    if not streamed and len(dataset) < args.per_device_batch_size * accelerator.num_processes:
+        raise ValueError(
+            f"The dataset has {len(dataset)} windows, fewer than one batch of {args.per_device_batch_size} per "
+            f"process on {accelerator.num_processes} process(es)."
+        )
+    total_steps = args.max_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
+    warmup_steps = args.warmup_steps if args.warmup_steps is not None else round(args.warmup_epochs * (steps_per_epoch or 0))
+    warmup_steps = min(warmup_steps, total_steps)
+    learning_rate = args.base_learning_rate * effective_batch / 256
+
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, args.weight_decay), lr=learning_rate, betas=tuple(args.adam_betas)
+    )
+    # Stepped once per optimizer step here; Accelerate's scheduler wrapper would step it once per process.
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+
+    progress = {"global_step": 0, "micro_step": 0, "epoch": 0, "batches_in_epoch": 0}
+    if args.resume_from_checkpoint:
+        checkpoint = Path(args.resume_from_checkpoint)
+        if args.resume_from_checkpoint == "latest":
+            found = list_checkpoints(args.checkpoint_dir)
+            if not found:
+                raise FileNotFoundError(f"No checkpoint to resume from in {args.checkpoint_dir}.")
+            checkpoint = found[-1]
+        progress = load_training_state(
+            checkpoint, accelerator.unwrap_model(model), optimizer, scheduler, accelerator.process_index
+        )
+        accelerator.print(f"Resumed from {checkpoint} at step {progress['global_step']}.")
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "pretraining_args.json").write_text(json.dumps(asdict(args), indent=2, default=str))
+    if report_to:
+        accelerator.init_trackers("pretraining", config={"learning_rate": learning_rate, "total_steps": total_steps})
+
+    log_path = output_dir / "train_log.jsonl"
+    losses: list[dict] = []
+    model.train()
+    bar = tqdm(
+        total=total_steps, initial=progress["global_step"], disable=not accelerator.is_local_main_process, desc="Pre-training"
+    )
+    step_loss = torch.zeros((), device=accelerator.device)
+    num_patches = config.num_patches
+    while progress["global_step"] < total_steps:
+        if hasattr(dataloader, "set_epoch"):
+            dataloader.set_epoch(progress["epoch"])
+        skip = progress["batches_in_epoch"]
+        batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+        for batch in batches:
+            signals = batch["signals"]
+            noise = mask_noise(
+                (signals.shape[0], config.num_leads, num_patches), args.seed, progress["micro_step"], accelerator.process_index
+            ).to(signals.device)
+            with accelerator.accumulate(model):
+                loss = model(signals, noise=noise).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            step_loss += loss.detach() / args.gradient_accumulation_steps
+            progress["micro_step"] += 1
+            progress["batches_in_epoch"] += 1
+            if not accelerator.sync_gradients:
+                continue
+
+            scheduler.step()
+            progress["global_step"] += 1
+            step = progress["global_step"]
+            mean_loss = accelerator.gather(step_loss).mean().item()
+            step_loss.zero_()
+            record = {"step": step, "loss": mean_loss, "learning_rate": scheduler.get_last_lr()[0], "epoch": progress["epoch"]}
+            losses.append(record)
+            if accelerator.is_main_process:
+                with log_path.open("a") as log:
+                    log.write(json.dumps(record) + "\n")
+            if report_to and (step % args.logging_steps == 0 or step == total_steps):
+                accelerator.log({"train/loss": mean_loss, "train/learning_rate": record["learning_rate"]}, step=step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+
+            if args.save_steps and step % args.save_steps == 0:
+                save_checkpoint(accelerator, model, optimizer, scheduler, progress, args)
+            if step >= total_steps:
+                break
+        else:
+            progress["epoch"] += 1
+            progress["batches_in_epoch"] = 0
+    bar.close()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final_model = accelerator.unwrap_model(model)
+        final_model.save_pretrained(output_dir)
+        extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(config)
+        extractor.save_pretrained(output_dir)
+        from ..modelcard import write_model_card
+
+        write_model_card(output_dir, final_model.config, extractor, training={"pretraining_steps": progress["global_step"]})
+    accelerator.end_training()
+    return PretrainingResult(output_dir=str(output_dir), global_step=progress["global_step"], losses=losses)
+
+
+def save_checkpoint(accelerator: Accelerator, model, optimizer, scheduler, progress: dict, args: PretrainingArguments):
+    directory = args.checkpoint_dir / f"{CHECKPOINT_PREFIX}{progress['global_step']}"
+    model_state = accelerator.get_state_dict(model)
+    accelerator.wait_for_everyone()
+    save_training_state(
+        directory,
+        model_state,
+        optimizer,
+        scheduler,
+        progress,
+        accelerator.process_index,
+        accelerator.is_main_process,
+    )
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        prune_checkpoints(args.checkpoint_dir, args.save_total_limit)
