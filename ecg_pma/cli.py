@@ -1,9 +1,187 @@
-"""The `ecg-pma` command."""
+"""The `ecg-pma` command: demo, pretrain, finetune, probe-layers, predict, evaluate, download."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    from .data import FORMATS
+
+    parser.add_argument("--data", required=True, help="root folder of the records")
+    parser.add_argument("--data-format", choices=FORMATS, default="ptbxl", help="layout of --data (default: ptbxl)")
+    parser.add_argument("--label-set", default=None, help="PTB-XL: all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm; PhysioNet 2021: scored, all")
+    parser.add_argument("--sampling-rate", type=int, default=100, help="PTB-XL records to read: 100 or 500 Hz")
+    parser.add_argument("--labels-csv", default=None, help="wfdb format: CSV with record, labels (';'-separated), split")
+    parser.add_argument("--skip-missing", action="store_true", help="leave out listed records whose files are absent")
+    parser.add_argument("--cache-dir", default=None, help="Arrow cache folder of the datasets")
+    parser.add_argument("--num-proc", type=int, default=None, help="processes for reading and feature extraction")
+
+
+def _load_windows(args: argparse.Namespace, extractor, window_mode: str = "sliding"):
+    from .data import extract_features, load_records
+
+    raw = load_records(
+        args.data_format,
+        args.data,
+        label_set=args.label_set,
+        sampling_rate=args.sampling_rate,
+        labels_csv=args.labels_csv,
+        missing="skip" if args.skip_missing else "raise",
+        cache_dir=args.cache_dir,
+        num_proc=args.num_proc,
+    )
+    return raw, extract_features(raw, extractor, window_mode=window_mode, num_proc=args.num_proc)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.output_dir, data=args.data, num_records=args.num_records, pretrain_steps=args.pretrain_steps, probe_epochs=args.probe_epochs)
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from .configuration_ecg_pma import EcgPmaConfig
+    from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+    from .modeling_ecg_pma import EcgPmaForPreTraining
+    from .training.pretrain import PretrainingArguments, pretrain
+
+    overrides = {"pretraining_aggregation": args.pretraining_aggregation}
+    if args.config:
+        config = EcgPmaConfig.from_pretrained(args.config, **overrides)
+    else:
+        config = EcgPmaConfig.from_preset(args.preset, **overrides)
+    extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=args.band_pass)
+    _, windows = _load_windows(args, extractor)
+    train = windows["train"] if not args.all_splits else _concatenate(windows)
+    result = pretrain(
+        EcgPmaForPreTraining(config),
+        train,
+        PretrainingArguments(
+            output_dir=args.output_dir,
+            per_device_batch_size=args.batch_size,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            base_learning_rate=args.base_learning_rate,
+            num_train_epochs=args.epochs,
+            max_steps=args.max_steps,
+            warmup_epochs=args.warmup_epochs,
+            warmup_steps=args.warmup_steps,
+            mixed_precision=args.mixed_precision,
+            save_steps=args.save_steps,
+            resume_from_checkpoint=args.resume,
+            seed=args.seed,
+        ),
+        extractor,
+    )
+    print(f"Pre-trained for {result.global_step} steps; model saved to {result.output_dir}")
+    return 0
+
+
+def _concatenate(windows):
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets([split for split in windows.values() if len(split)])
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from .data import id2label
+    from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+    from .training.finetune import finetune, load_classifier, reference_training_arguments
+
+    extractor = EcgPmaFeatureExtractor.from_pretrained(args.model)
+    raw, windows = _load_windows(args, extractor)
+    model = load_classifier(args.model, id2label(raw), args.aggregation, args.aggregation_layer, args.head_type)
+    overrides = {
+        key: value
+        for key, value in {
+            "num_train_epochs": args.epochs,
+            "per_device_train_batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "seed": args.seed,
+        }.items()
+        if value is not None
+    }
+    training_args = reference_training_arguments(args.mode, args.output_dir, **overrides)
+    result = finetune(model, windows["train"], windows["validation"], training_args, args.mode, windows["test"], extractor)
+    print((Path(result.output_dir) / "results.md").read_text())
+    return 0
+
+
+def _probe_layers(args: argparse.Namespace) -> int:
+    from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+    from .modeling_ecg_pma import EcgPmaModel
+    from .training.probe_layers import probe_layers
+
+    extractor = EcgPmaFeatureExtractor.from_pretrained(args.model)
+    _, windows = _load_windows(args, extractor)
+    encoder = EcgPmaModel.from_pretrained(args.model)
+    splits = {split: windows[split] for split in ("train", "validation", "test") if len(windows[split])}
+    probe_layers(encoder, splits, args.output_dir, epochs=args.epochs, head_type=args.head_type, batch_size=args.batch_size)
+    output = Path(args.output_dir)
+    print((output / "layerwise_probe.md").read_text())
+    print(f"Plot: {output / 'layerwise_probe.png'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
+
+    from .inference import predict_records
+
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    extractor = AutoFeatureExtractor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    predictions = predict_records(model, extractor, args.records, dtype=args.dtype, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps([prediction.__dict__ for prediction in predictions], indent=2))
+        return 0
+    names = list(predictions[0].probabilities)
+    width = max(len(name) for name in names)
+    for prediction in predictions:
+        print(f"{prediction.record} ({prediction.num_windows} window{'s' if prediction.num_windows > 1 else ''})")
+        for name in names:
+            marker = "  <- positive" if name in prediction.positive_labels else ""
+            print(f"  {name:<{width}}  {prediction.probabilities[name]:.3f}{marker}")
+        print("  layer weights: " + " ".join(f"{w:.3f}" for w in prediction.layer_weights))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+    from .data import id2label
+    from .training.collator import EcgDataCollator
+    from .training.finetune import RecordMetrics
+
+    model = AutoModelForSequenceClassification.from_pretrained(args.model)
+    extractor = AutoFeatureExtractor.from_pretrained(args.model)
+    raw, windows = _load_windows(args, extractor)
+    labels = id2label(raw)
+    if [labels[i] for i in range(len(labels))] != [model.config.id2label[i] for i in range(model.config.num_labels)]:
+        raise ValueError(
+            f"The dataset's labels {list(labels.values())} are not the model's {list(model.config.id2label.values())}."
+        )
+    split = windows[args.split]
+    metrics = RecordMetrics(split["record_id"], thresholds=model.config.decision_thresholds)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments(output_dir=scratch, per_device_eval_batch_size=args.batch_size, report_to="none"),
+            data_collator=EcgDataCollator(config=model.config),
+            compute_metrics=metrics,
+        )
+        trainer.predict(split)
+    result = {"model": args.model, "split": args.split, **metrics.last}
+    text = json.dumps(result, indent=2)
+    if args.output:
+        Path(args.output).write_text(text)
+    print(text)
+    return 0
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -21,12 +199,82 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .configuration_ecg_pma import PRESETS
     from .data import DATABASES
 
     parser = argparse.ArgumentParser(
         prog="ecg-pma", description="ECG foundation model with a mixture of layers (PPA / PMA / IPA)."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="offline end-to-end demo: simulate, pre-train, probe last/PPA/PMA, predict")
+    demo.add_argument("--output-dir", default="outputs/demo")
+    demo.add_argument("--data", default=None, help="use the PhysioNet 2021-style records (# Dx: headers) in this folder")
+    demo.add_argument("--num-records", type=int, default=320)
+    demo.add_argument("--pretrain-steps", type=int, default=800)
+    demo.add_argument("--probe-epochs", type=int, default=20)
+    demo.set_defaults(handler=_demo)
+
+    pre = commands.add_parser("pretrain", help="masked-modeling pre-training with Accelerate (last or IPA)")
+    _add_data_arguments(pre)
+    pre.add_argument("--output-dir", required=True)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default="vit-b-paper")
+    pre.add_argument("--config", default=None, help="a config.json folder instead of --preset")
+    pre.add_argument("--pretraining-aggregation", choices=("last", "ipa"), default="ipa")
+    pre.add_argument("--band-pass", action="store_true", help="0.67-40 Hz band-pass in the feature extractor (ST-MEM)")
+    pre.add_argument("--all-splits", action="store_true", help="pre-train on train + validation + test (no labels used)")
+    pre.add_argument("--batch-size", type=int, default=64, help="per device")
+    pre.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    pre.add_argument("--base-learning-rate", type=float, default=1.2e-3, help="x effective batch / 256")
+    pre.add_argument("--epochs", type=float, default=800)
+    pre.add_argument("--max-steps", type=int, default=None)
+    pre.add_argument("--warmup-epochs", type=float, default=40)
+    pre.add_argument("--warmup-steps", type=int, default=None)
+    pre.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
+    pre.add_argument("--save-steps", type=int, default=1000)
+    pre.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
+    pre.add_argument("--seed", type=int, default=0)
+    pre.set_defaults(handler=_pretrain)
+
+    fine = commands.add_parser("finetune", help="linear probing or finetuning with the Trainer")
+    _add_data_arguments(fine)
+    fine.add_argument("--model", required=True, help="a pre-trained (or, for --mode finetune, a probed) model folder")
+    fine.add_argument("--output-dir", required=True)
+    fine.add_argument("--mode", choices=("probe", "finetune"), default="probe")
+    fine.add_argument("--aggregation", choices=("last", "ppa", "pma", "layer"), default=None)
+    fine.add_argument("--aggregation-layer", type=int, default=None)
+    fine.add_argument("--head-type", choices=("linear", "mlp"), default=None)
+    fine.add_argument("--epochs", type=float, default=None, help="default: the paper's 100")
+    fine.add_argument("--batch-size", type=int, default=None)
+    fine.add_argument("--learning-rate", type=float, default=None)
+    fine.add_argument("--seed", type=int, default=None)
+    fine.set_defaults(handler=_finetune)
+
+    probe = commands.add_parser("probe-layers", help="the layer-wise probing study: a probe per layer plus PPA and PMA")
+    _add_data_arguments(probe)
+    probe.add_argument("--model", required=True)
+    probe.add_argument("--output-dir", required=True)
+    probe.add_argument("--epochs", type=int, default=100)
+    probe.add_argument("--head-type", choices=("linear", "mlp"), default="linear")
+    probe.add_argument("--batch-size", type=int, default=64)
+    probe.set_defaults(handler=_probe_layers)
+
+    predict = commands.add_parser("predict", help="per-label probabilities and layer weights for WFDB records")
+    predict.add_argument("model")
+    predict.add_argument("records", nargs="+", help="WFDB record paths (with or without .hea)")
+    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--trust-remote-code", action="store_true", help="load the code saved with the model")
+    predict.set_defaults(handler=_predict)
+
+    evaluate = commands.add_parser("evaluate", help="score a saved classifier on a dataset split")
+    _add_data_arguments(evaluate)
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--output", default=None, help="write the JSON result here too")
+    evaluate.set_defaults(handler=_evaluate)
 
     download = commands.add_parser(
         "download", help="download a PhysioNet database (WFDB records and metadata) with wfdb"

@@ -17,3 +17,31 @@ __all__ = [
     "load_ptbxl",
     "load_wfdb_folder",
 ]
+
+FORMATS = ("ptbxl", "physionet2021", "wfdb")
+
+
+def load_records(
+    data_format: str,
+    root,
+    label_set: str | None = None,
+    sampling_rate: int = 100,
+    labels_csv=None,
+    missing: str = "raise",
+    cache_dir=None,
+    num_proc: int | None = None,
+):
+    """One entry point for the command line: `ptbxl`, `physionet2021` or `wfdb` (a folder, labels from a CSV)."""
+    if data_format == "ptbxl":
+        return load_ptbxl(
+            root, sampling_rate=sampling_rate, label_set=label_set or "superdiagnostic", missing=missing,
+            cache_dir=cache_dir, num_proc=num_proc,
+        )
+    if data_format == "physionet2021":
+        return load_physionet2021(root, label_set=label_set or "scored", cache_dir=cache_dir, num_proc=num_proc)
+    if data_format == "wfdb":
+        return load_wfdb_folder(root, labels_csv=labels_csv, missing=missing, cache_dir=cache_dir, num_proc=num_proc)
+    raise ValueError(f"Unknown data format {data_format!r}; expected one of {FORMATS}.")
+
+
+__all__ += ["FORMATS", "load_records"]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..metrics import load_ecg_multilabel
@@ -40,7 +41,7 @@ def reference_training_arguments(mode: str, output_dir: str, **overrides) -> Tra
             "per_device_train_batch_size": 16,
             "learning_rate": 1e-3 * 16 / 256,
             "lr_scheduler_type": "cosine",
-            "warmup_ratio": 0.05,  # 5 of 100 epochs
+            "warmup_steps": 0.05,  # a ratio: 5 of 100 epochs
         }
     settings = {
         **defaults,
@@ -138,13 +139,14 @@ def finetune(
     mode: str = "probe",
     test_dataset: Dataset | None = None,
     feature_extractor: EcgPmaFeatureExtractor | None = None,
+    quiet: bool = False,
 ) -> FinetuneResult:
     """
     Trains `model` (`mode="probe"`: encoder frozen, gate and head trained; `"finetune"`: everything) on model-ready
     rows (`signals`, `labels`, `record_id`, as `ecg_pma.data.extract_features` makes them), keeps the checkpoint with
     the best validation macro AUROC, tunes per-label F1 thresholds on validation, scores `test_dataset` with them,
     and saves the model (thresholds in its config), feature extractor, model card and `results.json` / `results.md`
-    to `training_args.output_dir`.
+    to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
@@ -166,6 +168,9 @@ def finetune(
         compute_metrics=validation_metrics,
         callbacks=[SafetensorsOnlyCallback()],
     )
+    if quiet:
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
     trainer.train()
 
     trainer.evaluate()  # the best checkpoint, reloaded: its validation scores and tuned thresholds

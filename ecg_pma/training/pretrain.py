@@ -48,6 +48,7 @@ class PretrainingArguments:
     seed: int = 0
     resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest"
     dataloader_num_workers: int = 0
+    use_cpu: bool = False  # train on the CPU even where a GPU is available
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     @property
@@ -105,6 +106,8 @@ def pretrain(
     mixed_precision = resolve_mixed_precision(args.mixed_precision)
     report_to = [tracker for tracker in args.report_to if importlib.util.find_spec(tracker) is not None]
     accelerator = Accelerator(
+        # Without an accelerator, `cpu=True` lets torchrun / mpirun processes form a MULTI_CPU (gloo) world.
+        cpu=args.use_cpu or not torch.accelerator.is_available(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=mixed_precision,
         log_with=report_to or None,
@@ -123,6 +126,9 @@ def pretrain(
         drop_last=True,
         collate_fn=EcgDataCollator(config=config, with_labels=False),
         num_workers=args.dataloader_num_workers,
+        # Its own generator: starting an epoch must not draw from the global random state, which a resumed run
+        # restores from the checkpoint (an extra draw there would change dropout from then on).
+        generator=torch.Generator().manual_seed(args.seed),
     )
 
     effective_batch = args.per_device_batch_size * args.gradient_accumulation_steps * accelerator.num_processes

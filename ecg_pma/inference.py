@@ -1,0 +1,94 @@
+"""Per-record predictions for WFDB records or arrays: sliding windows, averaged per record, fp32 or bf16."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+from .modeling_ecg_pma import EcgPmaForSequenceClassification
+
+DTYPES = ("fp32", "bf16")
+
+
+@dataclass
+class RecordPrediction:
+    record: str
+    probabilities: dict[str, float]
+    positive_labels: list[str]
+    layer_weights: list[float]
+    num_windows: int
+
+
+def autocast_context(dtype: str, device: torch.device):
+    """bf16 autocast (CPU or GPU) or nothing for fp32."""
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; expected one of {DTYPES}.")
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def average_windows(values: torch.Tensor, record_index: torch.Tensor, num_records: int) -> torch.Tensor:
+    """Mean of the rows sharing a record index: `(windows, ...)` -> `(records, ...)`."""
+    sums = torch.zeros((num_records, *values.shape[1:]), dtype=values.dtype).index_add_(0, record_index, values)
+    counts = torch.bincount(record_index, minlength=num_records).clamp(min=1).to(values.dtype)
+    return sums / counts.view(-1, *([1] * (values.ndim - 1)))
+
+
+def record_name(records, index: int) -> str:
+    """A WFDB path as given, a record's name, else `input N`."""
+    item = records[index] if isinstance(records, (list, tuple)) else (records if index == 0 else None)
+    if isinstance(item, str) or hasattr(item, "__fspath__"):
+        return str(item)
+    return getattr(item, "record_name", None) or f"input {index}"
+
+
+@torch.inference_mode()
+def predict_records(
+    model: EcgPmaForSequenceClassification,
+    feature_extractor: EcgPmaFeatureExtractor,
+    records: list,
+    dtype: str = "fp32",
+    batch_size: int = 32,
+    **extractor_kwargs,
+) -> list[RecordPrediction]:
+    """
+    Classifies each record (WFDB path, `wfdb.Record`, or array with `sampling_rate=` in `extractor_kwargs`): every
+    sliding window is scored, and probabilities and layer weights are averaged per record. Labels above the config's
+    `decision_thresholds` (0.5 when unset) are listed as positive.
+    """
+    model.eval()
+    features = feature_extractor(records, window_mode="sliding", return_tensors="pt", **extractor_kwargs)
+    device = next(model.parameters()).device
+    probabilities, layer_weights = [], []
+    with autocast_context(dtype, device):
+        for start in range(0, len(features["signals"]), batch_size):
+            output = model(features["signals"][start : start + batch_size].to(device))
+            logits = output.logits.float()
+            single_label = model.config.problem_type == "single_label_classification"
+            probabilities.append((logits.softmax(-1) if single_label else logits.sigmoid()).cpu())
+            layer_weights.append(output.layer_weights.float().cpu())
+    record_index = features["record_index"]
+    num_records = int(record_index.max()) + 1
+    per_record = average_windows(torch.cat(probabilities), record_index, num_records)
+    weights = average_windows(torch.cat(layer_weights), record_index, num_records)
+    thresholds = np.asarray(model.config.decision_thresholds or [0.5] * model.config.num_labels)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    counts = torch.bincount(record_index, minlength=num_records)
+    results = []
+    for index in range(num_records):
+        scores = per_record[index].numpy()
+        results.append(
+            RecordPrediction(
+                record=record_name(records, index),
+                probabilities={name: float(score) for name, score in zip(names, scores)},
+                positive_labels=[name for name, score, threshold in zip(names, scores, thresholds) if score >= threshold],
+                layer_weights=weights[index].tolist(),
+                num_windows=int(counts[index]),
+            )
+        )
+    return results
