@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/ecg-pma demo
 
 test: install
 	$(BIN)/python -m pytest

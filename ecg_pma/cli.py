@@ -50,6 +50,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     from .modeling_ecg_pma import EcgPmaForPreTraining
     from .training.pretrain import PretrainingArguments, pretrain
 
+    from transformers import set_seed
+
+    set_seed(args.seed)  # before the model exists: its initial weights follow the seed too
     overrides = {"pretraining_aggregation": args.pretraining_aggregation}
     if args.config:
         config = EcgPmaConfig.from_pretrained(args.config, **overrides)
@@ -139,12 +142,13 @@ def _predict(args: argparse.Namespace) -> int:
         print(json.dumps([prediction.__dict__ for prediction in predictions], indent=2))
         return 0
     names = list(predictions[0].probabilities)
+    thresholds = model.config.decision_thresholds or [0.5] * len(names)
     width = max(len(name) for name in names)
     for prediction in predictions:
         print(f"{prediction.record} ({prediction.num_windows} window{'s' if prediction.num_windows > 1 else ''})")
-        for name in names:
+        for name, threshold in zip(names, thresholds):
             marker = "  <- positive" if name in prediction.positive_labels else ""
-            print(f"  {name:<{width}}  {prediction.probabilities[name]:.3f}{marker}")
+            print(f"  {name:<{width}}  {prediction.probabilities[name]:.3f} (threshold {threshold:.3f}){marker}")
         print("  layer weights: " + " ".join(f"{w:.3f}" for w in prediction.layer_weights))
     return 0
 

@@ -10,7 +10,9 @@ import json
 import time
 from pathlib import Path
 
-from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
+import datasets
+import transformers
+from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification, set_seed
 
 from .configuration_ecg_pma import EcgPmaConfig
 from .data import extract_features, id2label, load_physionet2021, load_wfdb_folder
@@ -32,6 +34,10 @@ def run_demo(
 ) -> dict:
     """Runs the demo and returns its summary (also written to `output_dir/demo_summary.json`)."""
     started = time.time()
+    # The demo prints its own five steps; library progress bars and load reports would drown them.
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     output_dir = Path(output_dir)
     if data is None:
         data_dir = write_simulated_dataset(output_dir / "data", num_records=num_records, seed=seed)
@@ -43,6 +49,7 @@ def run_demo(
     labels = id2label(raw)
     print(f"[1/5] data: {source}; labels {list(labels.values())}; " + ", ".join(f"{k} {len(v)}" for k, v in raw.items()))
 
+    set_seed(seed)  # the encoder's initial weights too: one seed, one result on a given machine
     config = EcgPmaConfig.from_preset("tiny", pretraining_aggregation="ipa")
     extractor = EcgPmaFeatureExtractor.from_model_config(config)
     windows = extract_features(raw, extractor, window_mode="sliding")
@@ -60,6 +67,7 @@ def run_demo(
             save_steps=None,
             seed=seed,
             report_to=[],
+            disable_tqdm=True,
         ),
         extractor,
     )
@@ -68,6 +76,7 @@ def run_demo(
 
     comparison = {}
     for aggregation in ("last", "ppa", "pma"):
+        set_seed(seed)
         model = load_classifier(pretrained_dir, labels, aggregation=aggregation, head_type="linear")
         args = reference_training_arguments(
             "probe",
@@ -96,8 +105,10 @@ def run_demo(
     truth = [labels[i] for i in raw["test"][0]["label_ids"]]
     prediction = predict_records(reloaded, reloaded_extractor, [record_path])[0]
     print(f"[5/5] prediction for WFDB record {record_path} (true labels: {truth or ['none']}):")
-    for name, probability in prediction.probabilities.items():
-        print(f"      {name:<22} {probability:.3f}{'  <- positive' if name in prediction.positive_labels else ''}")
+    thresholds = reloaded.config.decision_thresholds
+    for (name, probability), threshold in zip(prediction.probabilities.items(), thresholds):
+        marker = "  <- positive" if name in prediction.positive_labels else ""
+        print(f"      {name:<22} {probability:.3f} (threshold {threshold:.3f}){marker}")
     print("      layer weights: " + ", ".join(f"{w:.2f}" for w in prediction.layer_weights))
 
     summary = {

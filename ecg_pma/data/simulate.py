@@ -115,7 +115,9 @@ def write_simulated_dataset(
         )
         labels = [rhythm] if rhythm != "sinus" else []
         labels += [name for name, flag in (("wide_qrs", wide_qrs), ("inverted_t", inverted_t)) if flag]
-        split = "train" if index % 10 < 8 else ("validation" if index % 10 == 8 else "test")
+        # consecutive records cycle through the rhythms: split by groups of them, so every split has every rhythm
+        group = (index // len(RHYTHMS)) % 10
+        split = "train" if group < 8 else ("validation" if group == 8 else "test")
         rows.append(f"{name},{';'.join(labels)},{split}")
     (output_dir / "labels.csv").write_text("\n".join(rows) + "\n")
     return output_dir

@@ -49,6 +49,7 @@ class PretrainingArguments:
     resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest"
     dataloader_num_workers: int = 0
     use_cpu: bool = False  # train on the CPU even where a GPU is available
+    disable_tqdm: bool = False
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     @property
@@ -177,7 +178,7 @@ def pretrain(
     losses: list[dict] = []
     model.train()
     bar = tqdm(
-        total=total_steps, initial=progress["global_step"], disable=not accelerator.is_local_main_process, desc="Pre-training"
+        total=total_steps, initial=progress["global_step"], disable=args.disable_tqdm or not accelerator.is_local_main_process, desc="Pre-training"
     )
     step_loss = torch.zeros((), device=accelerator.device)
     num_patches = config.num_patches

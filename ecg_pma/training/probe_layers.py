@@ -54,7 +54,7 @@ class LayerCache:
         return cls(tensors["layer_representations"], tensors["input_representation"], tensors["labels"], record_ids)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the cached tensors are trained on afterwards
 def encode_layers(encoder: EcgPmaModel, dataset: Dataset, batch_size: int = 64, desc: str = "Encoding") -> LayerCache:
     """Runs the frozen encoder once over model-ready rows (`signals`, `labels`, `record_id`)."""
     encoder.eval()
