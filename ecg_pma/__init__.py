@@ -4,6 +4,7 @@ Importing the package registers the configuration and models with the `transform
 that `save_pretrained` writes the modeling code and an `auto_map` (loadable with `trust_remote_code=True`).
 """
 
+from transformers.pipelines import PIPELINE_REGISTRY
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
@@ -14,6 +15,7 @@ from transformers import (
 
 from .configuration_ecg_pma import PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig
 from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+from .pipeline_ecg_pma import EcgClassificationPipeline
 from .modeling_ecg_pma import (
     EcgPmaForPreTraining,
     EcgPmaForSequenceClassification,
@@ -34,10 +36,14 @@ for _auto_class, _model_class in (
 EcgPmaConfig.register_for_auto_class()
 AutoFeatureExtractor.register(EcgPmaConfig, EcgPmaFeatureExtractor, exist_ok=True)
 EcgPmaFeatureExtractor.register_for_auto_class()
+PIPELINE_REGISTRY.register_pipeline(
+    "ecg-classification", pipeline_class=EcgClassificationPipeline, pt_model=AutoModelForSequenceClassification
+)
 
 __all__ = [
     "PRESETS",
     "STANDARD_LEAD_NAMES",
+    "EcgClassificationPipeline",
     "EcgPmaConfig",
     "EcgPmaFeatureExtractor",
     "EcgPmaForPreTraining",

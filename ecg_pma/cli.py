@@ -1,4 +1,4 @@
-"""The `ecg-pma` command: demo, pretrain, finetune, probe-layers, predict, evaluate, download."""
+"""The `ecg-pma` command: demo, pretrain, finetune, probe-layers, predict, evaluate, push, export-onnx, download."""
 
 from __future__ import annotations
 
@@ -188,6 +188,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    commit = push_to_hub(
+        args.model_dir,
+        args.repo_id,
+        token=args.token,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        datasets=args.dataset,
+    )
+    print(f"Pushed {args.model_dir} to {args.repo_id}: {commit.commit_url}")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import export_onnx
+
+    spec = export_onnx(args.model_dir, args.output, opset=args.opset)
+    print(f"Exported {args.model_dir} to {args.output}: {json.dumps(spec)}")
+    return 0
+
+
 def _download(args: argparse.Namespace) -> int:
     from .data import download_database
 
@@ -279,6 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--output", default=None, help="write the JSON result here too")
     evaluate.set_defaults(handler=_evaluate)
+
+    push = commands.add_parser("push", help="upload a saved model (weights, code, extractor, card) to the Hub")
+    push.add_argument("model_dir")
+    push.add_argument("repo_id")
+    push.add_argument("--token", default=None, help="default: HF_TOKEN or the stored login")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision", default=None, help="a branch (created from main if needed)")
+    push.add_argument("--commit-message", default=None)
+    push.add_argument("--dataset", action="append", default=None, help="dataset id for the card metadata (repeatable)")
+    push.set_defaults(handler=_push)
+
+    export = commands.add_parser("export-onnx", help="export a saved classifier to ONNX (dynamic batch)")
+    export.add_argument("model_dir")
+    export.add_argument("output")
+    export.add_argument("--opset", type=int, default=17)
+    export.set_defaults(handler=_export_onnx)
 
     download = commands.add_parser(
         "download", help="download a PhysioNet database (WFDB records and metadata) with wfdb"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "ecg_pma_card_template.md"
 
@@ -16,14 +16,40 @@ def build_model_card(
     results: dict | None = None,
     mean_layer_weights: list[float] | None = None,
     repo_id: str | None = None,
+    datasets: list[str] | None = None,
+    onnx: dict | None = None,
+    split: str = "test",
 ) -> ModelCard:
-    """A card describing the model, its preprocessing, aggregation and (when given) training and results."""
+    """
+    A card describing the model, its preprocessing, aggregation and (when given) training, results (also as
+    `model-index` metadata), datasets and ONNX export. The Hub has no ECG task, so `pipeline_tag` is left unset and
+    the custom `ecg-classification` pipeline is named in the tags.
+    """
     is_classifier = bool(config.architectures) and "Classification" in config.architectures[0]
+    results = results or {}
+    metrics = {key: value for key, value in results.items() if key in ("macro_auroc", "macro_average_precision", "macro_f1", "accuracy")}
+    dataset_name = (datasets or ["ecg"])[0]
+    eval_results = [
+        EvalResult(
+            task_type="ecg-classification",
+            task_name="Multi-label ECG classification",
+            dataset_type=dataset_name,
+            dataset_name=dataset_name,
+            dataset_split=split,
+            metric_type=name,
+            metric_name=name.replace("_", " "),
+            metric_value=round(float(value), 4),
+        )
+        for name, value in metrics.items()
+    ]
     card_data = ModelCardData(
         library_name="transformers",
-        pipeline_tag=None,
         license="mit",
-        tags=["ecg", "electrocardiography", "time-series", "ecg-pma", config.aggregation if is_classifier else "pretraining"],
+        tags=["ecg", "electrocardiography", "time-series", "ecg-pma", "custom_code"]
+        + (["ecg-classification", config.aggregation] if is_classifier else ["masked-modeling", config.pretraining_aggregation]),
+        datasets=datasets,
+        model_name=repo_id or "ecg-pma model",
+        eval_results=eval_results or None,
     )
     preprocessing = {
         "leads": ", ".join(feature_extractor.lead_names),
@@ -47,8 +73,12 @@ def build_model_card(
         is_classifier=is_classifier,
         preprocessing=preprocessing,
         training=training or {},
-        results=results or {},
+        results={key: round(float(value), 4) for key, value in metrics.items()} or {
+            key: value for key, value in results.items() if isinstance(value, (int, float, str))
+        },
+        split=split,
         mean_layer_weights=mean_layer_weights,
+        onnx=onnx,
     )
 
 

@@ -269,9 +269,9 @@ class EcgPmaEmbeddings(nn.Module):
         mask = ids_restore = None
         if mask_ratio > 0:
             patches, mask, ids_restore = self.random_masking(patches, mask_ratio, noise)
-        batch_size, num_leads = patches.shape[:2]
-        left_sep = (self.sep_embedding + self.position_embeddings[:, :1]).expand(batch_size, num_leads, 1, -1)
-        right_sep = (self.sep_embedding + self.position_embeddings[:, -1:]).expand(batch_size, num_leads, 1, -1)
+        # expand_as, not expand(batch, ...): traced exports (ONNX) keep the batch dimension dynamic
+        left_sep = (self.sep_embedding + self.position_embeddings[:, :1]).expand_as(patches[:, :, :1])
+        right_sep = (self.sep_embedding + self.position_embeddings[:, -1:]).expand_as(patches[:, :, :1])
         tokens = torch.cat([left_sep, patches, right_sep], dim=2)
         tokens = tokens + self.lead_embeddings[None, :, None, :]
         return tokens, mask, ids_restore
@@ -320,10 +320,9 @@ class EcgPmaAttention(nn.Module):
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch_size, num_tokens, hidden_size = hidden_states.shape
         query, key, value = (
             self.qkv(hidden_states)
-            .view(batch_size, num_tokens, 3, self.num_attention_heads, self.head_dim)
+            .unflatten(-1, (3, self.num_attention_heads, self.head_dim))
             .permute(2, 0, 3, 1, 4)
             .unbind(0)
         )
@@ -339,7 +338,7 @@ class EcgPmaAttention(nn.Module):
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
         )
-        attention_output = self.output_dropout(self.output(attention_output.reshape(batch_size, num_tokens, hidden_size)))
+        attention_output = self.output_dropout(self.output(attention_output.flatten(2)))
         return attention_output, attention_probs if output_attentions else None
 
 
@@ -702,14 +701,15 @@ class EcgPmaLayerAggregator(nn.Module):
         self.gate = EcgPmaLayerGate(config) if config.aggregation == "pma" else None
 
     def layer_weights(self, layer_representations: torch.Tensor, input_representation: torch.Tensor) -> torch.Tensor:
-        batch_size = layer_representations.shape[0]
         if self.gate is not None:
             return self.gate(input_representation)
         if self.strategy == "ppa":
-            return layer_representations.new_full((batch_size, self.num_layers), 1.0 / self.num_layers)
-        weights = layer_representations.new_zeros(batch_size, self.num_layers)
-        weights[:, self.layer_index] = 1.0
-        return weights
+            weights = layer_representations.new_full((1, self.num_layers), 1.0 / self.num_layers)
+        else:
+            weights = layer_representations.new_zeros(1, self.num_layers)
+            weights[:, self.layer_index] = 1.0
+        # expand_as keeps the batch dimension dynamic in traced exports
+        return weights.expand_as(layer_representations[..., 0])
 
     def forward(
         self, layer_representations: torch.Tensor, input_representation: torch.Tensor

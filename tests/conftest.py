@@ -53,14 +53,17 @@ else:
 """
 
 
-def run_without_package(tmp_path: Path, script: str, *args: str):
-    """Runs `script` in a fresh Python process that cannot import `ecg_pma` (offline, empty module cache)."""
+def run_without_package(tmp_path: Path, script: str, *args: str, env: dict | None = None):
+    """
+    Runs `script` in a fresh Python process that cannot import `ecg_pma` (offline and with an empty module cache
+    unless `env` says otherwise).
+    """
     import subprocess
     import sys
 
     path = tmp_path / "fresh_process.py"
     path.write_text(BLOCK_PACKAGE + script)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", **(env or {})}
     result = subprocess.run(
         [sys.executable, str(path), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
