@@ -1,4 +1,5 @@
-"""The `ecg-pma` command: demo, pretrain, finetune, probe-layers, predict, evaluate, push, export-onnx, download."""
+"""The `ecg-pma` command: demo, pretrain, finetune, probe-layers, predict, evaluate, push, export-onnx, convert-st-mem,
+download."""
 
 from __future__ import annotations
 
@@ -212,6 +213,19 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_st_mem(args: argparse.Namespace) -> int:
+    from .convert_st_mem import convert_st_mem
+
+    model = convert_st_mem(args.checkpoint, args.output_dir, full=args.full, sampling_rate=args.sampling_rate, band_pass=not args.no_band_pass)
+    config = model.config
+    print(
+        f"Converted {args.checkpoint} to {type(model).__name__} in {args.output_dir}: {config.num_hidden_layers} blocks of "
+        f"{config.hidden_size}, {config.num_leads} leads, {config.signal_length} samples at {config.sampling_rate} Hz, "
+        f"patch {config.patch_size}"
+    )
+    return 0
+
+
 def _download(args: argparse.Namespace) -> int:
     from .data import download_database
 
@@ -320,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=17)
     export.set_defaults(handler=_export_onnx)
 
+    convert = commands.add_parser("convert-st-mem", help="convert an ST-MEM checkpoint (.pth) into an ecg-pma model")
+    convert.add_argument("checkpoint")
+    convert.add_argument("output_dir")
+    convert.add_argument("--full", action="store_true", help="the encoder + decoder file -> EcgPmaForPreTraining")
+    convert.add_argument("--sampling-rate", type=int, default=250, help="the rate the weights were trained at (ST-MEM: 250)")
+    convert.add_argument("--no-band-pass", action="store_true", help="save the extractor without ST-MEM's 0.67-40 Hz band-pass")
+    convert.set_defaults(handler=_convert_st_mem)
+
     download = commands.add_parser(
         "download", help="download a PhysioNet database (WFDB records and metadata) with wfdb"
     )
@@ -340,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # ConversionError is a ValueError
         print(f"ecg-pma {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,223 @@
+"""
+Converting ST-MEM checkpoints (Na et al., ICLR 2024; PyTorch state dicts, encoder-only or encoder + decoder) into
+ECG-PMA models, exactly: every tensor mapped, none left over, shapes checked, the config inferred from the tensors.
+
+    ecg-pma convert-st-mem st_mem_vit_base_encoder.pth converted/          # -> EcgPmaModel
+    ecg-pma convert-st-mem st_mem_vit_base_full.pth converted/ --full      # -> EcgPmaForPreTraining
+A checkpoint with a classifier `head` becomes an `EcgPmaForSequenceClassification` with `aggregation="last"` and a
+linear head (ST-MEM's downstream representation is the last block's token mean, then the final LayerNorm).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from .configuration_ecg_pma import SIGNAL_PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig
+from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+from .modeling_ecg_pma import EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
+
+# ST-MEM splits attention into heads of 64 dimensions; the head count is not stored in the tensors.
+ST_MEM_HEAD_DIM = 64
+
+_BLOCK = {
+    "attn.norm": "layernorm_before",
+    "attn.fn.to_qkv": "attention.qkv",
+    "attn.fn.to_out.0": "attention.output",
+    "ff.norm": "layernorm_after",
+    "ff.fn.net.0": "mlp.fc1",
+    "ff.fn.net.3": "mlp.fc2",
+}
+_ENCODER = {
+    "pos_embedding": "embeddings.position_embeddings",
+    "sep_embedding": "embeddings.sep_embedding",
+    "to_patch_embedding.1": "embeddings.patch_embeddings.patch_norm",
+    "to_patch_embedding.2": "embeddings.patch_embeddings.projection",
+    "to_patch_embedding.3": "embeddings.patch_embeddings.embedding_norm",
+    "norm": "layernorm",
+}
+_DECODER = {
+    "mask_embedding": "decoder.mask_token",
+    "decoder_pos_embed": "decoder.decoder_position_embeddings",
+    "to_decoder_embedding": "decoder.decoder_embed",
+    "decoder_norm": "decoder.decoder_norm",
+    "decoder_head": "decoder.decoder_pred",
+}
+
+
+class ConversionError(ValueError):
+    """The checkpoint does not have ST-MEM's layout; the message lists what does not fit."""
+
+
+def load_st_mem_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Reads a checkpoint with `torch.load(weights_only=True)` (tensors only, no code) and unwraps `{"model": ...}`."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConversionError(f"{path}: not a state dict of tensors.")
+    return state
+
+
+def _count(keys, pattern: str) -> int:
+    indices = {int(m.group(1)) for key in keys if (m := re.match(pattern, key))}
+    if indices != set(range(len(indices))):
+        raise ConversionError(f"Block indices are not contiguous: {sorted(indices)}.")
+    return len(indices)
+
+
+def infer_config(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor], sampling_rate: int) -> EcgPmaConfig:
+    """The EcgPmaConfig of an ST-MEM state dict (`encoder` keys without prefix, `decoder` keys possibly empty)."""
+    try:
+        hidden_size = encoder["sep_embedding"].shape[0]
+        patch_size = encoder["to_patch_embedding.1.weight"].shape[0]
+        num_patches = encoder["pos_embedding"].shape[1] - 2
+        intermediate_size = encoder["block0.ff.fn.net.0.weight"].shape[0]
+    except KeyError as error:
+        raise ConversionError(f"Not an ST-MEM encoder: tensor {error} is missing.") from error
+    num_leads = _count(encoder, r"lead_embeddings\.(\d+)$")
+    depth = _count(encoder, r"block(\d+)\.")
+    values = {
+        "num_leads": num_leads,
+        "lead_names": list(STANDARD_LEAD_NAMES[:num_leads]),
+        "sampling_rate": sampling_rate,
+        "signal_length": num_patches * patch_size,
+        "patch_size": patch_size,
+        "hidden_size": hidden_size,
+        "num_hidden_layers": depth,
+        "num_attention_heads": hidden_size // ST_MEM_HEAD_DIM,
+        "intermediate_size": intermediate_size,
+        "qkv_bias": "block0.attn.fn.to_qkv.bias" in encoder,
+        "layer_norm_eps": 1e-5,
+        "aggregation": "last",
+        "head_type": "linear",
+    }
+    if decoder:
+        decoder_hidden = decoder["mask_embedding"].shape[-1]
+        values |= {
+            "decoder_hidden_size": decoder_hidden,
+            "decoder_num_hidden_layers": _count(decoder, r"decoder_blocks\.(\d+)\."),
+            "decoder_num_attention_heads": decoder_hidden // ST_MEM_HEAD_DIM,
+            "decoder_intermediate_size": decoder["decoder_blocks.0.ff.fn.net.0.weight"].shape[0],
+            "decoder_layer_norm_eps": 1e-6,
+        }
+    if "head.weight" in encoder:
+        values["num_labels"] = encoder["head.weight"].shape[0]
+    return EcgPmaConfig(**values)
+
+
+def map_state_dict(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor], prefix: str) -> tuple[dict, list[str]]:
+    """ST-MEM names -> ours. Returns the mapped tensors and the ST-MEM keys nothing mapped."""
+    mapped, unmapped = {}, []
+    lead_embeddings = {}
+    for key, tensor in encoder.items():
+        if match := re.match(r"lead_embeddings\.(\d+)$", key):
+            lead_embeddings[int(match.group(1))] = tensor
+        elif match := re.match(r"block(\d+)\.(.+)\.(weight|bias)$", key):
+            index, module, kind = match.groups()
+            if module in _BLOCK:
+                mapped[f"{prefix}encoder.layers.{index}.{_BLOCK[module]}.{kind}"] = tensor
+            else:
+                unmapped.append(key)
+        elif match := re.match(r"head\.(weight|bias)$", key):
+            mapped[f"classifier.head.{match.group(1)}"] = tensor
+        else:
+            module, _, kind = key.rpartition(".")
+            if key in _ENCODER:
+                mapped[prefix + _ENCODER[key]] = tensor
+            elif module in _ENCODER:
+                mapped[f"{prefix}{_ENCODER[module]}.{kind}"] = tensor
+            else:
+                unmapped.append(key)
+    if lead_embeddings:
+        mapped[f"{prefix}embeddings.lead_embeddings"] = torch.stack([lead_embeddings[i] for i in sorted(lead_embeddings)])
+    for key, tensor in decoder.items():
+        if match := re.match(r"decoder_blocks\.(\d+)\.(.+)\.(weight|bias)$", key):
+            index, module, kind = match.groups()
+            if module in _BLOCK:
+                mapped[f"decoder.layers.{index}.{_BLOCK[module]}.{kind}"] = tensor
+            else:
+                unmapped.append(key)
+        else:
+            module, _, kind = key.rpartition(".")
+            if key in _DECODER:
+                mapped[_DECODER[key]] = tensor
+            elif module in _DECODER:
+                mapped[f"{_DECODER[module]}.{kind}"] = tensor
+            else:
+                unmapped.append(key)
+    return mapped, unmapped
+
+
+def convert_st_mem(
+    checkpoint: str | Path | dict[str, torch.Tensor],
+    output_dir: str | Path | None = None,
+    full: bool = False,
+    sampling_rate: int = SIGNAL_PRESETS["st-mem"]["sampling_rate"],
+    band_pass: bool = True,
+):
+    """
+    Converts an ST-MEM checkpoint (path or state dict). `full`: the file holds encoder + decoder (`encoder.` prefix)
+    and becomes an `EcgPmaForPreTraining`; otherwise the encoder (an `EcgPmaModel`, or a classifier when the file has
+    a `head`). Raises `ConversionError` listing unmapped, missing or mis-shaped tensors. With `output_dir`, saves
+    the model (safetensors), its code and a feature extractor with ST-MEM's preprocessing (0.67-40 Hz band-pass).
+    """
+    state = load_st_mem_state_dict(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    has_prefix = any(key.startswith("encoder.") for key in state)
+    decoder_keys = sorted(key for key in state if not key.startswith("encoder.") and re.match(r"(mask_embedding|decoder_|to_decoder_embedding)", key))
+    if full and not has_prefix:
+        raise ConversionError("--full expects the encoder + decoder file, whose encoder keys start with 'encoder.'.")
+    if not full and (has_prefix or decoder_keys):
+        raise ConversionError(
+            f"This file holds a decoder ({(decoder_keys or ['encoder.*'])[:3]}...): convert it with --full."
+        )
+    encoder = {key[len("encoder.") :]: value for key, value in state.items() if key.startswith("encoder.")} if full else dict(state)
+    decoder = {key: value for key, value in state.items() if not key.startswith("encoder.")} if full else {}
+
+    config = infer_config(encoder, decoder, sampling_rate)
+    if full:
+        model_class, prefix = EcgPmaForPreTraining, "ecg_pma."
+    elif "head.weight" in encoder:
+        model_class, prefix = EcgPmaForSequenceClassification, "ecg_pma."
+    else:
+        model_class, prefix = EcgPmaModel, ""
+    model = model_class(config).eval()
+
+    mapped, unmapped = map_state_dict(encoder, decoder, prefix)
+    expected = model.state_dict()
+    # Buffers our classifier has and ST-MEM's linear head does not (none for a linear head) would show up here.
+    missing = sorted(set(expected) - set(mapped))
+    mismatched = [
+        f"{key}: checkpoint {tuple(mapped[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in sorted(set(mapped) & set(expected))
+        if mapped[key].shape != expected[key].shape
+    ]
+    unexpected = sorted(set(mapped) - set(expected))
+    if unmapped or missing or mismatched or unexpected:
+        raise ConversionError(
+            "The checkpoint does not match ST-MEM's layout:\n"
+            + "".join(
+                f"  {title}: {items}\n"
+                for title, items in (
+                    ("ST-MEM tensors with no counterpart", unmapped),
+                    ("model tensors the checkpoint lacks", missing),
+                    ("shape mismatches", mismatched),
+                    ("mapped names the model does not have", unexpected),
+                )
+                if items
+            )
+        )
+    model.load_state_dict({key: value.to(expected[key].dtype) for key, value in mapped.items()}, strict=True)
+
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        model.save_pretrained(output_dir)
+        extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=band_pass)
+        extractor.save_pretrained(output_dir)
+        from .modelcard import write_model_card
+
+        write_model_card(output_dir, model.config, extractor, training={"converted_from": "ST-MEM checkpoint"})
+    return model
