@@ -7,6 +7,7 @@ re-encoding per epoch — and report macro AUROC per layer as a table and a plot
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,14 +127,10 @@ def score_probe(probe: CachedProbe, cache: LayerCache) -> dict:
     return _metric().compute(predictions=probabilities, references=cache.labels.numpy().astype(int), record_ids=cache.record_ids)
 
 
-_METRIC = None
-
-
+@functools.cache
 def _metric():
-    global _METRIC
-    if _METRIC is None:
-        _METRIC = load_ecg_multilabel()
-    return _METRIC
+    """Loaded once: the probes are scored after every epoch."""
+    return load_ecg_multilabel()
 
 
 def probe_layers(
