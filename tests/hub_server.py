@@ -196,14 +196,22 @@ class HubHandler(BaseHTTPRequestHandler):
             repo.commits[sha], repo.messages[sha], repo.branches[revision] = files, message, sha
         return self._json(200, {"commitUrl": f"{self._url(repo_id)}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None})
 
-    def _model_info(self, repo_id: str, revision: str):
+    def _readable(self, repo_id: str, revision: str) -> tuple[Repo, str, dict[str, bytes]] | None:
+        """The repo and the files at `revision`, or None after answering 401 / 404 as the Hub does."""
         repo = self.state.repos.get(repo_id)
         if repo is None or (repo.private and not self._authorized()):
-            return self._json(401, {"error": "Repository not found"}, "RepoNotFound")
+            self._json(401, {"error": "Repository not found"}, "RepoNotFound")
+            return None
         found = self.state.files(repo_id, revision)
         if found is None:
-            return self._json(404, {"error": f"Invalid rev id: {revision}"}, "RevisionNotFound")
-        sha, files = found
+            self._json(404, {"error": f"Invalid rev id: {revision}"}, "RevisionNotFound")
+            return None
+        return (repo, *found)
+
+    def _model_info(self, repo_id: str, revision: str):
+        if (readable := self._readable(repo_id, revision)) is None:
+            return
+        repo, sha, files = readable
         return self._json(
             200,
             {
@@ -217,13 +225,9 @@ class HubHandler(BaseHTTPRequestHandler):
         )
 
     def _resolve(self, repo_id: str, revision: str, filename: str, head: bool):
-        repo = self.state.repos.get(repo_id)
-        if repo is None or (repo.private and not self._authorized()):
-            return self._json(401, {"error": "Repository not found"}, "RepoNotFound")
-        found = self.state.files(repo_id, revision)
-        if found is None:
-            return self._json(404, {"error": f"Invalid rev id: {revision}"}, "RevisionNotFound")
-        sha, files = found
+        if (readable := self._readable(repo_id, revision)) is None:
+            return
+        _, sha, files = readable
         if filename not in files:
             return self._json(404, {"error": f"{filename} does not exist"}, "EntryNotFound")
         content = files[filename]
