@@ -109,46 +109,38 @@ def infer_config(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tens
     return EcgPmaConfig(**values)
 
 
+def _rename(key: str, block_prefix: str, layers: str, names: dict[str, str]) -> str | None:
+    """One ST-MEM key -> ours: a block of the stack `block_prefix<i>.` or a module of `names`; None if unknown."""
+    if match := re.match(rf"{block_prefix}(\d+)\.(.+)\.(weight|bias)$", key):
+        index, module, kind = match.groups()
+        return f"{layers}.{index}.{_BLOCK[module]}.{kind}" if module in _BLOCK else None
+    if key in names:
+        return names[key]
+    module, _, kind = key.rpartition(".")
+    return f"{names[module]}.{kind}" if module in names else None
+
+
 def map_state_dict(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor], prefix: str) -> tuple[dict, list[str]]:
     """ST-MEM names -> ours. Returns the mapped tensors and the ST-MEM keys nothing mapped."""
     mapped, unmapped = {}, []
     lead_embeddings = {}
+    encoder_names = {key: prefix + name for key, name in _ENCODER.items()}
     for key, tensor in encoder.items():
         if match := re.match(r"lead_embeddings\.(\d+)$", key):
             lead_embeddings[int(match.group(1))] = tensor
-        elif match := re.match(r"block(\d+)\.(.+)\.(weight|bias)$", key):
-            index, module, kind = match.groups()
-            if module in _BLOCK:
-                mapped[f"{prefix}encoder.layers.{index}.{_BLOCK[module]}.{kind}"] = tensor
-            else:
-                unmapped.append(key)
         elif match := re.match(r"head\.(weight|bias)$", key):
             mapped[f"classifier.head.{match.group(1)}"] = tensor
+        elif name := _rename(key, "block", f"{prefix}encoder.layers", encoder_names):
+            mapped[name] = tensor
         else:
-            module, _, kind = key.rpartition(".")
-            if key in _ENCODER:
-                mapped[prefix + _ENCODER[key]] = tensor
-            elif module in _ENCODER:
-                mapped[f"{prefix}{_ENCODER[module]}.{kind}"] = tensor
-            else:
-                unmapped.append(key)
+            unmapped.append(key)
     if lead_embeddings:
         mapped[f"{prefix}embeddings.lead_embeddings"] = torch.stack([lead_embeddings[i] for i in sorted(lead_embeddings)])
     for key, tensor in decoder.items():
-        if match := re.match(r"decoder_blocks\.(\d+)\.(.+)\.(weight|bias)$", key):
-            index, module, kind = match.groups()
-            if module in _BLOCK:
-                mapped[f"decoder.layers.{index}.{_BLOCK[module]}.{kind}"] = tensor
-            else:
-                unmapped.append(key)
+        if name := _rename(key, r"decoder_blocks\.", "decoder.layers", _DECODER):
+            mapped[name] = tensor
         else:
-            module, _, kind = key.rpartition(".")
-            if key in _DECODER:
-                mapped[_DECODER[key]] = tensor
-            elif module in _DECODER:
-                mapped[f"{_DECODER[module]}.{kind}"] = tensor
-            else:
-                unmapped.append(key)
+            unmapped.append(key)
     return mapped, unmapped
 
 
