@@ -75,6 +75,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             warmup_epochs=args.warmup_epochs,
             warmup_steps=args.warmup_steps,
             mixed_precision=args.mixed_precision,
+            torch_compile=args.torch_compile,
             save_steps=args.save_steps,
             resume_from_checkpoint=args.resume,
             seed=args.seed,
@@ -138,7 +139,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     model = AutoModelForSequenceClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     extractor = AutoFeatureExtractor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
-    predictions = predict_records(model, extractor, args.records, dtype=args.dtype, batch_size=args.batch_size)
+    predictions = predict_records(
+        model, extractor, args.records, dtype=args.dtype, batch_size=args.batch_size, compile=args.compile
+    )
     if args.json:
         print(json.dumps([prediction.__dict__ for prediction in predictions], indent=2))
         return 0
@@ -273,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--warmup-epochs", type=float, default=40)
     pre.add_argument("--warmup-steps", type=int, default=None)
     pre.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
+    pre.add_argument("--torch-compile", action="store_true", help="compile the Transformer blocks with torch.compile")
     pre.add_argument("--save-steps", type=int, default=1000)
     pre.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
     pre.add_argument("--seed", type=int, default=0)
@@ -307,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument(
+        "--compile", action="store_true", help="torch.compile the model first (tens of seconds; pays off on many records)"
+    )
     predict.add_argument("--trust-remote-code", action="store_true", help="load the code saved with the model")
     predict.set_defaults(handler=_predict)
 

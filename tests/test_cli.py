@@ -74,7 +74,7 @@ def test_predict_prints_probabilities_and_layer_weights(workspace):
     assert len(predictions[0]["probabilities"]) == 26 and "NSR" in predictions[0]["probabilities"]
     assert sum(predictions[0]["layer_weights"]) == pytest.approx(1.0, abs=1e-5)
 
-    table = ecg_pma("predict", root / "probed", records[0], "--dtype", "bf16")
+    table = ecg_pma("predict", root / "probed", records[0], "--dtype", "bf16", "--compile")
     assert table.returncode == 0, table.stderr[-3000:]
     assert "layer weights:" in table.stdout and "STach" in table.stdout
 

@@ -100,6 +100,36 @@ def test_resuming_continues_the_same_loss_curve(tmp_path, challenge):
     assert latest.losses == []  # step-8 is the latest: nothing left to do
 
 
+@pytest.mark.slow
+def test_compiled_pretraining_follows_the_eager_run_and_saves_plain_names(tmp_path, challenge):
+    _, windows, extractor = challenge
+    config = EcgPmaConfig.from_preset("tiny", pretraining_aggregation="ipa")
+    torch.manual_seed(0)
+    initial = EcgPmaForPreTraining(config).state_dict()
+
+    def fresh():
+        model = EcgPmaForPreTraining(config)
+        model.load_state_dict(initial)
+        return model
+
+    eager = pretrain(fresh(), windows["train"], _args(tmp_path / "eager", max_steps=4, save_steps=None), extractor)
+    compiled = pretrain(
+        fresh(), windows["train"], _args(tmp_path / "compiled", max_steps=4, save_steps=2, torch_compile=True), extractor
+    )
+    np.testing.assert_allclose([r["loss"] for r in compiled.losses], [r["loss"] for r in eager.losses], rtol=1e-4)
+    saved = EcgPmaForPreTraining.from_pretrained(tmp_path / "compiled").state_dict()
+    assert saved.keys() == initial.keys()
+    final = EcgPmaForPreTraining.from_pretrained(tmp_path / "eager").state_dict()
+    for name in initial:
+        torch.testing.assert_close(saved[name], final[name], atol=1e-4, rtol=1e-3)
+    # the compiled run's checkpoint resumes in an eager run under the model's own names
+    checkpoint = tmp_path / "compiled" / "checkpoints" / "step-2"
+    resumed = pretrain(
+        fresh(), windows["train"], _args(tmp_path / "resumed", max_steps=4, save_steps=None, resume_from_checkpoint=str(checkpoint)), extractor
+    )
+    np.testing.assert_allclose([r["loss"] for r in resumed.losses], [r["loss"] for r in compiled.losses[2:]], rtol=1e-4)
+
+
 def test_too_small_a_dataset_is_refused(tmp_path, challenge):
     _, windows, extractor = challenge
     with pytest.raises(ValueError, match="fewer than one batch of 64"):
@@ -260,3 +290,19 @@ def test_predict_averages_windows_per_record(challenge):
     assert sum(prediction[0].layer_weights) == pytest.approx(1.0, abs=1e-5)
     bf16 = predict_records(model, extractor, [record], dtype="bf16")[0]
     np.testing.assert_allclose(list(bf16.probabilities.values()), expected.numpy(), atol=0.05)
+
+
+@pytest.mark.slow
+def test_compiled_prediction_matches_eager_with_a_padded_last_batch(challenge):
+    raw, _, _ = challenge
+    config = EcgPmaConfig.from_preset("tiny", signal_length=500, aggregation="pma", id2label=id2label(raw))
+    model = EcgPmaForSequenceClassification(config).eval()
+    extractor = EcgPmaFeatureExtractor.from_model_config(config)
+    records = [str(shared_data_dir("physionet2021") / name) for name in ("E07501", "E07500")]
+    # 3 + 3 windows in batches of 4: the second batch is padded with 2 zero windows, whose outputs must not leak
+    eager = predict_records(model, extractor, records, batch_size=4)
+    compiled = predict_records(model, extractor, records, batch_size=4, compile=True)
+    for expected, actual in zip(eager, compiled, strict=True):
+        assert actual.num_windows == expected.num_windows == 3
+        np.testing.assert_allclose(list(actual.probabilities.values()), list(expected.probabilities.values()), atol=1e-5)
+        np.testing.assert_allclose(actual.layer_weights, expected.layer_weights, atol=1e-5)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
+from accelerate.utils import compile_regions, set_seed
 from datasets import Dataset, IterableDataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -49,6 +49,9 @@ class PretrainingArguments:
     resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest"
     dataloader_num_workers: int = 0
     use_cpu: bool = False  # train on the CPU even where a GPU is available
+    # torch.compile, one Transformer block compiled once and reused (Accelerate's regional compilation: a shorter
+    # cold start than compiling the whole model).
+    torch_compile: bool = False
     disable_tqdm: bool = False
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
@@ -154,6 +157,10 @@ def pretrain(
     # Stepped once per optimizer step here; Accelerate's scheduler wrapper would step it once per process.
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    if args.torch_compile:
+        # Here rather than through `Accelerator(dynamo_plugin=...)`: Accelerate keeps that setting process-wide, so a
+        # second `pretrain` call in the same process would silently keep the first call's choice.
+        model = compile_regions(model, backend="inductor")
 
     progress = {"global_step": 0, "micro_step": 0, "epoch": 0, "batches_in_epoch": 0}
     if args.resume_from_checkpoint:
@@ -164,7 +171,7 @@ def pretrain(
                 raise FileNotFoundError(f"No checkpoint to resume from in {args.checkpoint_dir}.")
             checkpoint = found[-1]
         progress = load_training_state(
-            checkpoint, accelerator.unwrap_model(model), optimizer, scheduler, accelerator.process_index
+            checkpoint, unwrapped(accelerator, model), optimizer, scheduler, accelerator.process_index
         )
         accelerator.print(f"Resumed from {checkpoint} at step {progress['global_step']}.")
 
@@ -231,7 +238,7 @@ def pretrain(
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final_model = accelerator.unwrap_model(model)
+        final_model = unwrapped(accelerator, model)
         final_model.save_pretrained(output_dir)
         extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(config)
         extractor.save_pretrained(output_dir)
@@ -242,9 +249,15 @@ def pretrain(
     return PretrainingResult(output_dir=str(output_dir), global_step=progress["global_step"], losses=losses)
 
 
+def unwrapped(accelerator: Accelerator, model) -> EcgPmaForPreTraining:
+    """The model without its distributed and compiled wrappers: what is saved and loaded, under its own names."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
 def save_checkpoint(accelerator: Accelerator, model, optimizer, scheduler, progress: dict, args: PretrainingArguments):
     directory = args.checkpoint_dir / f"{CHECKPOINT_PREFIX}{progress['global_step']}"
-    model_state = accelerator.get_state_dict(model)
+    # Compiled blocks name their weights `..._orig_mod....`; a checkpoint keeps the model's own names.
+    model_state = {name.replace("_orig_mod.", ""): tensor for name, tensor in accelerator.get_state_dict(model).items()}
     accelerator.wait_for_everyone()
     save_training_state(
         directory,
