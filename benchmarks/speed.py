@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import ctypes
+import gc
 import json
+import statistics
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import psutil
 import torch
 
+from accelerate.utils import compile_regions
+
 from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining
+from ecg_pma.inference import compile_for_inference
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_info  # noqa: E402
@@ -50,15 +58,51 @@ class PeakMemory:
         self.megabytes = round((self.peak - self.start) / 2**20, 1)
 
 
-def timed(step, repeats: int, warmup: int = 1) -> tuple[float, float]:
-    for _ in range(warmup):
-        step()
+def release_freed_memory() -> None:
+    """Hands memory that was freed but kept by the C allocator back to the system (glibc), so that RSS growth
+    measures what a call needs rather than what earlier calls left behind."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_memory(step) -> float:
+    """Peak resident memory (MiB above the start) of one call, measured apart from the timings it would disturb."""
+    gc.collect()
+    release_freed_memory()
     with PeakMemory() as memory:
+        step()
+    return memory.megabytes
+
+
+def interleaved_timings(steps: dict, repeats: int) -> dict[str, dict]:
+    """
+    Seconds per call of each variant, the median of `repeats` rounds in which every variant runs once, in an order
+    rotated each round: the variants share whatever the machine does meanwhile, so their ratios stay fair even where
+    absolute timings drift (shared VMs). The first call of each variant (warm-up; for a compiled variant, the
+    compilation) is timed apart as `first_call_s`.
+    """
+    names = list(steps)
+    first_call, seconds = {}, {name: [] for name in names}
+    for name in names:
         start = time.perf_counter()
-        for _ in range(repeats):
-            step()
-        seconds = (time.perf_counter() - start) / repeats
-    return seconds, memory.megabytes
+        steps[name]()
+        first_call[name] = time.perf_counter() - start
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            steps[name]()
+            seconds[name].append(time.perf_counter() - start)
+    return {
+        name: {
+            "seconds": statistics.median(seconds[name]),
+            "first_call_s": round(first_call[name], 2),
+            "peak_rss_mb": peak_memory(steps[name]),
+        }
+        for name in names
+    }
 
 
 def record(results: list, measurement: dict) -> None:
@@ -83,52 +127,59 @@ def main() -> None:
     torch.manual_seed(0)
 
     results = []
+
+    def record_all(timings: dict, **key) -> None:
+        for name, timing in timings.items():
+            record(results, {
+                **key, "variant": name, "ecgs_per_s": round(key["batch"] / timing["seconds"], 2),
+                "first_call_s": timing["first_call_s"], "peak_rss_mb": timing["peak_rss_mb"],
+            })  # fmt: skip
+
     for preset in args.presets:
         config = EcgPmaConfig.from_preset(preset)
         model = EcgPmaForPreTraining(config)
         encoder = model.ecg_pma.eval()
+        eager_encoder = copy.deepcopy(encoder)
+        eager_encoder.set_attn_implementation("eager")
         for batch in args.batches:
             signals = torch.randn(batch, config.num_leads, config.signal_length)
             for dtype in args.dtypes:
-                variants = {
-                    "ours_sdpa": lambda: encoder(signals),
-                    "ours_eager": lambda: encoder.set_attn_implementation("eager") or encoder(signals),
-                    "reference": lambda: reference_encoder(encoder, signals),
-                }
-                if args.compile:
-                    compiled = torch.compile(encoder)
-                    variants["ours_sdpa_compiled"] = lambda: compiled(signals)
-                for name, forward in variants.items():
-                    encoder.set_attn_implementation("sdpa")
-                    with torch.inference_mode(), autocast(dtype):
-                        seconds, megabytes = timed(forward, args.repeats)
-                    record(results,
-                        {"task": "encoder_inference", "preset": preset, "batch": batch, "dtype": dtype, "variant": name,
-                         "ecgs_per_s": round(batch / seconds, 2), "peak_rss_mb": megabytes}
-                    )  # fmt: skip
+                with torch.inference_mode(), autocast(dtype):
+                    variants = {
+                        "ours_sdpa": lambda: encoder(signals),
+                        "ours_eager": lambda: eager_encoder(signals),
+                        "reference": lambda: reference_encoder(encoder, signals),
+                    }
+                    if args.compile:
+                        # what `ecg-pma predict --compile` runs; compiled inside autocast, as prediction does
+                        variants["ours_compiled"] = partial(compile_for_inference(encoder), signals)
+                    timings = interleaved_timings(variants, args.repeats)
+                record_all(timings, task="encoder_inference", preset=preset, batch=batch, dtype=dtype)
             if args.skip_pretraining:
                 continue
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
             noise = torch.rand(batch, config.num_leads, config.num_patches)
+            losses = {
+                "ours_sdpa": lambda: model(signals, noise=noise).loss,
+                "reference": lambda: reference_pretraining_loss(model, signals, noise),
+            }
+            model.train()
+            if args.compile:
+                # what `ecg-pma pretrain --torch-compile` runs: regional compilation, weights shared with `model`
+                compiled_model = compile_regions(model, backend="inductor").train()
+                losses["ours_compiled"] = lambda: compiled_model(signals, noise=noise).loss
             for dtype in args.dtypes:
-                for name, loss_fn in (
-                    ("ours_sdpa", lambda: model(signals, noise=noise).loss),
-                    ("reference", lambda: reference_pretraining_loss(model, signals, noise)),
-                ):
 
-                    def step():
-                        with autocast(dtype):
-                            loss = loss_fn()
-                        loss.backward()
-                        optimizer.step()
-                        optimizer.zero_grad()
+                def training_step(loss_fn, dtype=dtype):
+                    with autocast(dtype):
+                        loss = loss_fn()
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad()
 
-                    model.train()
-                    seconds, megabytes = timed(step, args.repeats)
-                    record(results,
-                        {"task": "pretraining_step", "preset": preset, "batch": batch, "dtype": dtype, "variant": name,
-                         "ecgs_per_s": round(batch / seconds, 2), "peak_rss_mb": megabytes}
-                    )  # fmt: skip
+                timings = interleaved_timings({name: partial(training_step, fn) for name, fn in losses.items()}, args.repeats)
+                record_all(timings, task="pretraining_step", preset=preset, batch=batch, dtype=dtype)
+            model.eval()
 
     def speed(task, preset, batch, dtype, variant):
         for r in results:
@@ -147,8 +198,9 @@ def main() -> None:
             entry["bf16_vs_fp32"] = round(r["ecgs_per_s"] / speed(key[0], key[1], key[2], "fp32", "ours_sdpa"), 2)
         if speed(*key, "ours_eager"):
             entry["sdpa_vs_eager"] = round(r["ecgs_per_s"] / speed(*key, "ours_eager"), 2)
-        if speed(*key, "ours_sdpa_compiled"):
-            entry["compiled_vs_eager_mode"] = round(speed(*key, "ours_sdpa_compiled") / r["ecgs_per_s"], 2)
+        if speed(*key, "ours_compiled"):
+            entry["compiled_vs_reference"] = round(speed(*key, "ours_compiled") / speed(*key, "reference"), 2)
+            entry["compiled_vs_eager_mode"] = round(speed(*key, "ours_compiled") / r["ecgs_per_s"], 2)
         speedups.append(entry)
     print(json.dumps({"benchmark": "speed", **machine_info(), "results": results, "speedups": speedups}))
 

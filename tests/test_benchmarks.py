@@ -1,5 +1,8 @@
-"""The benchmark baseline computes the same maths as the package (so speed-ups compare like with like)."""
+"""The benchmark baseline computes the same maths as the package (so speed-ups compare like with like), and the speed
+benchmark runs end to end."""
 
+import json
+import subprocess
 import sys
 
 import torch
@@ -19,3 +22,24 @@ def test_reference_implementation_matches_the_package(signals):
         torch.testing.assert_close(representations, model.ecg_pma(signals).layer_representations, atol=1e-5, rtol=1e-5)
         noise = torch.rand(4, 12, config.num_patches)
         torch.testing.assert_close(reference_pretraining_loss(model, signals, noise), model(signals, noise=noise).loss, atol=1e-5, rtol=1e-5)
+
+
+def test_speed_benchmark_prints_one_json_line_with_every_variant():
+    """The speed benchmark runs end to end (tiny model, one small batch) and reports what its README table needs."""
+    command = [
+        sys.executable, str(REPO_ROOT / "benchmarks" / "speed.py"),
+        "--presets", "tiny", "--batches", "2", "--dtypes", "fp32", "--repeats", "1",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    measured = {(r["task"], r["variant"]) for r in report["results"]}
+    assert measured == {
+        ("encoder_inference", "ours_sdpa"), ("encoder_inference", "ours_eager"), ("encoder_inference", "reference"),
+        ("pretraining_step", "ours_sdpa"), ("pretraining_step", "reference"),
+    }  # fmt: skip
+    assert all(r["ecgs_per_s"] > 0 for r in report["results"])
+    assert {(s["task"], s["dtype"]) for s in report["speedups"]} == {("encoder_inference", "fp32"), ("pretraining_step", "fp32")}
