@@ -10,22 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-import datasets
 import numpy as np
 import torch
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaModel
-from ecg_pma.data import extract_features, load_physionet2021
 from ecg_pma.metrics import load_ecg_multilabel
 from ecg_pma.training.probe_layers import CachedProbe, LayerCache, fit_probe
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_info  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2021"
+from common import CHALLENGE_RECORDS, challenge_windows, machine_info  # noqa: E402
 
 
 @torch.inference_mode()
@@ -40,16 +35,13 @@ def encode(encoder, rows, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="vit-s-paper")
-    parser.add_argument("--data", default=str(SHARED))
+    parser.add_argument("--data", default=str(CHALLENGE_RECORDS))
     args = parser.parse_args()
-    datasets.disable_progress_bars()
     torch.manual_seed(0)
     config = EcgPmaConfig.from_preset(args.preset)
     encoder = EcgPmaModel(config).eval()
     extractor = EcgPmaFeatureExtractor.from_model_config(config)
-    with tempfile.TemporaryDirectory() as cache:
-        raw = load_physionet2021(args.data, cache_dir=cache)
-        windows = {split: extract_features(raw[split], extractor) for split in ("train", "test")}
+    windows = challenge_windows(extractor, ("train", "test"), args.data)
     caches = {}
     for split, rows in windows.items():
         labels = torch.as_tensor(np.asarray(rows.with_format("numpy")["labels"][:]), dtype=torch.float32)

@@ -1,10 +1,16 @@
-"""What every benchmark reports beside its numbers: the machine they were measured on."""
+"""What the benchmarks share: the machine they report beside their numbers, and the real records they run on."""
 
 from __future__ import annotations
 
 import platform
+import tempfile
+from pathlib import Path
 
+import datasets
 import torch
+
+# The 40 real PhysioNet/CinC 2021 challenge records in ../shared (beside the project root).
+CHALLENGE_RECORDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2021"
 
 
 def cpu_model() -> str:
@@ -26,3 +32,14 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
+
+
+def challenge_windows(extractor, splits: tuple[str, ...], data: str | Path = CHALLENGE_RECORDS) -> dict[str, datasets.Dataset]:
+    """Model-ready windows (`signals`, `labels`, `record_id`) of the challenge records, per split, read into memory."""
+    from ecg_pma.data import extract_features, load_physionet2021
+
+    datasets.disable_progress_bars()
+    with tempfile.TemporaryDirectory() as cache_dir:
+        raw = load_physionet2021(data, cache_dir=cache_dir)
+        # in memory, so nothing refers to the temporary cache once it is gone
+        return {split: extract_features(raw[split], extractor).flatten_indices(keep_in_memory=True) for split in splits}

@@ -20,14 +20,12 @@ from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
 from ecg_pma.data import extract_features, load_wfdb_folder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_info  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2021"
+from common import CHALLENGE_RECORDS, machine_info  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=str(SHARED))
+    parser.add_argument("--data", default=str(CHALLENGE_RECORDS))
     parser.add_argument("--repeat", type=int, default=5, help="the folder's records are read this many times over")
     args = parser.parse_args()
     datasets.disable_progress_bars()

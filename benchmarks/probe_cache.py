@@ -10,20 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaModel
-from ecg_pma.data import extract_features, load_physionet2021
 from ecg_pma.training.probe_layers import CachedProbe, encode_layers
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_info  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2021"
+from common import CHALLENGE_RECORDS, challenge_windows, machine_info  # noqa: E402
 
 
 def train_epoch(probe, optimizer, batches) -> None:
@@ -40,18 +36,16 @@ def main() -> None:
     parser.add_argument("--preset", default="vit-s-paper")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--data", default=str(SHARED))
+    parser.add_argument("--data", default=str(CHALLENGE_RECORDS))
     args = parser.parse_args()
 
     torch.manual_seed(0)
     config = EcgPmaConfig.from_preset(args.preset)
     encoder = EcgPmaModel(config).eval()
     extractor = EcgPmaFeatureExtractor.from_model_config(config)
-    with tempfile.TemporaryDirectory() as cache_dir:
-        raw = load_physionet2021(args.data, cache_dir=cache_dir)
-        windows = extract_features(raw["train"], extractor)
-        signals = windows.with_format("torch")[:]["signals"]
-        labels = windows.with_format("torch")[:]["labels"]
+    windows = challenge_windows(extractor, ("train",), args.data)["train"]
+    signals = windows.with_format("torch")[:]["signals"]
+    labels = windows.with_format("torch")[:]["labels"]
 
     start = time.perf_counter()
     cache = encode_layers(encoder, windows, batch_size=args.batch_size)

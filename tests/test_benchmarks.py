@@ -5,9 +5,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, shared_data_dir
 from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -24,6 +25,7 @@ def test_reference_implementation_matches_the_package(signals):
         torch.testing.assert_close(reference_pretraining_loss(model, signals, noise), model(signals, noise=noise).loss, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_speed_benchmark_prints_one_json_line_with_every_variant():
     """The speed benchmark runs end to end (tiny model, one small batch) and reports what its README table needs."""
     command = [
@@ -43,3 +45,23 @@ def test_speed_benchmark_prints_one_json_line_with_every_variant():
     }  # fmt: skip
     assert all(r["ecgs_per_s"] > 0 for r in report["results"])
     assert {(s["task"], s["dtype"]) for s in report["speedups"]} == {("encoder_inference", "fp32"), ("pretraining_step", "fp32")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "arguments", "reported"),
+    [
+        ("feature_extraction.py", ["--repeat", "1"], "records_per_s_num_proc_2"),
+        ("probe_cache.py", ["--preset", "tiny", "--epochs", "1"], "per_epoch_speedup"),
+        ("bf16_accuracy.py", ["--preset", "tiny"], "test_macro_auroc_bf16"),
+    ],
+)
+def test_data_benchmarks_run_on_the_challenge_records(script, arguments, reported):
+    shared_data_dir("physionet2021")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *arguments], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert report[reported] > 0
