@@ -90,7 +90,7 @@ def reference_pretraining_loss(model, signals: torch.Tensor, noise: torch.Tensor
             prediction = F.linear(x, decoder.decoder_pred.weight, decoder.decoder_pred.bias)[0, 1:-1]
             target = signals[b, lead].reshape(config.num_patches, config.patch_size)
             target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
-            masked = torch.ones(config.num_patches, dtype=torch.bool)
+            masked = torch.ones(config.num_patches, dtype=torch.bool, device=signals.device)
             masked[keep[b][lead]] = False
             losses.append(((prediction - target) ** 2).mean(-1)[masked].sum())
             counts += int(masked.sum())

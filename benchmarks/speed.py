@@ -1,7 +1,17 @@
 """
 Encoder inference and pre-training-step throughput: ecg_pma against the straightforward reference implementation
 (`reference_impl.py`: per-lead loops, manual attention) at the same precision, plus SDPA vs eager attention, fp32 vs
-bf16 autocast, and torch.compile. Prints one JSON line: every measurement and the speed-ups measured in this run.
+bf16 autocast, and `torch.compile` as the package runs it (`predict --compile`: Inductor with freezing;
+`pretrain --torch-compile`: regional compilation). Prints one JSON line: every measurement and the speed-ups
+measured in this run; each measurement also goes to stderr as soon as it is made.
+
+Variants are timed in interleaved rounds (median of `--repeats`), so drifts of a shared machine hit all of them
+alike. `first_call_s` is the first call: warm-up, and for compiled variants the compilation (shorter on a second run,
+which finds Inductor's on-disk cache). `peak_memory_mb` is one call's resident-memory growth after freed memory has
+been handed back to the system (CPU) or its allocator peak (GPU). `tflops_per_s` counts the matrix products and
+attention of the same maths (FlopCounterMode on the reference implementation); with `--peak-tflops`, `mfu` divides
+it by the device's peak. On a GPU (`--device cuda`, the default where one is present) every timing waits for the
+device.
 
     python benchmarks/speed.py                                   # a grid sized for a 2-core CPU
     python benchmarks/speed.py --presets vit-s-paper vit-b-paper vit-s-st-mem vit-b-st-mem --batches 1 8 32 --compile
@@ -26,6 +36,7 @@ import psutil
 import torch
 
 from accelerate.utils import compile_regions
+from torch.utils.flop_counter import FlopCounterMode
 
 from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining
 from ecg_pma.inference import compile_for_inference
@@ -67,16 +78,39 @@ def release_freed_memory() -> None:
         pass
 
 
-def peak_memory(step) -> float:
-    """Peak resident memory (MiB above the start) of one call, measured apart from the timings it would disturb."""
+def synchronize(device: torch.device) -> None:
+    """Waits for queued GPU work, so that a timing covers the work and not only its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory(step, device: torch.device) -> float:
+    """
+    Peak memory of one call in MiB above the start, measured apart from the timings it would disturb: resident memory
+    on the CPU, the caching allocator's peak on a GPU.
+    """
     gc.collect()
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        step()
+        synchronize(device)
+        return round((torch.cuda.max_memory_allocated(device) - start) / 2**20, 1)
     release_freed_memory()
     with PeakMemory() as memory:
         step()
     return memory.megabytes
 
 
-def interleaved_timings(steps: dict, repeats: int) -> dict[str, dict]:
+def model_flops(step) -> int:
+    """Floating-point operations of one call (matrix products and attention), counted by PyTorch's FlopCounterMode."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def interleaved_timings(steps: dict, repeats: int, device: torch.device) -> dict[str, dict]:
     """
     Seconds per call of each variant, the median of `repeats` rounds in which every variant runs once, in an order
     rotated each round: the variants share whatever the machine does meanwhile, so their ratios stay fair even where
@@ -88,18 +122,20 @@ def interleaved_timings(steps: dict, repeats: int) -> dict[str, dict]:
     for name in names:
         start = time.perf_counter()
         steps[name]()
+        synchronize(device)
         first_call[name] = time.perf_counter() - start
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
             steps[name]()
+            synchronize(device)
             seconds[name].append(time.perf_counter() - start)
     return {
         name: {
             "seconds": statistics.median(seconds[name]),
             "first_call_s": round(first_call[name], 2),
-            "peak_rss_mb": peak_memory(steps[name]),
+            "peak_memory_mb": peak_memory(steps[name], device),
         }
         for name in names
     }
@@ -111,8 +147,8 @@ def record(results: list, measurement: dict) -> None:
     print(json.dumps(measurement), file=sys.stderr, flush=True)
 
 
-def autocast(dtype: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+def autocast(dtype: str, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
 
 def main() -> None:
@@ -123,28 +159,37 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     parser.add_argument("--skip-pretraining", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None,
+        help="the device's peak TFLOP/s at the measured precision (e.g. 989 for an H100 SXM in dense bf16): adds MFU",
+    )  # fmt: skip
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.manual_seed(0)
 
     results = []
 
-    def record_all(timings: dict, **key) -> None:
+    def record_all(timings: dict, flops: int, **key) -> None:
+        """`flops`: of one call of the same maths (counted on the reference), for achieved TFLOP/s and MFU."""
         for name, timing in timings.items():
+            tflops = flops / timing["seconds"] / 1e12
             record(results, {
                 **key, "variant": name, "ecgs_per_s": round(key["batch"] / timing["seconds"], 2),
-                "first_call_s": timing["first_call_s"], "peak_rss_mb": timing["peak_rss_mb"],
+                "first_call_s": timing["first_call_s"], "peak_memory_mb": timing["peak_memory_mb"],
+                "tflops_per_s": round(tflops, 4), "mfu": round(tflops / args.peak_tflops, 4) if args.peak_tflops else None,
             })  # fmt: skip
 
     for preset in args.presets:
         config = EcgPmaConfig.from_preset(preset)
-        model = EcgPmaForPreTraining(config)
+        model = EcgPmaForPreTraining(config).to(device)
         encoder = model.ecg_pma.eval()
         eager_encoder = copy.deepcopy(encoder)
         eager_encoder.set_attn_implementation("eager")
         for batch in args.batches:
-            signals = torch.randn(batch, config.num_leads, config.signal_length)
+            signals = torch.randn(batch, config.num_leads, config.signal_length, device=device)
             for dtype in args.dtypes:
-                with torch.inference_mode(), autocast(dtype):
+                with torch.inference_mode(), autocast(dtype, device):
                     variants = {
                         "ours_sdpa": lambda: encoder(signals),
                         "ours_eager": lambda: eager_encoder(signals),
@@ -153,12 +198,13 @@ def main() -> None:
                     if args.compile:
                         # what `ecg-pma predict --compile` runs; compiled inside autocast, as prediction does
                         variants["ours_compiled"] = partial(compile_for_inference(encoder), signals)
-                    timings = interleaved_timings(variants, args.repeats)
-                record_all(timings, task="encoder_inference", preset=preset, batch=batch, dtype=dtype)
+                    timings = interleaved_timings(variants, args.repeats, device)
+                    flops = model_flops(variants["reference"])
+                record_all(timings, flops, task="encoder_inference", preset=preset, batch=batch, dtype=dtype)
             if args.skip_pretraining:
                 continue
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            noise = torch.rand(batch, config.num_leads, config.num_patches)
+            noise = torch.rand(batch, config.num_leads, config.num_patches, device=device)
             losses = {
                 "ours_sdpa": lambda: model(signals, noise=noise).loss,
                 "reference": lambda: reference_pretraining_loss(model, signals, noise),
@@ -171,14 +217,15 @@ def main() -> None:
             for dtype in args.dtypes:
 
                 def training_step(loss_fn, dtype=dtype):
-                    with autocast(dtype):
+                    with autocast(dtype, device):
                         loss = loss_fn()
                     loss.backward()
                     optimizer.step()
                     optimizer.zero_grad()
 
-                timings = interleaved_timings({name: partial(training_step, fn) for name, fn in losses.items()}, args.repeats)
-                record_all(timings, task="pretraining_step", preset=preset, batch=batch, dtype=dtype)
+                steps = {name: partial(training_step, fn) for name, fn in losses.items()}
+                timings = interleaved_timings(steps, args.repeats, device)
+                record_all(timings, model_flops(steps["reference"]), task="pretraining_step", preset=preset, batch=batch, dtype=dtype)
             model.eval()
 
     def speed(task, preset, batch, dtype, variant):

@@ -43,7 +43,7 @@ def test_speed_benchmark_prints_one_json_line_with_every_variant():
         ("encoder_inference", "ours_sdpa"), ("encoder_inference", "ours_eager"), ("encoder_inference", "reference"),
         ("pretraining_step", "ours_sdpa"), ("pretraining_step", "reference"),
     }  # fmt: skip
-    assert all(r["ecgs_per_s"] > 0 for r in report["results"])
+    assert all(r["ecgs_per_s"] > 0 and r["tflops_per_s"] > 0 for r in report["results"])
     assert {(s["task"], s["dtype"]) for s in report["speedups"]} == {("encoder_inference", "fp32"), ("pretraining_step", "fp32")}
 
 
