@@ -42,6 +42,19 @@ def pretrained_dir(tmp_path_factory, challenge):
     return output
 
 
+def same_initial_weights(config):
+    """A builder of `EcgPmaForPreTraining(config)` models that all start from one seeded set of weights, and those."""
+    torch.manual_seed(0)
+    initial = EcgPmaForPreTraining(config).state_dict()
+
+    def fresh():
+        model = EcgPmaForPreTraining(config)
+        model.load_state_dict(initial)
+        return model
+
+    return fresh, initial
+
+
 def _args(output_dir, **overrides):
     settings = {"per_device_batch_size": 8, "warmup_steps": 2, "report_to": [], "seed": 3, **overrides}
     return PretrainingArguments(output_dir=str(output_dir), **settings)
@@ -75,13 +88,7 @@ def test_pretraining_lowers_the_masked_loss_on_a_fixed_batch(tmp_path, challenge
 def test_resuming_continues_the_same_loss_curve(tmp_path, challenge):
     _, windows, extractor = challenge
     config = EcgPmaConfig.from_preset("tiny", hidden_dropout_prob=0.1)  # dropout: the random state must be restored too
-    torch.manual_seed(0)
-    initial = EcgPmaForPreTraining(config).state_dict()
-
-    def fresh():
-        model = EcgPmaForPreTraining(config)
-        model.load_state_dict(initial)
-        return model
+    fresh, _ = same_initial_weights(config)
 
     # 29 training windows, batch 8: 3 batches an epoch, so 8 steps cross two epoch boundaries
     straight = pretrain(fresh(), windows["train"], _args(tmp_path / "straight", max_steps=8, save_steps=4), extractor)
@@ -104,13 +111,7 @@ def test_resuming_continues_the_same_loss_curve(tmp_path, challenge):
 def test_compiled_pretraining_follows_the_eager_run_and_saves_plain_names(tmp_path, challenge):
     _, windows, extractor = challenge
     config = EcgPmaConfig.from_preset("tiny", pretraining_aggregation="ipa")
-    torch.manual_seed(0)
-    initial = EcgPmaForPreTraining(config).state_dict()
-
-    def fresh():
-        model = EcgPmaForPreTraining(config)
-        model.load_state_dict(initial)
-        return model
+    fresh, initial = same_initial_weights(config)
 
     eager = pretrain(fresh(), windows["train"], _args(tmp_path / "eager", max_steps=4, save_steps=None), extractor)
     compiled = pretrain(
