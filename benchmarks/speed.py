@@ -188,6 +188,9 @@ def main() -> None:
         eager_encoder.set_attn_implementation("eager")
         for batch in args.batches:
             signals = torch.randn(batch, config.num_leads, config.signal_length, device=device)
+            # FLOPs depend on the maths, not on the precision: counted once per batch size
+            with torch.inference_mode():
+                inference_flops = model_flops(lambda: reference_encoder(encoder, signals))
             for dtype in args.dtypes:
                 with torch.inference_mode(), autocast(dtype, device):
                     variants = {
@@ -199,12 +202,13 @@ def main() -> None:
                         # what `ecg-pma predict --compile` runs; compiled inside autocast, as prediction does
                         variants["ours_compiled"] = partial(compile_for_inference(encoder), signals)
                     timings = interleaved_timings(variants, args.repeats, device)
-                    flops = model_flops(variants["reference"])
-                record_all(timings, flops, task="encoder_inference", preset=preset, batch=batch, dtype=dtype)
+                record_all(timings, inference_flops, task="encoder_inference", preset=preset, batch=batch, dtype=dtype)
             if args.skip_pretraining:
                 continue
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
             noise = torch.rand(batch, config.num_leads, config.num_patches, device=device)
+            training_flops = model_flops(lambda: reference_pretraining_loss(model, signals, noise).backward())
+            optimizer.zero_grad()
             losses = {
                 "ours_sdpa": lambda: model(signals, noise=noise).loss,
                 "reference": lambda: reference_pretraining_loss(model, signals, noise),
@@ -225,7 +229,7 @@ def main() -> None:
 
                 steps = {name: partial(training_step, fn) for name, fn in losses.items()}
                 timings = interleaved_timings(steps, args.repeats, device)
-                record_all(timings, model_flops(steps["reference"]), task="pretraining_step", preset=preset, batch=batch, dtype=dtype)
+                record_all(timings, training_flops, task="pretraining_step", preset=preset, batch=batch, dtype=dtype)
             model.eval()
 
     def speed(task, preset, batch, dtype, variant):
