@@ -135,7 +135,7 @@ def _probe_layers(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
-    from .inference import predict_records
+    from .inference import decision_thresholds, predict_records
 
     model = AutoModelForSequenceClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     extractor = AutoFeatureExtractor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
@@ -146,7 +146,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(json.dumps([prediction.__dict__ for prediction in predictions], indent=2))
         return 0
     names = list(predictions[0].probabilities)
-    thresholds = model.config.decision_thresholds or [0.5] * len(names)
+    thresholds = decision_thresholds(model.config)
     width = max(len(name) for name in names)
     for prediction in predictions:
         print(f"{prediction.record} ({prediction.num_windows} window{'s' if prediction.num_windows > 1 else ''})")

@@ -18,7 +18,7 @@ from .configuration_ecg_pma import EcgPmaConfig
 from .data import extract_features, id2label, load_physionet2021, load_wfdb_folder
 from .data.simulate import write_simulated_dataset
 from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
-from .inference import predict_records
+from .inference import decision_thresholds, predict_records
 from .modeling_ecg_pma import EcgPmaForPreTraining
 from .training.finetune import finetune, load_classifier, reference_training_arguments
 from .training.pretrain import PretrainingArguments, pretrain
@@ -105,7 +105,7 @@ def run_demo(
     truth = [labels[i] for i in raw["test"][0]["label_ids"]]
     prediction = predict_records(reloaded, reloaded_extractor, [record_path])[0]
     print(f"[5/5] prediction for WFDB record {record_path} (true labels: {truth or ['none']}):")
-    thresholds = reloaded.config.decision_thresholds
+    thresholds = decision_thresholds(reloaded.config)
     for (name, probability), threshold in zip(prediction.probabilities.items(), thresholds):
         marker = "  <- positive" if name in prediction.positive_labels else ""
         print(f"      {name:<22} {probability:.3f} (threshold {threshold:.3f}){marker}")

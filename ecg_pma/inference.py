@@ -33,6 +33,11 @@ def autocast_context(dtype: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def decision_thresholds(config) -> list[float]:
+    """The per-label thresholds tuned on validation and stored in the config, or 0.5 for every label where none were."""
+    return list(config.decision_thresholds or [0.5] * config.num_labels)
+
+
 def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
     """
     `torch.compile` for prediction: Inductor with *freezing*, which treats the weights as constants (pre-packed for
@@ -97,7 +102,7 @@ def predict_records(
     num_records = int(record_index.max()) + 1
     per_record = average_windows(torch.cat(probabilities), record_index, num_records)
     weights = average_windows(torch.cat(layer_weights), record_index, num_records)
-    thresholds = np.asarray(model.config.decision_thresholds or [0.5] * model.config.num_labels)
+    thresholds = np.asarray(decision_thresholds(model.config))
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     counts = torch.bincount(record_index, minlength=num_records)
     results = []
