@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU wheel of torch; any other spec may pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast quality style clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,15 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
+
+# Lint and format, as transformers does: `make quality` checks (CI runs it), `make style` fixes.
+quality: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+style: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

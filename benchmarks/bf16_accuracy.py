@@ -19,6 +19,7 @@ from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaModel
 from ecg_pma.metrics import load_ecg_multilabel
 from ecg_pma.training.probe_layers import CachedProbe, LayerCache, fit_probe
 
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import CHALLENGE_RECORDS, challenge_windows, machine_info  # noqa: E402
 

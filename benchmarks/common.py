@@ -9,6 +9,7 @@ from pathlib import Path
 import datasets
 import torch
 
+
 # The 40 real PhysioNet/CinC 2021 challenge records in ../shared (beside the project root).
 CHALLENGE_RECORDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "physionet2021"
 
@@ -34,7 +35,9 @@ def machine_info() -> dict:
     }
 
 
-def challenge_windows(extractor, splits: tuple[str, ...], data: str | Path = CHALLENGE_RECORDS) -> dict[str, datasets.Dataset]:
+def challenge_windows(
+    extractor, splits: tuple[str, ...], data: str | Path = CHALLENGE_RECORDS
+) -> dict[str, datasets.Dataset]:
     """Model-ready windows (`signals`, `labels`, `record_id`) of the challenge records, per split, read into memory."""
     from ecg_pma.data import extract_features, load_physionet2021
 
@@ -42,4 +45,6 @@ def challenge_windows(extractor, splits: tuple[str, ...], data: str | Path = CHA
     with tempfile.TemporaryDirectory() as cache_dir:
         raw = load_physionet2021(data, cache_dir=cache_dir)
         # in memory, so nothing refers to the temporary cache once it is gone
-        return {split: extract_features(raw[split], extractor).flatten_indices(keep_in_memory=True) for split in splits}
+        return {
+            split: extract_features(raw[split], extractor).flatten_indices(keep_in_memory=True) for split in splits
+        }

@@ -19,6 +19,7 @@ import datasets
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
 from ecg_pma.data import extract_features, load_wfdb_folder
 
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import CHALLENGE_RECORDS, machine_info  # noqa: E402
 
@@ -35,7 +36,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cache:
             start = time.perf_counter()
             records = datasets.concatenate_datasets(
-                [split for _ in range(args.repeat) for split in load_wfdb_folder(args.data, cache_dir=f"{cache}/{_}", num_proc=num_proc).values()]
+                [
+                    split
+                    for _ in range(args.repeat)
+                    for split in load_wfdb_folder(args.data, cache_dir=f"{cache}/{_}", num_proc=num_proc).values()
+                ]
             )
             windows = extract_features(records, extractor, num_proc=num_proc if num_proc > 1 else None)
             timings[num_proc] = (len(records), time.perf_counter() - start, len(windows))

@@ -18,6 +18,7 @@ import torch
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaModel
 from ecg_pma.training.probe_layers import CachedProbe, encode_layers
 
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import CHALLENGE_RECORDS, challenge_windows, machine_info  # noqa: E402
 
@@ -53,7 +54,11 @@ def main() -> None:
 
     def cached_batches():
         for i in range(0, len(labels), args.batch_size):
-            yield cache.layer_representations[i : i + args.batch_size], cache.input_representation[i : i + args.batch_size], labels[i : i + args.batch_size]
+            yield (
+                cache.layer_representations[i : i + args.batch_size],
+                cache.input_representation[i : i + args.batch_size],
+                labels[i : i + args.batch_size],
+            )
 
     def reencoded_batches():
         for i in range(0, len(labels), args.batch_size):

@@ -28,23 +28,31 @@ def _block(x: torch.Tensor, layer, heads: int, eps: float) -> torch.Tensor:
     out = torch.matmul(attention, v).transpose(1, 2).reshape(x.shape)
     x = x + F.linear(out, layer.attention.output.weight, layer.attention.output.bias)
     h = F.layer_norm(x, (width,), layer.layernorm_after.weight, layer.layernorm_after.bias, eps)
-    return x + F.linear(F.gelu(F.linear(h, layer.mlp.fc1.weight, layer.mlp.fc1.bias)), layer.mlp.fc2.weight, layer.mlp.fc2.bias)
+    return x + F.linear(
+        F.gelu(F.linear(h, layer.mlp.fc1.weight, layer.mlp.fc1.bias)), layer.mlp.fc2.weight, layer.mlp.fc2.bias
+    )
 
 
 def reference_embed(encoder, signals: torch.Tensor, keep: list[list[torch.Tensor]] | None = None) -> torch.Tensor:
     """Lead by lead, as the reference code does; `keep[b][lead]` lists kept patch indices (all when None)."""
     config, embeddings = encoder.config, encoder.embeddings
     patch = embeddings.patch_embeddings
-    lead_embeddings = torch.stack([embeddings.lead_embeddings[i] for i in range(config.num_leads)])  # re-stacked each call
+    lead_embeddings = torch.stack(
+        [embeddings.lead_embeddings[i] for i in range(config.num_leads)]
+    )  # re-stacked each call
     position = embeddings.position_embeddings[0]
     batch = []
     for b in range(signals.shape[0]):
         leads = []
         for lead in range(config.num_leads):
             patches = signals[b, lead].reshape(config.num_patches, config.patch_size)
-            x = F.layer_norm(patches, (config.patch_size,), patch.patch_norm.weight, patch.patch_norm.bias, config.layer_norm_eps)
+            x = F.layer_norm(
+                patches, (config.patch_size,), patch.patch_norm.weight, patch.patch_norm.bias, config.layer_norm_eps
+            )
             x = F.linear(x, patch.projection.weight, patch.projection.bias)
-            x = F.layer_norm(x, (config.hidden_size,), patch.embedding_norm.weight, patch.embedding_norm.bias, config.layer_norm_eps)
+            x = F.layer_norm(
+                x, (config.hidden_size,), patch.embedding_norm.weight, patch.embedding_norm.bias, config.layer_norm_eps
+            )
             x = x + position[1:-1]
             if keep is not None:
                 x = x[keep[b][lead]]
@@ -74,7 +82,9 @@ def reference_pretraining_loss(model, signals: torch.Tensor, noise: torch.Tensor
     batch, num_kept = signals.shape[0], int(config.num_patches * (1 - config.mask_ratio))
     keep = [[noise[b, lead].argsort()[:num_kept] for lead in range(config.num_leads)] for b in range(batch)]
     _, outputs = reference_encoder(encoder, signals, keep)
-    hidden = F.layer_norm(outputs[-1], (config.hidden_size,), encoder.layernorm.weight, encoder.layernorm.bias, config.layer_norm_eps)
+    hidden = F.layer_norm(
+        outputs[-1], (config.hidden_size,), encoder.layernorm.weight, encoder.layernorm.bias, config.layer_norm_eps
+    )
     tokens = F.linear(hidden, decoder.decoder_embed.weight, decoder.decoder_embed.bias)
     tokens = tokens.reshape(batch, config.num_leads, num_kept + 2, -1)
     losses, counts = [], 0
@@ -82,11 +92,20 @@ def reference_pretraining_loss(model, signals: torch.Tensor, noise: torch.Tensor
         for lead in range(config.num_leads):  # the decoder runs lead by lead
             sequence = decoder.mask_token[0].repeat(config.num_patches, 1)
             sequence = sequence.index_copy(0, keep[b][lead], tokens[b, lead, 1:-1])
-            sequence = torch.cat([tokens[b, lead, :1], sequence, tokens[b, lead, -1:]]) + decoder.decoder_position_embeddings[0]
+            sequence = (
+                torch.cat([tokens[b, lead, :1], sequence, tokens[b, lead, -1:]])
+                + decoder.decoder_position_embeddings[0]
+            )
             x = sequence[None]
             for layer in decoder.layers:
                 x = _block(x, layer, config.decoder_num_attention_heads, config.layer_norm_eps)
-            x = F.layer_norm(x, (x.shape[-1],), decoder.decoder_norm.weight, decoder.decoder_norm.bias, config.decoder_layer_norm_eps)
+            x = F.layer_norm(
+                x,
+                (x.shape[-1],),
+                decoder.decoder_norm.weight,
+                decoder.decoder_norm.bias,
+                config.decoder_layer_norm_eps,
+            )
             prediction = F.linear(x, decoder.decoder_pred.weight, decoder.decoder_pred.bias)[0, 1:-1]
             target = signals[b, lead].reshape(config.num_patches, config.patch_size)
             target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5

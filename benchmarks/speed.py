@@ -34,12 +34,12 @@ from pathlib import Path
 
 import psutil
 import torch
-
 from accelerate.utils import compile_regions
 from torch.utils.flop_counter import FlopCounterMode
 
 from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining
 from ecg_pma.inference import compile_for_inference
+
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_info  # noqa: E402

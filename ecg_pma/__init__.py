@@ -4,7 +4,6 @@ Importing the package registers the configuration and models with the `transform
 that `save_pretrained` writes the modeling code and an `auto_map` (loadable with `trust_remote_code=True`).
 """
 
-from transformers.pipelines import PIPELINE_REGISTRY
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
@@ -12,16 +11,18 @@ from transformers import (
     AutoModelForPreTraining,
     AutoModelForSequenceClassification,
 )
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_ecg_pma import PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig
 from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
-from .pipeline_ecg_pma import EcgClassificationPipeline
 from .modeling_ecg_pma import (
     EcgPmaForPreTraining,
     EcgPmaForSequenceClassification,
     EcgPmaModel,
     EcgPmaPreTrainedModel,
 )
+from .pipeline_ecg_pma import EcgClassificationPipeline
+
 
 __version__ = "0.1.0"
 

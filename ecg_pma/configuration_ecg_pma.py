@@ -5,6 +5,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+
 STANDARD_LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 AGGREGATIONS = ("last", "ppa", "pma", "layer")
@@ -198,10 +199,12 @@ class EcgPmaConfig(PreTrainedConfig):
                 f"`decision_thresholds` has {len(self.decision_thresholds)} values for {self.num_labels} labels."
             )
         if not self.gate_hidden_sizes or any(size <= 0 for size in self.gate_hidden_sizes):
-            raise ValueError(f"`gate_hidden_sizes` must be a non-empty list of positive sizes, got {self.gate_hidden_sizes}.")
+            raise ValueError(
+                f"`gate_hidden_sizes` must be a non-empty list of positive sizes, got {self.gate_hidden_sizes}."
+            )
 
     @classmethod
-    def from_preset(cls, name: str, **kwargs) -> "EcgPmaConfig":
+    def from_preset(cls, name: str, **kwargs) -> EcgPmaConfig:
         """
         Builds a named preset: `vit-s-paper`, `vit-b-paper` (100 Hz, 1000 samples, patch 50), `vit-s-st-mem`,
         `vit-b-st-mem` (250 Hz, 2250 samples, patch 75) or `tiny` (for tests). `kwargs` override preset values.

@@ -19,6 +19,7 @@ from .configuration_ecg_pma import SIGNAL_PRESETS, STANDARD_LEAD_NAMES, EcgPmaCo
 from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from .modeling_ecg_pma import EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
 
+
 # ST-MEM splits attention into heads of 64 dimensions; the head count is not stored in the tensors.
 ST_MEM_HEAD_DIM = 64
 
@@ -69,7 +70,9 @@ def _count(keys, pattern: str) -> int:
     return len(indices)
 
 
-def infer_config(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor], sampling_rate: int) -> EcgPmaConfig:
+def infer_config(
+    encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor], sampling_rate: int
+) -> EcgPmaConfig:
     """The EcgPmaConfig of an ST-MEM state dict (`encoder` keys without prefix, `decoder` keys possibly empty)."""
     try:
         hidden_size = encoder["sep_embedding"].shape[0]
@@ -120,7 +123,9 @@ def _rename(key: str, block_prefix: str, layers: str, names: dict[str, str]) -> 
     return f"{names[module]}.{kind}" if module in names else None
 
 
-def map_state_dict(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor], prefix: str) -> tuple[dict, list[str]]:
+def map_state_dict(
+    encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor], prefix: str
+) -> tuple[dict, list[str]]:
     """ST-MEM names -> ours. Returns the mapped tensors and the ST-MEM keys nothing mapped."""
     mapped, unmapped = {}, []
     lead_embeddings = {}
@@ -135,7 +140,9 @@ def map_state_dict(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Te
         else:
             unmapped.append(key)
     if lead_embeddings:
-        mapped[f"{prefix}embeddings.lead_embeddings"] = torch.stack([lead_embeddings[i] for i in sorted(lead_embeddings)])
+        mapped[f"{prefix}embeddings.lead_embeddings"] = torch.stack(
+            [lead_embeddings[i] for i in sorted(lead_embeddings)]
+        )
     for key, tensor in decoder.items():
         if name := _rename(key, r"decoder_blocks\.", "decoder.layers", _DECODER):
             mapped[name] = tensor
@@ -159,14 +166,22 @@ def convert_st_mem(
     """
     state = load_st_mem_state_dict(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     has_prefix = any(key.startswith("encoder.") for key in state)
-    decoder_keys = sorted(key for key in state if not key.startswith("encoder.") and re.match(r"(mask_embedding|decoder_|to_decoder_embedding)", key))
+    decoder_keys = sorted(
+        key
+        for key in state
+        if not key.startswith("encoder.") and re.match(r"(mask_embedding|decoder_|to_decoder_embedding)", key)
+    )
     if full and not has_prefix:
         raise ConversionError("--full expects the encoder + decoder file, whose encoder keys start with 'encoder.'.")
     if not full and (has_prefix or decoder_keys):
         raise ConversionError(
             f"This file holds a decoder ({(decoder_keys or ['encoder.*'])[:3]}...): convert it with --full."
         )
-    encoder = {key[len("encoder.") :]: value for key, value in state.items() if key.startswith("encoder.")} if full else dict(state)
+    encoder = (
+        {key[len("encoder.") :]: value for key, value in state.items() if key.startswith("encoder.")}
+        if full
+        else dict(state)
+    )
     decoder = {key: value for key, value in state.items() if not key.startswith("encoder.")} if full else {}
 
     config = infer_config(encoder, decoder, sampling_rate)

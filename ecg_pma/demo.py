@@ -47,7 +47,9 @@ def run_demo(
         raw = load_physionet2021(data, cache_dir=output_dir / "cache")
         source = f"real records in {data}"
     labels = id2label(raw)
-    print(f"[1/5] data: {source}; labels {list(labels.values())}; " + ", ".join(f"{k} {len(v)}" for k, v in raw.items()))
+    print(
+        f"[1/5] data: {source}; labels {list(labels.values())}; " + ", ".join(f"{k} {len(v)}" for k, v in raw.items())
+    )
 
     set_seed(seed)  # the encoder's initial weights too: one seed, one result on a given machine
     config = EcgPmaConfig.from_preset("tiny", pretraining_aggregation="ipa")
@@ -72,7 +74,9 @@ def run_demo(
         extractor,
     )
     first, last = result.losses[0]["loss"], sum(r["loss"] for r in result.losses[-20:]) / min(20, len(result.losses))
-    print(f"[2/5] pre-trained a tiny encoder with IPA for {result.global_step} steps: masked loss {first:.3f} -> {last:.3f}")
+    print(
+        f"[2/5] pre-trained a tiny encoder with IPA for {result.global_step} steps: masked loss {first:.3f} -> {last:.3f}"
+    )
 
     comparison = {}
     for aggregation in ("last", "ppa", "pma"):
@@ -89,7 +93,9 @@ def run_demo(
         outcome = finetune(
             model, windows["train"], windows["validation"], args, "probe", windows["test"], extractor, quiet=True
         )
-        comparison[aggregation] = {split: round(getattr(outcome, split)["macro_auroc"], 4) for split in ("validation", "test")}
+        comparison[aggregation] = {
+            split: round(getattr(outcome, split)["macro_auroc"], 4) for split in ("validation", "test")
+        }
     print("[3/5] linear probing of the frozen encoder (macro AUROC):")
     print("      head   validation   test")
     for aggregation, scores in comparison.items():

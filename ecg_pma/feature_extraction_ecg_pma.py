@@ -23,10 +23,20 @@ from transformers.utils import logging
 
 from .configuration_ecg_pma import STANDARD_LEAD_NAMES
 
+
 logger = logging.get_logger(__name__)
 
 # Physical units found in WFDB headers, as factors to millivolts (headers write both `mV` and `mv`).
-UNIT_TO_MV = {"mv": 1.0, "millivolt": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "microvolt": 1e-3, "v": 1e3, "volt": 1e3}
+UNIT_TO_MV = {
+    "mv": 1.0,
+    "millivolt": 1.0,
+    "uv": 1e-3,
+    "µv": 1e-3,
+    "μv": 1e-3,
+    "microvolt": 1e-3,
+    "v": 1e3,
+    "volt": 1e3,
+}
 
 WINDOW_MODES = ("center", "random", "sliding")
 NAN_POLICIES = ("raise", "interpolate", "zero")
@@ -35,7 +45,7 @@ NAN_POLICIES = ("raise", "interpolate", "zero")
 def canonical_lead_key(name: str) -> str:
     """Case-, space- and punctuation-insensitive lead key: `aVR`, `AVR`, `avr`, `Lead aVR`, `a-VR` -> `avr`."""
     key = re.sub(r"[\s_\-\.]", "", str(name)).lower()
-    return key[len("lead"):] if key.startswith("lead") and len(key) > len("lead") else key
+    return key[len("lead") :] if key.startswith("lead") and len(key) > len("lead") else key
 
 
 def _is_wfdb_record(obj: Any) -> bool:
@@ -98,7 +108,9 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
     ):
         lead_names = list(lead_names) if lead_names is not None else list(STANDARD_LEAD_NAMES)
         kwargs.pop("feature_size", None)  # always the number of leads
-        super().__init__(feature_size=len(lead_names), sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+        super().__init__(
+            feature_size=len(lead_names), sampling_rate=sampling_rate, padding_value=padding_value, **kwargs
+        )
         self.lead_names = lead_names
         self.signal_length = signal_length
         self.do_filter = do_filter
@@ -132,7 +144,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             )
 
     @classmethod
-    def from_model_config(cls, config, **kwargs) -> "EcgPmaFeatureExtractor":
+    def from_model_config(cls, config, **kwargs) -> EcgPmaFeatureExtractor:
         """The extractor matching an `EcgPmaConfig` (leads, rate, window); `kwargs` set the preprocessing choices."""
         return cls(
             lead_names=list(config.lead_names),
@@ -192,7 +204,9 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             records = []
             for index, item in enumerate(ecg):
                 if isinstance(item, (list, tuple)):
-                    raise ValueError(f"Input {index}: nested lists are not ECGs; pass arrays of shape (leads, samples).")
+                    raise ValueError(
+                        f"Input {index}: nested lists are not ECGs; pass arrays of shape (leads, samples)."
+                    )
                 records += self._as_records(item, sampling_rate, lead_names, units)
             for index, record in enumerate(records):
                 if record["name"] == "input 0" and len(records) > 1:
@@ -315,7 +329,11 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
 
     def band_pass(self, signal: np.ndarray) -> np.ndarray:
         sos = scipy_signal.butter(
-            self.filter_order, [self.low_cut_hz, self.high_cut_hz], btype="bandpass", fs=self.sampling_rate, output="sos"
+            self.filter_order,
+            [self.low_cut_hz, self.high_cut_hz],
+            btype="bandpass",
+            fs=self.sampling_rate,
+            output="sos",
         )
         return scipy_signal.sosfiltfilt(sos, signal, axis=-1)
 
@@ -358,7 +376,9 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             signal = self.band_pass(signal)
         return signal, present
 
-    def windows(self, signal: np.ndarray, window_mode: str, stride: int | None, rng: np.random.Generator) -> np.ndarray:
+    def windows(
+        self, signal: np.ndarray, window_mode: str, stride: int | None, rng: np.random.Generator
+    ) -> np.ndarray:
         """
         `(leads, samples)` -> `(windows, leads, signal_length)`: center / random crop or sliding windows, each
         standardised on its own (as every training window was), shorter records padded at the end.

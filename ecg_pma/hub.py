@@ -13,11 +13,14 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelF
 from .modelcard import write_model_card
 from .pipeline_ecg_pma import EcgClassificationPipeline
 
+
 # Files beside the weights that travel with them when present.
 EXTRA_FILES = ("results.json", "results.md", "onnx_export.json", "layerwise_probe.md", "layerwise_probe.png")
 
 
-def stage_model(model_dir: str | Path, staging_dir: str | Path, repo_id: str, datasets: list[str] | None = None) -> Path:
+def stage_model(
+    model_dir: str | Path, staging_dir: str | Path, repo_id: str, datasets: list[str] | None = None
+) -> Path:
     """
     Writes everything a Hub repository needs into `staging_dir`: safetensors weights, config (with `auto_map` and, for
     classifiers, `custom_pipelines`), the modeling / configuration / feature-extraction / pipeline code,
@@ -41,7 +44,9 @@ def stage_model(model_dir: str | Path, staging_dir: str | Path, repo_id: str, da
         shutil.copy(onnx_file, staging_dir / onnx_file.name)
 
     results = json.loads((model_dir / "results.json").read_text()) if (model_dir / "results.json").exists() else None
-    onnx = json.loads((model_dir / "onnx_export.json").read_text()) if (model_dir / "onnx_export.json").exists() else None
+    onnx = (
+        json.loads((model_dir / "onnx_export.json").read_text()) if (model_dir / "onnx_export.json").exists() else None
+    )
     scores = (results or {}).get("test") or (results or {}).get("validation")
     write_model_card(
         staging_dir,

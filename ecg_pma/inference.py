@@ -12,6 +12,7 @@ import torch
 from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from .modeling_ecg_pma import EcgPmaForSequenceClassification
 
+
 DTYPES = ("fp32", "bf16")
 
 
@@ -112,7 +113,9 @@ def predict_records(
             RecordPrediction(
                 record=record_name(records, index),
                 probabilities={name: float(score) for name, score in zip(names, scores)},
-                positive_labels=[name for name, score, threshold in zip(names, scores, thresholds) if score >= threshold],
+                positive_labels=[
+                    name for name, score, threshold in zip(names, scores, thresholds) if score >= threshold
+                ],
                 layer_weights=weights[index].tolist(),
                 num_windows=int(counts[index]),
             )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "ecg_pma_card_template.md"
 
 
@@ -27,7 +28,11 @@ def build_model_card(
     """
     is_classifier = bool(config.architectures) and "Classification" in config.architectures[0]
     results = results or {}
-    metrics = {key: value for key, value in results.items() if key in ("macro_auroc", "macro_average_precision", "macro_f1", "accuracy")}
+    metrics = {
+        key: value
+        for key, value in results.items()
+        if key in ("macro_auroc", "macro_average_precision", "macro_f1", "accuracy")
+    }
     dataset_name = (datasets or ["ecg"])[0]
     eval_results = [
         EvalResult(
@@ -46,7 +51,11 @@ def build_model_card(
         library_name="transformers",
         license="mit",
         tags=["ecg", "electrocardiography", "time-series", "ecg-pma", "custom_code"]
-        + (["ecg-classification", config.aggregation] if is_classifier else ["masked-modeling", config.pretraining_aggregation]),
+        + (
+            ["ecg-classification", config.aggregation]
+            if is_classifier
+            else ["masked-modeling", config.pretraining_aggregation]
+        ),
         datasets=datasets,
         model_name=repo_id or "ecg-pma model",
         eval_results=eval_results or None,
@@ -73,9 +82,8 @@ def build_model_card(
         is_classifier=is_classifier,
         preprocessing=preprocessing,
         training=training or {},
-        results={key: round(float(value), 4) for key, value in metrics.items()} or {
-            key: value for key, value in results.items() if isinstance(value, (int, float, str))
-        },
+        results={key: round(float(value), 4) for key, value in metrics.items()}
+        or {key: value for key, value in results.items() if isinstance(value, (int, float, str))},
         split=split,
         mean_layer_weights=mean_layer_weights,
         onnx=onnx,

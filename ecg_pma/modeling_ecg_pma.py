@@ -9,13 +9,11 @@ This file is self-contained (torch, transformers and the configuration module on
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -24,6 +22,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_ecg_pma import EcgPmaConfig
+
 
 # One saved directory should load with any of these Auto classes, whichever class saved it.
 _AUTO_MAP = {
@@ -150,9 +149,7 @@ def validate_signals(signals: torch.Tensor, config: EcgPmaConfig) -> None:
         raise ValueError(f"`signals` must be a torch.Tensor of shape {expected}, got {type(signals).__name__}.")
     if signals.ndim != 3:
         hint = " (a single ECG needs a batch dimension: `signals[None]`)" if signals.ndim == 2 else ""
-        raise ValueError(
-            f"`signals` must have 3 dimensions {expected}, got shape {tuple(signals.shape)}{hint}."
-        )
+        raise ValueError(f"`signals` must have 3 dimensions {expected}, got shape {tuple(signals.shape)}{hint}.")
     if not signals.is_floating_point():
         raise ValueError(f"`signals` must be a floating-point tensor, got dtype {signals.dtype}.")
     if signals.shape[1] != config.num_leads:
@@ -822,7 +819,9 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
                     f"Single-label `labels` must be class indices in [0, {self.num_labels}), got {labels.tolist()}."
                 )
             return nn.functional.cross_entropy(logits, labels)
-        return nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(logits.shape[0], -1).squeeze(-1))
+        return nn.functional.mse_loss(
+            logits.squeeze(-1), labels.to(logits.dtype).view(logits.shape[0], -1).squeeze(-1)
+        )
 
     def forward(
         self,

@@ -9,6 +9,7 @@ import torch
 
 from .modeling_ecg_pma import EcgPmaForSequenceClassification
 
+
 DEFAULT_OPSET = 17
 
 

@@ -29,9 +29,13 @@ class EcgClassificationPipeline(Pipeline):
     _load_image_processor = False
     _load_processor = False
 
-    def _sanitize_parameters(self, sampling_rate=None, lead_names=None, units=None, top_k=None, function_to_apply=None, **kwargs):
+    def _sanitize_parameters(
+        self, sampling_rate=None, lead_names=None, units=None, top_k=None, function_to_apply=None, **kwargs
+    ):
         preprocess_kwargs = {
-            key: value for key, value in (("sampling_rate", sampling_rate), ("lead_names", lead_names), ("units", units)) if value is not None
+            key: value
+            for key, value in (("sampling_rate", sampling_rate), ("lead_names", lead_names), ("units", units))
+            if value is not None
         }
         postprocess_kwargs = {"top_k": top_k, "function_to_apply": function_to_apply}
         return preprocess_kwargs, {}, postprocess_kwargs
@@ -44,7 +48,9 @@ class EcgClassificationPipeline(Pipeline):
         output = self.model(signals=model_inputs["signals"])
         return {"logits": output.logits, "layer_weights": output.layer_weights}
 
-    def postprocess(self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None, function_to_apply: str | None = None):
+    def postprocess(
+        self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None, function_to_apply: str | None = None
+    ):
         config = self.model.config
         if function_to_apply is None:
             function_to_apply = "softmax" if config.problem_type == "single_label_classification" else "sigmoid"

@@ -16,6 +16,7 @@ from ecg_pma.data import extract_features, id2label, load_records
 from ecg_pma.metrics import ECG_MULTILABEL_PATH
 from ecg_pma.training import EcgDataCollator
 
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", default="outputs/pretrained")
 parser.add_argument("--data", default="../shared/data/physionet2021")
@@ -47,7 +48,9 @@ validation_records = windows["validation"]["record_id"]
 def compute_metrics(prediction):
     logits = prediction.predictions[0]  # (logits, layer_weights, pooled_output)
     scores = metric.compute(
-        predictions=1 / (1 + np.exp(-logits)), references=prediction.label_ids.astype(int), record_ids=validation_records
+        predictions=1 / (1 + np.exp(-logits)),
+        references=prediction.label_ids.astype(int),
+        record_ids=validation_records,
     )
     return {"macro_auroc": scores["macro_auroc"], "macro_f1": scores["macro_f1"]}
 

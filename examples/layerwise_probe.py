@@ -11,6 +11,7 @@ from ecg_pma import EcgPmaFeatureExtractor, EcgPmaModel
 from ecg_pma.data import extract_features, load_records
 from ecg_pma.training.probe_layers import probe_layers
 
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", default="outputs/pretrained")
 parser.add_argument("--data", default="../shared/data/physionet2021")

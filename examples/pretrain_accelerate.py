@@ -16,6 +16,7 @@ from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining
 from ecg_pma.data import extract_features, load_records
 from ecg_pma.training import PretrainingArguments, pretrain
 
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--data", default="../shared/data/physionet2021")
 parser.add_argument("--data-format", default="physionet2021", choices=("ptbxl", "physionet2021", "wfdb"))

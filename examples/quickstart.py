@@ -15,6 +15,7 @@ from transformers import AutoFeatureExtractor, AutoModelForSequenceClassificatio
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
 
+
 REPO = Path(__file__).resolve().parents[1]
 record = sys.argv[1] if len(sys.argv) > 1 else str(REPO.parent / "shared/data/physionet2021/HR06002")
 output_dir = Path(sys.argv[2] if len(sys.argv) > 2 else REPO / "outputs/quickstart")
@@ -27,7 +28,10 @@ features = extractor(record, return_tensors="pt")
 with torch.inference_mode():
     out = model(**features)
 print(f"record {record}: input {tuple(features['signals'].shape)} (windows, leads, samples)")
-print("per-label probabilities:", {config.id2label[i]: round(p, 3) for i, p in enumerate(out.logits.sigmoid()[0].tolist())})
+print(
+    "per-label probabilities:",
+    {config.id2label[i]: round(p, 3) for i, p in enumerate(out.logits.sigmoid()[0].tolist())},
+)
 print("PMA layer weights:", [round(w, 3) for w in out.layer_weights[0].tolist()])
 
 model.save_pretrained(output_dir)

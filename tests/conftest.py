@@ -10,6 +10,7 @@ import torch
 
 from ecg_pma import EcgPmaConfig
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ECG_PMA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
@@ -63,7 +64,13 @@ def run_without_package(tmp_path: Path, script: str, *args: str, env: dict | Non
 
     path = tmp_path / "fresh_process.py"
     path.write_text(BLOCK_PACKAGE + script)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", **(env or {})}
+    env = {
+        **os.environ,
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": "",
+        **(env or {}),
+    }
     result = subprocess.run(
         [sys.executable, str(path), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )

@@ -93,7 +93,11 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._validate_yaml(json.loads(self._body()))
         if path.startswith("/api/models/"):
             rest = path[len("/api/models/") :]
-            for marker, handler in (("preupload", self._preupload), ("commit", self._commit), ("branch", self._branch)):
+            for marker, handler in (
+                ("preupload", self._preupload),
+                ("commit", self._commit),
+                ("branch", self._branch),
+            ):
                 if f"/{marker}/" in rest:
                     repo_id, revision = self._split(rest, marker)
                     return handler(repo_id, revision)
@@ -191,10 +195,14 @@ class HubHandler(BaseHTTPRequestHandler):
                     files.pop(value["path"], None)
                 else:
                     return self._json(400, {"error": f"this test server does not support {key!r} operations"})
-            digest = hashlib.sha1(repr((repo.branches[revision], sorted(files.items()), message, time.time())).encode())
+            digest = hashlib.sha1(
+                repr((repo.branches[revision], sorted(files.items()), message, time.time())).encode()
+            )
             sha = digest.hexdigest()
             repo.commits[sha], repo.messages[sha], repo.branches[revision] = files, message, sha
-        return self._json(200, {"commitUrl": f"{self._url(repo_id)}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None})
+        return self._json(
+            200, {"commitUrl": f"{self._url(repo_id)}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
+        )
 
     def _readable(self, repo_id: str, revision: str) -> tuple[Repo, str, dict[str, bytes]] | None:
         """The repo and the files at `revision`, or None after answering 401 / 404 as the Hub does."""
@@ -231,7 +239,11 @@ class HubHandler(BaseHTTPRequestHandler):
         if filename not in files:
             return self._json(404, {"error": f"{filename} does not exist"}, "EntryNotFound")
         content = files[filename]
-        headers = {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha256(content).hexdigest()}"', "Content-Length": len(content)}
+        headers = {
+            "X-Repo-Commit": sha,
+            "ETag": f'"{hashlib.sha256(content).hexdigest()}"',
+            "Content-Length": len(content),
+        }
         return self._send(200, content, headers, head=head)
 
     def _url(self, repo_id: str) -> str:
@@ -249,7 +261,7 @@ class LocalHub:
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "LocalHub":
+    def __enter__(self) -> LocalHub:
         self.thread.start()
         return self
 

@@ -7,9 +7,10 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT, shared_data_dir
+
 from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining
+
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from reference_impl import reference_encoder, reference_pretraining_loss  # noqa: E402
@@ -22,7 +23,9 @@ def test_reference_implementation_matches_the_package(signals):
         representations, _ = reference_encoder(model.ecg_pma, signals)
         torch.testing.assert_close(representations, model.ecg_pma(signals).layer_representations, atol=1e-5, rtol=1e-5)
         noise = torch.rand(4, 12, config.num_patches)
-        torch.testing.assert_close(reference_pretraining_loss(model, signals, noise), model(signals, noise=noise).loss, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            reference_pretraining_loss(model, signals, noise), model(signals, noise=noise).loss, atol=1e-5, rtol=1e-5
+        )
 
 
 @pytest.mark.slow
@@ -44,7 +47,10 @@ def test_speed_benchmark_prints_one_json_line_with_every_variant():
         ("pretraining_step", "ours_sdpa"), ("pretraining_step", "reference"),
     }  # fmt: skip
     assert all(r["ecgs_per_s"] > 0 and r["tflops_per_s"] > 0 for r in report["results"])
-    assert {(s["task"], s["dtype"]) for s in report["speedups"]} == {("encoder_inference", "fp32"), ("pretraining_step", "fp32")}
+    assert {(s["task"], s["dtype"]) for s in report["speedups"]} == {
+        ("encoder_inference", "fp32"),
+        ("pretraining_step", "fp32"),
+    }
 
 
 @pytest.mark.slow
@@ -59,7 +65,11 @@ def test_speed_benchmark_prints_one_json_line_with_every_variant():
 def test_data_benchmarks_run_on_the_challenge_records(script, arguments, reported):
     shared_data_dir("physionet2021")
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *arguments], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

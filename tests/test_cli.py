@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import shared_data_dir
 
 
@@ -24,7 +23,14 @@ def ecg_pma(*args, timeout=600):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    data = ["--data", shared_data_dir("physionet2021"), "--data-format", "physionet2021", "--cache-dir", root / "cache"]
+    data = [
+        "--data",
+        shared_data_dir("physionet2021"),
+        "--data-format",
+        "physionet2021",
+        "--cache-dir",
+        root / "cache",
+    ]
     pretrained = ecg_pma(
         "pretrain", *data, "--preset", "tiny", "--output-dir", root / "pretrained",
         "--batch-size", "8", "--max-steps", "3", "--warmup-steps", "1", "--save-steps", "0",
@@ -85,7 +91,9 @@ def test_predict_prints_probabilities_and_layer_weights(workspace):
 @pytest.mark.slow
 def test_probe_layers_command(workspace):
     root, data = workspace
-    result = ecg_pma("probe-layers", *data, "--model", root / "pretrained", "--output-dir", root / "study", "--epochs", "2")
+    result = ecg_pma(
+        "probe-layers", *data, "--model", root / "pretrained", "--output-dir", root / "study", "--epochs", "2"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| layer 4 |" in result.stdout and "| PMA |" in result.stdout
     assert (root / "study" / "layerwise_probe.png").exists()

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ecg_pma import EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
 from ecg_pma.convert_st_mem import ConversionError, convert_st_mem
 
+
 LEADS, PATCH, PATCHES, WIDTH, DEPTH, MLP = 12, 75, 30, 128, 2, 256
 DEC_WIDTH, DEC_DEPTH, DEC_MLP = 64, 1, 128
 
@@ -81,7 +82,11 @@ def reference_block(x, sd, prefix, heads, eps=1e-5):
     out = (attention @ v).transpose(1, 2).reshape(x.shape)
     x = x + F.linear(out, sd[f"{prefix}attn.fn.to_out.0.weight"], sd[f"{prefix}attn.fn.to_out.0.bias"])
     h = F.layer_norm(x, (width,), sd[f"{prefix}ff.norm.weight"], sd[f"{prefix}ff.norm.bias"], eps)
-    h = F.linear(F.gelu(F.linear(h, sd[f"{prefix}ff.fn.net.0.weight"], sd[f"{prefix}ff.fn.net.0.bias"])), sd[f"{prefix}ff.fn.net.3.weight"], sd[f"{prefix}ff.fn.net.3.bias"])
+    h = F.linear(
+        F.gelu(F.linear(h, sd[f"{prefix}ff.fn.net.0.weight"], sd[f"{prefix}ff.fn.net.0.bias"])),
+        sd[f"{prefix}ff.fn.net.3.weight"],
+        sd[f"{prefix}ff.fn.net.3.bias"],
+    )
     return x + h
 
 
@@ -128,7 +133,12 @@ def test_encoder_conversion_is_exact(tmp_path):
     assert type(model) is EcgPmaModel
     config = model.config
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (WIDTH, DEPTH, WIDTH // 64)
-    assert (config.signal_length, config.patch_size, config.num_leads, config.sampling_rate) == (PATCHES * PATCH, PATCH, LEADS, 250)
+    assert (config.signal_length, config.patch_size, config.num_leads, config.sampling_rate) == (
+        PATCHES * PATCH,
+        PATCH,
+        LEADS,
+        250,
+    )
 
     signals = torch.randn(3, LEADS, PATCHES * PATCH, generator=torch.Generator().manual_seed(1))
     reloaded = EcgPmaModel.from_pretrained(tmp_path / "converted").eval()
@@ -171,15 +181,21 @@ def test_full_conversion_reconstructs_like_st_mem(tmp_path):
     with torch.no_grad():
         ours = model(signals, noise=noise)
         encoder = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
-        hidden = F.layer_norm(reference_encode(encoder, signals, keep)[-1], (WIDTH,), encoder["norm.weight"], encoder["norm.bias"], 1e-5)
+        hidden = F.layer_norm(
+            reference_encode(encoder, signals, keep)[-1], (WIDTH,), encoder["norm.weight"], encoder["norm.bias"], 1e-5
+        )
         # the decoder, lead by lead: kept tokens back in place, mask tokens elsewhere, SEPs at both ends
-        tokens = F.linear(hidden, sd["to_decoder_embedding.weight"], sd["to_decoder_embedding.bias"]).reshape(2, LEADS, kept_count + 2, DEC_WIDTH)
+        tokens = F.linear(hidden, sd["to_decoder_embedding.weight"], sd["to_decoder_embedding.bias"]).reshape(
+            2, LEADS, kept_count + 2, DEC_WIDTH
+        )
         reconstruction = torch.zeros(2, LEADS, PATCHES, PATCH)
         for b in range(2):
             for lead in range(LEADS):
                 sequence = sd["mask_embedding"][0].repeat(PATCHES, 1).clone()
                 sequence[keep[b, lead]] = tokens[b, lead, 1:-1]
-                sequence = torch.cat([tokens[b, lead, :1], sequence, tokens[b, lead, -1:]]) + sd["decoder_pos_embed"][0]
+                sequence = (
+                    torch.cat([tokens[b, lead, :1], sequence, tokens[b, lead, -1:]]) + sd["decoder_pos_embed"][0]
+                )
                 x = sequence[None]
                 for index in range(DEC_DEPTH):
                     x = reference_block(x, sd, f"decoder_blocks.{index}.", DEC_WIDTH // 64)
@@ -191,9 +207,17 @@ def test_full_conversion_reconstructs_like_st_mem(tmp_path):
 @pytest.mark.parametrize(
     "mutate, full, message",
     [
-        (lambda sd: sd.update({"block0.attn.fn.extra.weight": torch.zeros(1)}), False, r"no counterpart: \['block0.attn.fn.extra.weight'\]"),
+        (
+            lambda sd: sd.update({"block0.attn.fn.extra.weight": torch.zeros(1)}),
+            False,
+            r"no counterpart: \['block0.attn.fn.extra.weight'\]",
+        ),
         (lambda sd: sd.pop("block1.ff.norm.bias"), False, r"lacks: \['encoder.layers.1.layernorm_after.bias'\]"),
-        (lambda sd: sd.update({"norm.weight": torch.ones(WIDTH + 1)}), False, r"shape mismatches: \['layernorm.weight: checkpoint \(129,\) vs model \(128,\)'\]"),
+        (
+            lambda sd: sd.update({"norm.weight": torch.ones(WIDTH + 1)}),
+            False,
+            r"shape mismatches: \['layernorm.weight: checkpoint \(129,\) vs model \(128,\)'\]",
+        ),
         (lambda sd: sd.update({"something_else": torch.zeros(2)}), False, r"no counterpart: \['something_else'\]"),
         (lambda sd: sd.pop("sep_embedding"), False, "tensor 'sep_embedding' is missing"),
         (lambda sd: sd.update({"mask_embedding": torch.zeros(1, 1, 8)}), False, "convert it with --full"),
@@ -211,12 +235,18 @@ def test_convert_command(tmp_path):
     path = tmp_path / "encoder.pth"
     torch.save(st_mem_state_dict(), path)
     result = subprocess.run(
-        [sys.executable, "-m", "ecg_pma.cli", "convert-st-mem", str(path), str(tmp_path / "out")], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "ecg_pma.cli", "convert-st-mem", str(path), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "EcgPmaModel" in result.stdout and "2250 samples at 250 Hz" in result.stdout
     torch.save({"not": "tensors", "x": 1}, tmp_path / "bad.pth")
     bad = subprocess.run(
-        [sys.executable, "-m", "ecg_pma.cli", "convert-st-mem", str(tmp_path / "bad.pth"), str(tmp_path / "bad")], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "ecg_pma.cli", "convert-st-mem", str(tmp_path / "bad.pth"), str(tmp_path / "bad")],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert bad.returncode == 2 and "not a state dict of tensors" in bad.stderr

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import wfdb
-
 from conftest import shared_data_dir
+
 from ecg_pma import EcgPmaFeatureExtractor
 from ecg_pma.data import (
     SCORED_SNOMED,
@@ -35,7 +35,8 @@ def statements():
 
 
 @pytest.mark.parametrize(
-    "label_set, size", [("all", 71), ("diagnostic", 44), ("subdiagnostic", 23), ("superdiagnostic", 5), ("form", 19), ("rhythm", 12)]
+    "label_set, size",
+    [("all", 71), ("diagnostic", 44), ("subdiagnostic", 23), ("superdiagnostic", 5), ("form", 19), ("rhythm", 12)],
 )
 def test_ptbxl_label_set_sizes(statements, label_set, size):
     assert len(ptbxl_label_names(statements, label_set)) == size
@@ -230,13 +231,29 @@ def test_download_ptbxl_from_a_local_server(tmp_path, physionet_like_server):
     index_url, tree = physionet_like_server
     output = tmp_path / "downloaded"
     result = subprocess.run(
-        [sys.executable, "-m", "ecg_pma.cli", "download", "ptb-xl", str(output), "--index-url", index_url, "--subset", "records100"],
+        [
+            sys.executable,
+            "-m",
+            "ecg_pma.cli",
+            "download",
+            "ptb-xl",
+            str(output),
+            "--index-url",
+            index_url,
+            "--subset",
+            "records100",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    for name in ("ptbxl_database.csv", "scp_statements.csv", "records100/00000/00001_lr.hea", "records100/00000/00001_lr.dat"):
+    for name in (
+        "ptbxl_database.csv",
+        "scp_statements.csv",
+        "records100/00000/00001_lr.hea",
+        "records100/00000/00001_lr.dat",
+    ):
         assert (output / name).read_bytes() == (tree / name).read_bytes(), name
     assert not (output / "records500").exists()
     dataset = load_ptbxl(output, sampling_rate=100, missing="skip", cache_dir=tmp_path / "cache")

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT, shared_data_dir
 
 
@@ -25,14 +24,36 @@ def run_example(name, *args, cwd):
 @pytest.mark.slow
 def test_examples_chain_pretrain_probe_and_study(tmp_path):
     data = shared_data_dir("physionet2021")
-    out = run_example("pretrain_accelerate.py", "--data", data, "--max-steps", "4", "--output-dir", tmp_path / "pre", cwd=tmp_path)
+    out = run_example(
+        "pretrain_accelerate.py", "--data", data, "--max-steps", "4", "--output-dir", tmp_path / "pre", cwd=tmp_path
+    )
     assert "4 steps" in out
     out = run_example(
-        "finetune_trainer.py", "--model", tmp_path / "pre", "--data", data, "--epochs", "2", "--output-dir", tmp_path / "probe", cwd=tmp_path
+        "finetune_trainer.py",
+        "--model",
+        tmp_path / "pre",
+        "--data",
+        data,
+        "--epochs",
+        "2",
+        "--output-dir",
+        tmp_path / "probe",
+        cwd=tmp_path,
     )
     assert "eval_macro_auroc" in out
     assert (tmp_path / "probe" / "model.safetensors").exists()
-    out = run_example("layerwise_probe.py", "--model", tmp_path / "pre", "--data", data, "--epochs", "2", "--output-dir", tmp_path / "study", cwd=tmp_path)
+    out = run_example(
+        "layerwise_probe.py",
+        "--model",
+        tmp_path / "pre",
+        "--data",
+        data,
+        "--epochs",
+        "2",
+        "--output-dir",
+        tmp_path / "study",
+        cwd=tmp_path,
+    )
     assert "PMA" in out and (tmp_path / "study" / "layerwise_probe.png").exists()
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import wfdb
+from conftest import shared_data_dir
 from transformers import AutoFeatureExtractor
 
-from conftest import shared_data_dir
 from ecg_pma import STANDARD_LEAD_NAMES, EcgPmaConfig, EcgPmaFeatureExtractor
 from ecg_pma.feature_extraction_ecg_pma import canonical_lead_key
 
@@ -138,7 +138,9 @@ def test_sliding_windows_cover_a_long_record_with_record_index():
     starts = [0, 500, 1000, 1500, 2000, 2200]
     for window, start in zip(features["signals"][:6], starts):
         piece = long_ecg[:, start : start + 1000]
-        np.testing.assert_allclose(window, (piece - piece.mean(-1, keepdims=True)) / piece.std(-1, keepdims=True), atol=1e-5)
+        np.testing.assert_allclose(
+            window, (piece - piece.mean(-1, keepdims=True)) / piece.std(-1, keepdims=True), atol=1e-5
+        )
     assert len(extractor(long_ecg, sampling_rate=100, stride=1000)["signals"]) == 4  # 0, 1000, 2000, 2200
 
 
@@ -147,7 +149,9 @@ def test_center_and_random_crops():
     ecg = np.random.default_rng(1).normal(size=(12, 2000))
     center = extractor(ecg, sampling_rate=100)["signals"][0]
     piece = ecg[:, 500:1500]
-    np.testing.assert_allclose(center, (piece - piece.mean(-1, keepdims=True)) / piece.std(-1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(
+        center, (piece - piece.mean(-1, keepdims=True)) / piece.std(-1, keepdims=True), atol=1e-5
+    )
     first = extractor(ecg, sampling_rate=100, window_mode="random", seed=3)["signals"]
     again = extractor(ecg, sampling_rate=100, window_mode="random", seed=3)["signals"]
     other = extractor(ecg, sampling_rate=100, window_mode="random", seed=4)["signals"]
@@ -224,29 +228,61 @@ def _copy_record(tmp_path, name="E07500"):
 
 
 BAD_INPUTS = {
-    "nan": (lambda tmp: (np.where(np.arange(1000) == 7, np.nan, sine_ecg(2, 100, 10)), {"sampling_rate": 100}),
-            r"input 0: 12 NaN/inf samples \(first in lead I at sample 7\)"),
-    "inf": (lambda tmp: (np.where(np.arange(1000) == 9, np.inf, sine_ecg(2, 100, 10)), {"sampling_rate": 100}),
-            r"input 0: 12 NaN/inf samples"),
-    "too short": (lambda tmp: (sine_ecg(2, 500, 4), {"sampling_rate": 500}), r"input 0: record is 2000 samples \(4 s at 500 Hz\)"),
+    "nan": (
+        lambda tmp: (np.where(np.arange(1000) == 7, np.nan, sine_ecg(2, 100, 10)), {"sampling_rate": 100}),
+        r"input 0: 12 NaN/inf samples \(first in lead I at sample 7\)",
+    ),
+    "inf": (
+        lambda tmp: (np.where(np.arange(1000) == 9, np.inf, sine_ecg(2, 100, 10)), {"sampling_rate": 100}),
+        r"input 0: 12 NaN/inf samples",
+    ),
+    "too short": (
+        lambda tmp: (sine_ecg(2, 500, 4), {"sampling_rate": 500}),
+        r"input 0: record is 2000 samples \(4 s at 500 Hz\)",
+    ),
     "no sampling rate": (lambda tmp: (sine_ecg(2, 100, 10), {}), r"`sampling_rate=` is required for array input"),
-    "bad sampling rate": (lambda tmp: (sine_ecg(2, 100, 10), {"sampling_rate": -5}), r"input 0: unknown or invalid sampling rate -5"),
-    "names do not match rows": (lambda tmp: (sine_ecg(2, 100, 10), {"sampling_rate": 100, "lead_names": ["I", "II"]}),
-                                r"input 0: 12 leads in the signal but 2 lead names"),
-    "unknown lead": (lambda tmp: (sine_ecg(2, 100, 10), {"sampling_rate": 100, "lead_names": [*STANDARD_LEAD_NAMES[:11], "V7x"]}),
-                     r"input 0: unknown lead names \['V7x'\]"),
-    "duplicate lead": (lambda tmp: (sine_ecg(2, 100, 10), {"sampling_rate": 100, "lead_names": [*STANDARD_LEAD_NAMES[:11], "avr"]}),
-                       r"input 0: lead names appear more than once: \['aVR', 'avr'\]"),
-    "wrong rank": (lambda tmp: (np.zeros((2, 2, 12, 1000)), {"sampling_rate": 100}), r"must be \(leads, samples\) or \(batch, leads, samples\)"),
-    "not numbers": (lambda tmp: (np.full((12, 1000), "a"), {"sampling_rate": 100}), r"Input 0: ECG samples must be numbers"),
-    "unknown unit": (lambda tmp: (sine_ecg(2, 100, 10), {"sampling_rate": 100, "units": "mmHg"}), r"input 0: unknown physical unit 'mmHg'"),
+    "bad sampling rate": (
+        lambda tmp: (sine_ecg(2, 100, 10), {"sampling_rate": -5}),
+        r"input 0: unknown or invalid sampling rate -5",
+    ),
+    "names do not match rows": (
+        lambda tmp: (sine_ecg(2, 100, 10), {"sampling_rate": 100, "lead_names": ["I", "II"]}),
+        r"input 0: 12 leads in the signal but 2 lead names",
+    ),
+    "unknown lead": (
+        lambda tmp: (sine_ecg(2, 100, 10), {"sampling_rate": 100, "lead_names": [*STANDARD_LEAD_NAMES[:11], "V7x"]}),
+        r"input 0: unknown lead names \['V7x'\]",
+    ),
+    "duplicate lead": (
+        lambda tmp: (sine_ecg(2, 100, 10), {"sampling_rate": 100, "lead_names": [*STANDARD_LEAD_NAMES[:11], "avr"]}),
+        r"input 0: lead names appear more than once: \['aVR', 'avr'\]",
+    ),
+    "wrong rank": (
+        lambda tmp: (np.zeros((2, 2, 12, 1000)), {"sampling_rate": 100}),
+        r"must be \(leads, samples\) or \(batch, leads, samples\)",
+    ),
+    "not numbers": (
+        lambda tmp: (np.full((12, 1000), "a"), {"sampling_rate": 100}),
+        r"Input 0: ECG samples must be numbers",
+    ),
+    "unknown unit": (
+        lambda tmp: (sine_ecg(2, 100, 10), {"sampling_rate": 100, "units": "mmHg"}),
+        r"input 0: unknown physical unit 'mmHg'",
+    ),
     "empty list": (lambda tmp: ([], {}), r"non-empty list"),
-    "dead lead": (lambda tmp: (np.where(np.arange(12)[:, None] == 3, np.nan, sine_ecg(2, 100, 10)), {"sampling_rate": 100}),
-                  r"input 0: 1000 NaN/inf samples \(first in lead aVR at sample 0\)"),
-    "missing header": (lambda tmp: (str(tmp / "nothing_here"), {}), r"WFDB record '.*nothing_here': header file .*nothing_here.hea not found"),
-    "missing signal file": (lambda tmp: (_missing_signal(tmp), {}),
-                            r"WFDB record '.*E07500': signal file missing"),
-    "truncated signal file": (lambda tmp: (_truncated_signal(tmp), {}), r"WFDB record '.*E07500' could not be read \(truncated or malformed"),
+    "dead lead": (
+        lambda tmp: (np.where(np.arange(12)[:, None] == 3, np.nan, sine_ecg(2, 100, 10)), {"sampling_rate": 100}),
+        r"input 0: 1000 NaN/inf samples \(first in lead aVR at sample 0\)",
+    ),
+    "missing header": (
+        lambda tmp: (str(tmp / "nothing_here"), {}),
+        r"WFDB record '.*nothing_here': header file .*nothing_here.hea not found",
+    ),
+    "missing signal file": (lambda tmp: (_missing_signal(tmp), {}), r"WFDB record '.*E07500': signal file missing"),
+    "truncated signal file": (
+        lambda tmp: (_truncated_signal(tmp), {}),
+        r"WFDB record '.*E07500' could not be read \(truncated or malformed",
+    ),
     "malformed header": (lambda tmp: (_malformed_header(tmp), {}), r"WFDB record '.*E07500' could not be read"),
 }
 
@@ -319,6 +355,7 @@ np.savez(output, signals=extractor(record)["signals"], logits=logits.detach().nu
 
 def test_extractor_saved_with_a_model_gives_identical_arrays_and_logits_in_a_fresh_process(tmp_path):
     from conftest import run_without_package
+
     from ecg_pma import EcgPmaForSequenceClassification
 
     config = EcgPmaConfig.from_preset("tiny", num_labels=3, id2label={0: "NSR", 1: "AF", 2: "STach"})

@@ -11,16 +11,17 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import run_without_package, shared_data_dir
+from hub_server import LocalHub
 from huggingface_hub import ModelCard
 from safetensors.torch import load as load_safetensors_bytes
 from transformers import pipeline
 
-from conftest import run_without_package, shared_data_dir
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification
 from ecg_pma.data import extract_features, id2label, load_physionet2021
 from ecg_pma.training import PretrainingArguments, pretrain
 from ecg_pma.training.finetune import finetune, load_classifier, reference_training_arguments
-from hub_server import LocalHub
+
 
 TOKEN = "hf_test_token"
 REPO_ID = "cardio-lab/ecg-pma-tiny"
@@ -38,11 +39,15 @@ def trained_model(tmp_path_factory):
     pretrain(
         EcgPmaForPreTraining(config),
         windows["train"],
-        PretrainingArguments(output_dir=str(root / "pretrained"), per_device_batch_size=8, max_steps=3, save_steps=None, report_to=[]),
+        PretrainingArguments(
+            output_dir=str(root / "pretrained"), per_device_batch_size=8, max_steps=3, save_steps=None, report_to=[]
+        ),
         extractor,
     )
     model = load_classifier(root / "pretrained", id2label(raw), aggregation="pma")
-    args = reference_training_arguments("probe", str(root / "model"), num_train_epochs=2, per_device_train_batch_size=8)
+    args = reference_training_arguments(
+        "probe", str(root / "model"), num_train_epochs=2, per_device_train_batch_size=8
+    )
     finetune(model, windows["train"], windows["validation"], args, "probe", windows["test"], extractor, quiet=True)
     export = cli("export-onnx", root / "model", root / "model" / "model.onnx")
     assert export.returncode == 0, export.stderr[-3000:]
@@ -160,9 +165,14 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model):
         local = EcgPmaForSequenceClassification.from_pretrained(trained_model).state_dict()
         assert set(uploaded) == set(local) and all(torch.equal(uploaded[k], local[k]) for k in local)
         config = json.loads(files["config.json"])
-        assert config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_ecg_pma.EcgPmaForSequenceClassification"
+        assert (
+            config["auto_map"]["AutoModelForSequenceClassification"]
+            == "modeling_ecg_pma.EcgPmaForSequenceClassification"
+        )
         assert config["custom_pipelines"]["ecg-classification"]["impl"] == "pipeline_ecg_pma.EcgClassificationPipeline"
-        assert json.loads(files["preprocessor_config.json"])["auto_map"]["AutoFeatureExtractor"].startswith("feature_extraction_ecg_pma.")
+        assert json.loads(files["preprocessor_config.json"])["auto_map"]["AutoFeatureExtractor"].startswith(
+            "feature_extraction_ecg_pma."
+        )
 
         (tmp_path / "README.md").write_bytes(files["README.md"])
         card = ModelCard.load(tmp_path / "README.md")
@@ -173,8 +183,14 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model):
         reported = {r.metric_type: r.metric_value for r in card.data.eval_results}
         assert reported["macro_auroc"] == pytest.approx(results["macro_auroc"], abs=1e-4)
         assert all(r.dataset_split == "test" for r in card.data.eval_results)
-        for text in ("| sampling_rate | 100 |", "per-lead z-score", "Not a medical device", "opset 17", "Mean learned layer weights",
-                     f'from_pretrained("{REPO_ID}", trust_remote_code=True)'):
+        for text in (
+            "| sampling_rate | 100 |",
+            "per-lead z-score",
+            "Not a medical device",
+            "opset 17",
+            "Mean learned layer weights",
+            f'from_pretrained("{REPO_ID}", trust_remote_code=True)',
+        ):
             assert text in card.text, text
 
         # a branch: created from main, main untouched
@@ -187,9 +203,16 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model):
         assert refused.returncode != 0 and "401" in refused.stderr
         assert "cardio-lab/other" not in hub.state.repos
 
-        cache = {"HF_HOME": str(tmp_path / "hf-home"), "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "0"}
+        cache = {
+            "HF_HOME": str(tmp_path / "hf-home"),
+            "HF_ENDPOINT": hub.endpoint,
+            "HF_TOKEN": TOKEN,
+            "HF_HUB_OFFLINE": "0",
+        }
         online = run_with_env(tmp_path, cache, REPO_ID, record, tmp_path / "online.npy")
-        assert any(f"/{REPO_ID}/resolve/" in path and path.endswith("/modeling_ecg_pma.py") for _, path in hub.state.requests)
+        assert any(
+            f"/{REPO_ID}/resolve/" in path and path.endswith("/modeling_ecg_pma.py") for _, path in hub.state.requests
+        )
 
     # the server is gone: HF_HUB_OFFLINE=1 loads everything from the populated cache
     offline = run_with_env(tmp_path, {**cache, "HF_HUB_OFFLINE": "1"}, REPO_ID, record, tmp_path / "offline.npy")

@@ -98,7 +98,9 @@ def test_attention_maps_requested_from_sdpa_model_fall_back_to_eager(tiny_config
     model = EcgPmaModel(tiny_config).eval()
     with_maps = model(signals, output_attentions=True)
     assert with_maps.attentions is not None and with_maps.attentions[0] is not None
-    torch.testing.assert_close(with_maps.layer_representations, model(signals).layer_representations, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        with_maps.layer_representations, model(signals).layer_representations, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_lead_embeddings_make_leads_distinguishable(tiny_config, signals):
@@ -356,8 +358,12 @@ def test_labels_that_do_not_match_the_config_are_rejected(signals):
         (lambda: torch.randn(1, 2, 12, 1000), "must have 3 dimensions"),
         (lambda: torch.randint(0, 5, (2, 12, 1000)), "must be a floating-point tensor, got dtype torch.int64"),
         (lambda: torch.randn(2, 12, 1000).numpy(), "must be a torch.Tensor"),
-        (lambda: torch.randn(2, 12, 1000).index_put_((torch.tensor(1), torch.tensor(3), torch.tensor(17)), torch.tensor(float("nan"))),
-         "NaN or inf \\(first at batch item 1, lead aVR, sample 17\\)"),
+        (
+            lambda: torch.randn(2, 12, 1000).index_put_(
+                (torch.tensor(1), torch.tensor(3), torch.tensor(17)), torch.tensor(float("nan"))
+            ),
+            "NaN or inf \\(first at batch item 1, lead aVR, sample 17\\)",
+        ),
         (lambda: torch.randn(2, 12, 1000).index_fill_(2, torch.tensor([5]), float("inf")), "NaN or inf"),
     ],
 )

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from conftest import run_without_package
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
@@ -13,7 +14,6 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
-from conftest import run_without_package
 from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
 
 
@@ -33,7 +33,12 @@ def test_save_and_load_round_trip_is_exact(tmp_path, tiny_config, signals):
     # the code travels with the weights
     assert {"configuration_ecg_pma.py", "modeling_ecg_pma.py"} <= set(files)
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
-    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForPreTraining", "AutoModelForSequenceClassification"}
+    assert set(auto_map) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForPreTraining",
+        "AutoModelForSequenceClassification",
+    }
 
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     assert type(loaded) is EcgPmaForSequenceClassification
@@ -67,7 +72,9 @@ def test_classifier_checkpoint_loads_as_encoder(tmp_path, tiny_config, signals):
     classifier = EcgPmaForSequenceClassification(tiny_config).eval()
     classifier.save_pretrained(tmp_path)
     encoder = AutoModel.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(encoder(signals).layer_representations, classifier.ecg_pma(signals).layer_representations)
+    torch.testing.assert_close(
+        encoder(signals).layer_representations, classifier.ecg_pma(signals).layer_representations
+    )
 
 
 FRESH_PROCESS_SCRIPT = """
@@ -112,7 +119,11 @@ def test_fresh_process_loads_with_trust_remote_code_without_the_package(tmp_path
     noise = torch.rand(4, 12, config.num_patches)
     save_file({"signals": signals, "noise": noise}, tmp_path / "inputs.safetensors")
     result = run_without_package(
-        tmp_path, FRESH_PROCESS_SCRIPT, str(model_dir), str(tmp_path / "inputs.safetensors"), str(tmp_path / "out.safetensors")
+        tmp_path,
+        FRESH_PROCESS_SCRIPT,
+        str(model_dir),
+        str(tmp_path / "inputs.safetensors"),
+        str(tmp_path / "out.safetensors"),
     )
     assert "transformers_modules" in result.stdout  # loaded from the copied code, not from the package
 

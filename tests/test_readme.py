@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT, shared_data_dir
+
 from ecg_pma.cli import build_parser
+
 
 README = (REPO_ROOT / "README.md").read_text()
 
@@ -54,9 +55,20 @@ def test_every_ecg_pma_command_line_in_the_readme_parses():
 def test_training_command_lines_run_on_the_challenge_records(tmp_path):
     shared_data_dir("physionet2021")
     runnable = [
-        words for words in command_lines() if "../shared/data/physionet2021" in " ".join(words) or words[0] == "export-onnx"
+        words
+        for words in command_lines()
+        if "../shared/data/physionet2021" in " ".join(words) or words[0] == "export-onnx"
     ]
-    assert [words[0] for words in runnable] == ["pretrain", "finetune", "evaluate", "predict", "probe-layers", "export-onnx"]
+    assert [words[0] for words in runnable] == [
+        "pretrain",
+        "finetune",
+        "evaluate",
+        "predict",
+        "probe-layers",
+        "export-onnx",
+    ]
     for words in runnable:
-        result = subprocess.run([sys.executable, "-m", "ecg_pma.cli", *words], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-m", "ecg_pma.cli", *words], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, (words, result.stderr[-3000:])

@@ -1,8 +1,7 @@
 """Real-data tests must not pass silently when ../shared/data is missing: under CI they fail."""
 
-import pytest
-
 import conftest
+import pytest
 
 
 def test_missing_shared_data_fails_under_ci(monkeypatch, tmp_path):

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import shared_data_dir
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
-from conftest import shared_data_dir
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification
 from ecg_pma.data import extract_features, id2label, load_physionet2021
 from ecg_pma.inference import average_windows, predict_records
@@ -36,7 +36,9 @@ def pretrained_dir(tmp_path_factory, challenge):
     pretrain(
         EcgPmaForPreTraining(EcgPmaConfig.from_preset("tiny", pretraining_aggregation="ipa")),
         windows["train"],
-        PretrainingArguments(output_dir=str(output), per_device_batch_size=8, max_steps=4, save_steps=None, report_to=[]),
+        PretrainingArguments(
+            output_dir=str(output), per_device_batch_size=8, max_steps=4, save_steps=None, report_to=[]
+        ),
         extractor,
     )
     return output
@@ -71,7 +73,9 @@ def test_pretraining_lowers_the_masked_loss_on_a_fixed_batch(tmp_path, challenge
     noise = torch.rand(8, 12, config.num_patches, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = model.eval()(fixed, noise=noise).loss.item()
-    result = pretrain(model, windows["train"], _args(tmp_path, max_steps=30, base_learning_rate=2e-2, save_steps=None), extractor)
+    result = pretrain(
+        model, windows["train"], _args(tmp_path, max_steps=30, base_learning_rate=2e-2, save_steps=None), extractor
+    )
     with torch.no_grad():
         after = model.eval()(fixed, noise=noise).loss.item()
     assert after < before * 0.9, (before, after)
@@ -87,7 +91,9 @@ def test_pretraining_lowers_the_masked_loss_on_a_fixed_batch(tmp_path, challenge
 
 def test_resuming_continues_the_same_loss_curve(tmp_path, challenge):
     _, windows, extractor = challenge
-    config = EcgPmaConfig.from_preset("tiny", hidden_dropout_prob=0.1)  # dropout: the random state must be restored too
+    config = EcgPmaConfig.from_preset(
+        "tiny", hidden_dropout_prob=0.1
+    )  # dropout: the random state must be restored too
     fresh, _ = same_initial_weights(config)
 
     # 29 training windows, batch 8: 3 batches an epoch, so 8 steps cross two epoch boundaries
@@ -97,13 +103,21 @@ def test_resuming_continues_the_same_loss_curve(tmp_path, challenge):
     assert not [p.name for p in checkpoint.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
 
     resumed = pretrain(
-        fresh(), windows["train"], _args(tmp_path / "resumed", max_steps=8, save_steps=None, resume_from_checkpoint=str(checkpoint)), extractor
+        fresh(),
+        windows["train"],
+        _args(tmp_path / "resumed", max_steps=8, save_steps=None, resume_from_checkpoint=str(checkpoint)),
+        extractor,
     )
     assert [r["step"] for r in resumed.losses] == [5, 6, 7, 8]
     assert [r["loss"] for r in resumed.losses] == [r["loss"] for r in straight.losses[4:]]
     assert [r["learning_rate"] for r in resumed.losses] == [r["learning_rate"] for r in straight.losses[4:]]
 
-    latest = pretrain(fresh(), windows["train"], _args(tmp_path / "straight", max_steps=8, resume_from_checkpoint="latest"), extractor)
+    latest = pretrain(
+        fresh(),
+        windows["train"],
+        _args(tmp_path / "straight", max_steps=8, resume_from_checkpoint="latest"),
+        extractor,
+    )
     assert latest.losses == []  # step-8 is the latest: nothing left to do
 
 
@@ -115,7 +129,10 @@ def test_compiled_pretraining_follows_the_eager_run_and_saves_plain_names(tmp_pa
 
     eager = pretrain(fresh(), windows["train"], _args(tmp_path / "eager", max_steps=4, save_steps=None), extractor)
     compiled = pretrain(
-        fresh(), windows["train"], _args(tmp_path / "compiled", max_steps=4, save_steps=2, torch_compile=True), extractor
+        fresh(),
+        windows["train"],
+        _args(tmp_path / "compiled", max_steps=4, save_steps=2, torch_compile=True),
+        extractor,
     )
     np.testing.assert_allclose([r["loss"] for r in compiled.losses], [r["loss"] for r in eager.losses], rtol=1e-4)
     saved = EcgPmaForPreTraining.from_pretrained(tmp_path / "compiled").state_dict()
@@ -126,15 +143,24 @@ def test_compiled_pretraining_follows_the_eager_run_and_saves_plain_names(tmp_pa
     # the compiled run's checkpoint resumes in an eager run under the model's own names
     checkpoint = tmp_path / "compiled" / "checkpoints" / "step-2"
     resumed = pretrain(
-        fresh(), windows["train"], _args(tmp_path / "resumed", max_steps=4, save_steps=None, resume_from_checkpoint=str(checkpoint)), extractor
+        fresh(),
+        windows["train"],
+        _args(tmp_path / "resumed", max_steps=4, save_steps=None, resume_from_checkpoint=str(checkpoint)),
+        extractor,
     )
-    np.testing.assert_allclose([r["loss"] for r in resumed.losses], [r["loss"] for r in compiled.losses[2:]], rtol=1e-4)
+    np.testing.assert_allclose(
+        [r["loss"] for r in resumed.losses], [r["loss"] for r in compiled.losses[2:]], rtol=1e-4
+    )
 
 
 def test_too_small_a_dataset_is_refused(tmp_path, challenge):
     _, windows, extractor = challenge
     with pytest.raises(ValueError, match="fewer than one batch of 64"):
-        pretrain(EcgPmaForPreTraining(EcgPmaConfig.from_preset("tiny")), windows["test"], _args(tmp_path, per_device_batch_size=64, max_steps=2))
+        pretrain(
+            EcgPmaForPreTraining(EcgPmaConfig.from_preset("tiny")),
+            windows["test"],
+            _args(tmp_path, per_device_batch_size=64, max_steps=2),
+        )
 
 
 @pytest.mark.slow
@@ -147,7 +173,9 @@ def test_two_process_cpu_run_writes_one_model(tmp_path):
         "--cache-dir", str(tmp_path / "cache"), "--preset", "tiny", "--output-dir", str(output),
         "--batch-size", "4", "--max-steps", "3", "--save-steps", "2", "--warmup-steps", "1",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     log = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [1, 2, 3]  # written once, by the main process
@@ -168,9 +196,15 @@ def test_probing_trains_only_head_and_gate_then_finetuning_trains_the_encoder(tm
     raw, windows, extractor = challenge
     model = load_classifier(pretrained_dir, id2label(raw), aggregation="pma", head_type="mlp")
     encoder_before = {k: v.clone() for k, v in model.ecg_pma.state_dict().items()}
-    head_before = {k: v.clone() for k, v in [*model.aggregator.state_dict().items(), *model.classifier.state_dict().items()]}
-    args = reference_training_arguments("probe", str(tmp_path / "probe"), num_train_epochs=2, per_device_train_batch_size=8)
-    result = finetune(model, windows["train"], windows["validation"], args, "probe", windows["test"], extractor, quiet=True)
+    head_before = {
+        k: v.clone() for k, v in [*model.aggregator.state_dict().items(), *model.classifier.state_dict().items()]
+    }
+    args = reference_training_arguments(
+        "probe", str(tmp_path / "probe"), num_train_epochs=2, per_device_train_batch_size=8
+    )
+    result = finetune(
+        model, windows["train"], windows["validation"], args, "probe", windows["test"], extractor, quiet=True
+    )
 
     for key, value in model.ecg_pma.state_dict().items():
         assert torch.equal(value, encoder_before[key]), key
@@ -183,15 +217,22 @@ def test_probing_trains_only_head_and_gate_then_finetuning_trains_the_encoder(tm
     assert saved["validation"]["macro_auroc"] == result.validation["macro_auroc"]
     assert len(saved["validation"]["thresholds"]) == len(id2label(raw))
     assert "| test |" in (probed / "results.md").read_text()
-    assert EcgPmaForSequenceClassification.from_pretrained(probed).config.decision_thresholds == result.validation["thresholds"]
+    assert (
+        EcgPmaForSequenceClassification.from_pretrained(probed).config.decision_thresholds
+        == result.validation["thresholds"]
+    )
     for checkpoint in probed.glob("checkpoint-*"):
         assert not [p.name for p in checkpoint.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
         assert (checkpoint / "training_args.json").exists()
 
     # finetuning starts from the probed checkpoint, head included, and moves the encoder
     tuned = EcgPmaForSequenceClassification.from_pretrained(probed)
-    torch.testing.assert_close(tuned.classifier.state_dict()["head.2.weight"], model.classifier.state_dict()["head.2.weight"])
-    args = reference_training_arguments("finetune", str(tmp_path / "finetune"), num_train_epochs=1, per_device_train_batch_size=8)
+    torch.testing.assert_close(
+        tuned.classifier.state_dict()["head.2.weight"], model.classifier.state_dict()["head.2.weight"]
+    )
+    args = reference_training_arguments(
+        "finetune", str(tmp_path / "finetune"), num_train_epochs=1, per_device_train_batch_size=8
+    )
     finetune(tuned, windows["train"], windows["validation"], args, "finetune", None, extractor, quiet=True)
     assert any(not torch.equal(v, encoder_before[k]) for k, v in tuned.ecg_pma.state_dict().items())
 
@@ -217,8 +258,12 @@ def test_metric_module_matches_scikit_learn():
     thresholds = [0.4, 0.5, 0.6, 0.5]
     result = load_ecg_multilabel().compute(predictions=predictions, references=references, thresholds=thresholds)
     scored = [0, 1, 2]
-    assert result["macro_auroc"] == pytest.approx(np.mean([roc_auc_score(references[:, i], predictions[:, i]) for i in scored]))
-    assert result["macro_average_precision"] == pytest.approx(average_precision_score(references[:, scored], predictions[:, scored], average="macro"))
+    assert result["macro_auroc"] == pytest.approx(
+        np.mean([roc_auc_score(references[:, i], predictions[:, i]) for i in scored])
+    )
+    assert result["macro_average_precision"] == pytest.approx(
+        average_precision_score(references[:, scored], predictions[:, scored], average="macro")
+    )
     decisions = predictions >= np.asarray(thresholds)
     assert result["macro_f1"] == pytest.approx(f1_score(references, decisions, average="macro", zero_division=0))
     assert result["accuracy"] == pytest.approx(accuracy_score(references, decisions))
@@ -236,7 +281,9 @@ def test_windows_are_averaged_per_record_before_scoring():
     assert per_record["macro_auroc"] == pytest.approx(roc_auc_score([1, 1, 0], [0.4, 0.9, 0.2]))
     assert per_window["macro_auroc"] == pytest.approx(roc_auc_score([1, 1, 1, 0, 0], [0.2, 0.6, 0.9, 0.1, 0.3]))
     with pytest.raises(ValueError, match="different labels"):
-        load_ecg_multilabel().compute(predictions=predictions, references=[[1], [0], [1], [0], [0]], record_ids=record_ids)
+        load_ecg_multilabel().compute(
+            predictions=predictions, references=[[1], [0], [1], [0], [0]], record_ids=record_ids
+        )
 
     averaged = average_windows(torch.tensor(predictions), torch.tensor([0, 0, 1, 2, 2]), 3)
     torch.testing.assert_close(averaged, torch.tensor([[0.4], [0.9], [0.2]], dtype=torch.float64))
@@ -305,5 +352,7 @@ def test_compiled_prediction_matches_eager_with_a_padded_last_batch(challenge):
     compiled = predict_records(model, extractor, records, batch_size=4, compile=True)
     for expected, actual in zip(eager, compiled, strict=True):
         assert actual.num_windows == expected.num_windows == 3
-        np.testing.assert_allclose(list(actual.probabilities.values()), list(expected.probabilities.values()), atol=1e-5)
+        np.testing.assert_allclose(
+            list(actual.probabilities.values()), list(expected.probabilities.values()), atol=1e-5
+        )
         np.testing.assert_allclose(actual.layer_weights, expected.layer_weights, atol=1e-5)

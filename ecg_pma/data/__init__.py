@@ -7,6 +7,7 @@ from .ptbxl import load_ptbxl
 from .records import id2label
 from .wfdb_folder import load_wfdb_folder
 
+
 __all__ = [
     "DATABASES",
     "SCORED_SNOMED",
@@ -34,8 +35,12 @@ def load_records(
     """One entry point for the command line: `ptbxl`, `physionet2021` or `wfdb` (a folder, labels from a CSV)."""
     if data_format == "ptbxl":
         return load_ptbxl(
-            root, sampling_rate=sampling_rate, label_set=label_set or "superdiagnostic", missing=missing,
-            cache_dir=cache_dir, num_proc=num_proc,
+            root,
+            sampling_rate=sampling_rate,
+            label_set=label_set or "superdiagnostic",
+            missing=missing,
+            cache_dir=cache_dir,
+            num_proc=num_proc,
         )
     if data_format == "physionet2021":
         return load_physionet2021(root, label_set=label_set or "scored", cache_dir=cache_dir, num_proc=num_proc)

@@ -7,9 +7,9 @@ import os
 import posixpath
 from pathlib import Path
 
+import wfdb
 from wfdb.io import download as wfdb_download
 
-import wfdb
 
 # PhysioNet slug -> files beside the WFDB records that the loaders need. Any other slug downloads its records only.
 DATABASES = {

@@ -12,6 +12,7 @@ from datasets import DatasetDict, Sequence, Value
 
 from .records import build_splits, find_records, hash_split, multi_hot, record_features
 
+
 # The 30 diagnoses scored by the 2021 challenge: SNOMED-CT code -> abbreviation (its dx_mapping_scored table).
 SCORED_SNOMED = {
     "164889003": "AF",
@@ -46,7 +47,12 @@ SCORED_SNOMED = {
     "17338001": "VPB",
 }
 # Pairs the challenge scores as one class: the second code counts as the first.
-EQUIVALENT_SNOMED = {"164909002": "733534002", "59118001": "713427006", "63593006": "284470004", "17338001": "427172004"}
+EQUIVALENT_SNOMED = {
+    "164909002": "733534002",
+    "59118001": "713427006",
+    "63593006": "284470004",
+    "17338001": "427172004",
+}
 LABEL_SETS = ("scored", "all")
 
 
@@ -66,7 +72,9 @@ def read_header_fields(record_path: str) -> dict[str, str]:
     try:
         header = wfdb.rdheader(record_path)
     except Exception as error:
-        raise ValueError(f"WFDB record {record_path!r}: unreadable header ({type(error).__name__}: {error}).") from error
+        raise ValueError(
+            f"WFDB record {record_path!r}: unreadable header ({type(error).__name__}: {error})."
+        ) from error
     return parse_header_comments(header.comments or [])
 
 
@@ -99,7 +107,9 @@ def load_physionet2021(
     for record_path in records:
         fields = read_header_fields(record_path)
         if "dx" not in fields:
-            raise ValueError(f"WFDB record {record_path!r}: no '# Dx:' line in the header; is this a challenge record?")
+            raise ValueError(
+                f"WFDB record {record_path!r}: no '# Dx:' line in the header; is this a challenge record?"
+            )
         codes = [code.strip() for code in fields["dx"].split(",") if code.strip()]
         entries.append((record_path, fields, codes))
 

@@ -24,7 +24,9 @@ def extract_features(
     features = Features(
         {
             "record_id": Value("string"),
-            "signals": Array2D(shape=(len(feature_extractor.lead_names), feature_extractor.signal_length), dtype="float32"),
+            "signals": Array2D(
+                shape=(len(feature_extractor.lead_names), feature_extractor.signal_length), dtype="float32"
+            ),
             "labels": Sequence(Value("float32"), length=num_labels),
         }
     )

@@ -12,11 +12,12 @@ from datasets import DatasetDict, Value
 
 from .records import build_splits, check_missing, multi_hot, record_features
 
+
 logger = logging.getLogger(__name__)
 
 LABEL_SETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 # Official protocol: stratified folds 1-8 train, 9 validation, 10 test.
-FOLD_TO_SPLIT = {**{fold: "train" for fold in range(1, 9)}, 9: "validation", 10: "test"}
+FOLD_TO_SPLIT = {**dict.fromkeys(range(1, 9), "train"), 9: "validation", 10: "test"}
 
 
 def ptbxl_label_names(statements: pd.DataFrame, label_set: str) -> list[str]:
@@ -49,13 +50,17 @@ def ptbxl_record_labels(
         if code not in statements.index or likelihood < min_likelihood:
             continue
         statement = statements.loc[code]
-        if label_set == "all":
+        if label_set == "all" or label_set == "diagnostic" and statement["diagnostic"] == 1:
             labels.add(code)
-        elif label_set == "diagnostic" and statement["diagnostic"] == 1:
-            labels.add(code)
-        elif label_set == "subdiagnostic" and statement["diagnostic"] == 1 and pd.notna(statement["diagnostic_subclass"]):
+        elif (
+            label_set == "subdiagnostic"
+            and statement["diagnostic"] == 1
+            and pd.notna(statement["diagnostic_subclass"])
+        ):
             labels.add(statement["diagnostic_subclass"])
-        elif label_set == "superdiagnostic" and statement["diagnostic"] == 1 and pd.notna(statement["diagnostic_class"]):
+        elif (
+            label_set == "superdiagnostic" and statement["diagnostic"] == 1 and pd.notna(statement["diagnostic_class"])
+        ):
             labels.add(statement["diagnostic_class"])
         elif label_set in ("form", "rhythm") and statement[label_set] == 1:
             labels.add(code)

@@ -14,6 +14,7 @@ from datasets import Sequence as SequenceFeature
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -144,5 +145,7 @@ def check_missing(paths: dict[str, str], missing: str, what: str) -> list[str]:
             "missing='skip' to leave them out."
         )
     if absent:
-        datasets.logging.get_logger(__name__).warning(f"{what}: skipping {len(absent)} record(s) not on disk: {absent[:10]}")
+        datasets.logging.get_logger(__name__).warning(
+            f"{what}: skipping {len(absent)} record(s) not on disk: {absent[:10]}"
+        )
     return absent

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..configuration_ecg_pma import STANDARD_LEAD_NAMES
 
+
 LABELS = ("atrial_fibrillation", "tachycardia", "bradycardia", "wide_qrs", "inverted_t")
 RHYTHMS = ("sinus", "atrial_fibrillation", "tachycardia", "bradycardia")
 
@@ -44,7 +45,12 @@ def simulate_ecg(
         raise ValueError(f"Unknown rhythm {rhythm!r}; expected one of {RHYTHMS}.")
     samples = int(seconds * sampling_rate)
     time = np.arange(samples) / sampling_rate
-    heart_rate = {"sinus": (60, 95), "tachycardia": (110, 150), "bradycardia": (38, 52), "atrial_fibrillation": (70, 130)}
+    heart_rate = {
+        "sinus": (60, 95),
+        "tachycardia": (110, 150),
+        "bradycardia": (38, 52),
+        "atrial_fibrillation": (70, 130),
+    }
     rate = rng.uniform(*heart_rate[rhythm])
     mean_rr = 60.0 / rate
     if rhythm == "atrial_fibrillation":
@@ -61,7 +67,12 @@ def simulate_ecg(
         (-0.03 - qrs_width, qrs_width * 0.8, -0.12, _direction(axis + 150, 10)),  # Q
         (0.0, qrs_width, rng.uniform(0.9, 1.5), _direction(axis, -25)),  # R
         (0.03 + 1.5 * qrs_width, qrs_width * 1.2, -0.3, _direction(axis + 160, 40)),  # S
-        (qt, rng.uniform(0.04, 0.06), rng.uniform(0.25, 0.4) * (-1 if inverted_t else 1), _direction(axis - 10, -15)),  # T
+        (
+            qt,
+            rng.uniform(0.04, 0.06),
+            rng.uniform(0.25, 0.4) * (-1 if inverted_t else 1),
+            _direction(axis - 10, -15),
+        ),  # T
     ]
     if rhythm != "atrial_fibrillation":
         waves.append((-rng.uniform(0.14, 0.19), 0.025, rng.uniform(0.1, 0.18), _direction(50, -10)))  # P

@@ -38,16 +38,23 @@ def load_wfdb_folder(
         records = find_records(root)
         if not records:
             raise FileNotFoundError(f"No WFDB header (.hea) below {root}.")
-        table = pd.DataFrame({record_column: [str(Path(path).relative_to(root)) for path in records], labels_column: ""})
+        table = pd.DataFrame(
+            {record_column: [str(Path(path).relative_to(root)) for path in records], labels_column: ""}
+        )
     else:
         table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
         for column in (record_column, labels_column):
             if column not in table.columns:
                 raise ValueError(f"{labels_csv}: no column {column!r} (columns: {list(table.columns)}).")
     if table[record_column].duplicated().any():
-        raise ValueError(f"Records listed twice: {sorted(table[record_column][table[record_column].duplicated()])[:10]}.")
+        raise ValueError(
+            f"Records listed twice: {sorted(table[record_column][table[record_column].duplicated()])[:10]}."
+        )
 
-    label_lists = [[label.strip() for label in str(value).split(label_separator) if label.strip()] for value in table[labels_column]]
+    label_lists = [
+        [label.strip() for label in str(value).split(label_separator) if label.strip()]
+        for value in table[labels_column]
+    ]
     label_names = sorted({label for labels in label_lists for label in labels})
     label_index = {name: i for i, name in enumerate(label_names)}
     paths = {record: str(root / record) for record in table[record_column]}
@@ -57,8 +64,10 @@ def load_wfdb_folder(
     for position, record in enumerate(table[record_column]):
         if record in absent:
             continue
-        split = table[split_column].iloc[position] if split_column in table.columns else hash_split(
-            record, validation_fraction, test_fraction
+        split = (
+            table[split_column].iloc[position]
+            if split_column in table.columns
+            else hash_split(record, validation_fraction, test_fraction)
         )
         if split not in rows_by_split:
             raise ValueError(f"Record {record!r}: split {split!r} is not one of {list(rows_by_split)}.")

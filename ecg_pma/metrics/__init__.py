@@ -4,6 +4,7 @@ from pathlib import Path
 
 import evaluate
 
+
 ECG_MULTILABEL_PATH = str(Path(__file__).parent / "ecg_multilabel")
 
 

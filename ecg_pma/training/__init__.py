@@ -3,4 +3,5 @@
 from .collator import EcgDataCollator
 from .pretrain import PretrainingArguments, PretrainingResult, pretrain
 
+
 __all__ = ["EcgDataCollator", "PretrainingArguments", "PretrainingResult", "pretrain"]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+
 CHECKPOINT_PREFIX = "step-"
 
 
@@ -88,14 +89,18 @@ def save_training_state(
     (directory / "progress.json").write_text(json.dumps(progress, indent=2))
 
 
-def load_training_state(directory: str | Path, model: torch.nn.Module, optimizer, scheduler, process_index: int) -> dict:
+def load_training_state(
+    directory: str | Path, model: torch.nn.Module, optimizer, scheduler, process_index: int
+) -> dict:
     """Restores what `save_training_state` wrote into `model`, `optimizer` and `scheduler`; returns the progress."""
     directory = Path(directory)
     if not (directory / "progress.json").exists():
         raise FileNotFoundError(f"{directory} is not a training checkpoint (no progress.json).")
     missing, unexpected = model.load_state_dict(load_file(directory / "model.safetensors"), strict=False)
     if missing or unexpected:
-        raise ValueError(f"Checkpoint {directory} does not match the model: missing {missing}, unexpected {unexpected}.")
+        raise ValueError(
+            f"Checkpoint {directory} does not match the model: missing {missing}, unexpected {unexpected}."
+        )
     optimizer.load_state_dict(
         _unflatten_optimizer_state(
             load_file(directory / "optimizer.safetensors"), json.loads((directory / "optimizer.json").read_text())
@@ -104,7 +109,9 @@ def load_training_state(directory: str | Path, model: torch.nn.Module, optimizer
     scheduler.load_state_dict(json.loads((directory / "scheduler.json").read_text()))
     rng_file = directory / f"random_state_{process_index}.safetensors"
     if rng_file.exists():
-        set_random_state(load_file(rng_file), json.loads((directory / f"random_state_{process_index}.json").read_text()))
+        set_random_state(
+            load_file(rng_file), json.loads((directory / f"random_state_{process_index}.json").read_text())
+        )
     return json.loads((directory / "progress.json").read_text())
 
 
@@ -113,7 +120,9 @@ def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.exists():
         return []
-    folders = [p for p in checkpoint_dir.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "progress.json").exists()]
+    folders = [
+        p for p in checkpoint_dir.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "progress.json").exists()
+    ]
     return sorted(folders, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
 

@@ -22,6 +22,7 @@ from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
 from .collator import EcgDataCollator
 
+
 MODES = ("probe", "finetune")
 BEST_METRIC = "macro_auroc"
 
@@ -34,7 +35,12 @@ def reference_training_arguments(mode: str, output_dir: str, **overrides) -> Tra
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
     if mode == "probe":
-        defaults = {"num_train_epochs": 100, "per_device_train_batch_size": 64, "learning_rate": 1e-3, "lr_scheduler_type": "constant"}
+        defaults = {
+            "num_train_epochs": 100,
+            "per_device_train_batch_size": 64,
+            "learning_rate": 1e-3,
+            "lr_scheduler_type": "constant",
+        }
     else:
         defaults = {
             "num_train_epochs": 100,
@@ -198,13 +204,21 @@ def save_classifier(output_dir, model, feature_extractor, mode, validation, test
     results = {"mode": mode, "aggregation": model.config.aggregation, "validation": validation, "test": test}
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     (output_dir / "results.md").write_text(results_markdown(results, model.config.id2label))
-    headline = {f"{split} {key}": round(scores[key], 4) for split, scores in (("validation", validation), ("test", test)) if scores
-                for key in ("macro_auroc", "macro_average_precision", "macro_f1")}
+    headline = {
+        f"{split} {key}": round(scores[key], 4)
+        for split, scores in (("validation", validation), ("test", test))
+        if scores
+        for key in ("macro_auroc", "macro_average_precision", "macro_f1")
+    }
     write_model_card(
         output_dir,
         model.config,
         extractor,
-        training={"mode": mode, "epochs": training_args.num_train_epochs, "learning_rate": training_args.learning_rate},
+        training={
+            "mode": mode,
+            "epochs": training_args.num_train_epochs,
+            "learning_rate": training_args.learning_rate,
+        },
         results=headline,
         mean_layer_weights=(test or validation).get("mean_layer_weights"),
     )
@@ -224,7 +238,9 @@ def results_markdown(results: dict, id2label: dict) -> str:
     lines += ["", "| label | AUROC | threshold |", "| --- | --- | --- |"]
     for index, name in id2label.items():
         auroc = scores["per_label_auroc"][int(index)]
-        lines.append(f"| {name} | {'n/a' if auroc is None else f'{auroc:.4f}'} | {scores['thresholds'][int(index)]:.3f} |")
+        lines.append(
+            f"| {name} | {'n/a' if auroc is None else f'{auroc:.4f}'} | {scores['thresholds'][int(index)]:.3f} |"
+        )
     if scores.get("mean_layer_weights"):
         lines += ["", "Mean layer weights: " + ", ".join(f"{w:.3f}" for w in scores["mean_layer_weights"])]
     return "\n".join(lines) + "\n"
@@ -243,7 +259,11 @@ def load_classifier(
     """
     overrides = {
         key: value
-        for key, value in {"aggregation": aggregation, "aggregation_layer": aggregation_layer, "head_type": head_type}.items()
+        for key, value in {
+            "aggregation": aggregation,
+            "aggregation_layer": aggregation_layer,
+            "head_type": head_type,
+        }.items()
         if value is not None
     }
     return EcgPmaForSequenceClassification.from_pretrained(

@@ -22,7 +22,13 @@ from transformers import get_cosine_schedule_with_warmup
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..modeling_ecg_pma import EcgPmaForPreTraining
-from .checkpoint import CHECKPOINT_PREFIX, list_checkpoints, load_training_state, prune_checkpoints, save_training_state
+from .checkpoint import (
+    CHECKPOINT_PREFIX,
+    list_checkpoints,
+    load_training_state,
+    prune_checkpoints,
+    save_training_state,
+)
 from .collator import EcgDataCollator
 
 
@@ -138,8 +144,15 @@ def pretrain(
     effective_batch = args.per_device_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
     if streamed and args.max_steps is None:
         raise ValueError("A streamed dataset has no length: give `max_steps`.")
-    steps_per_epoch = None if streamed else max(
-        len(dataset) // (args.per_device_batch_size * accelerator.num_processes) // args.gradient_accumulation_steps, 1
+    steps_per_epoch = (
+        None
+        if streamed
+        else max(
+            len(dataset)
+            // (args.per_device_batch_size * accelerator.num_processes)
+            // args.gradient_accumulation_steps,
+            1,
+        )
     )
     if not streamed and len(dataset) < args.per_device_batch_size * accelerator.num_processes:
         raise ValueError(
@@ -147,7 +160,9 @@ def pretrain(
             f"process on {accelerator.num_processes} process(es)."
         )
     total_steps = args.max_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
-    warmup_steps = args.warmup_steps if args.warmup_steps is not None else round(args.warmup_epochs * (steps_per_epoch or 0))
+    warmup_steps = (
+        args.warmup_steps if args.warmup_steps is not None else round(args.warmup_epochs * (steps_per_epoch or 0))
+    )
     warmup_steps = min(warmup_steps, total_steps)
     learning_rate = args.base_learning_rate * effective_batch / 256
 
@@ -185,7 +200,10 @@ def pretrain(
     losses: list[dict] = []
     model.train()
     bar = tqdm(
-        total=total_steps, initial=progress["global_step"], disable=args.disable_tqdm or not accelerator.is_local_main_process, desc="Pre-training"
+        total=total_steps,
+        initial=progress["global_step"],
+        disable=args.disable_tqdm or not accelerator.is_local_main_process,
+        desc="Pre-training",
     )
     step_loss = torch.zeros((), device=accelerator.device)
     num_patches = config.num_patches
@@ -197,7 +215,10 @@ def pretrain(
         for batch in batches:
             signals = batch["signals"]
             noise = mask_noise(
-                (signals.shape[0], config.num_leads, num_patches), args.seed, progress["micro_step"], accelerator.process_index
+                (signals.shape[0], config.num_leads, num_patches),
+                args.seed,
+                progress["micro_step"],
+                accelerator.process_index,
             ).to(signals.device)
             with accelerator.accumulate(model):
                 loss = model(signals, noise=noise).loss
@@ -217,7 +238,12 @@ def pretrain(
             step = progress["global_step"]
             mean_loss = accelerator.gather(step_loss).mean().item()
             step_loss.zero_()
-            record = {"step": step, "loss": mean_loss, "learning_rate": scheduler.get_last_lr()[0], "epoch": progress["epoch"]}
+            record = {
+                "step": step,
+                "loss": mean_loss,
+                "learning_rate": scheduler.get_last_lr()[0],
+                "epoch": progress["epoch"],
+            }
             losses.append(record)
             if accelerator.is_main_process:
                 with log_path.open("a") as log:
@@ -244,7 +270,9 @@ def pretrain(
         extractor.save_pretrained(output_dir)
         from ..modelcard import write_model_card
 
-        write_model_card(output_dir, final_model.config, extractor, training={"pretraining_steps": progress["global_step"]})
+        write_model_card(
+            output_dir, final_model.config, extractor, training={"pretraining_steps": progress["global_step"]}
+        )
     accelerator.end_training()
     return PretrainingResult(output_dir=str(output_dir), global_step=progress["global_step"], losses=losses)
 
@@ -257,7 +285,9 @@ def unwrapped(accelerator: Accelerator, model) -> EcgPmaForPreTraining:
 def save_checkpoint(accelerator: Accelerator, model, optimizer, scheduler, progress: dict, args: PretrainingArguments):
     directory = args.checkpoint_dir / f"{CHECKPOINT_PREFIX}{progress['global_step']}"
     # Compiled blocks name their weights `..._orig_mod....`; a checkpoint keeps the model's own names.
-    model_state = {name.replace("_orig_mod.", ""): tensor for name, tensor in accelerator.get_state_dict(model).items()}
+    model_state = {
+        name.replace("_orig_mod.", ""): tensor for name, tensor in accelerator.get_state_dict(model).items()
+    }
     accelerator.wait_for_everyone()
     save_training_state(
         directory,

@@ -46,7 +46,7 @@ class LayerCache:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "LayerCache":
+    def load(cls, path: str | Path) -> LayerCache:
         from safetensors import safe_open
 
         tensors = load_file(path)
@@ -76,7 +76,12 @@ class CachedProbe(nn.Module):
     def __init__(self, encoder: EcgPmaModel, aggregation: str, layer: int | None, num_labels: int, head_type: str):
         super().__init__()
         config = copy.deepcopy(encoder.config)
-        config.aggregation, config.aggregation_layer, config.num_labels, config.head_type = aggregation, layer, num_labels, head_type
+        config.aggregation, config.aggregation_layer, config.num_labels, config.head_type = (
+            aggregation,
+            layer,
+            num_labels,
+            head_type,
+        )
         self.aggregator = EcgPmaLayerAggregator(config)
         self.norm = copy.deepcopy(encoder.layernorm).requires_grad_(False)
         self.classifier = EcgPmaClassificationHead(config)
@@ -98,7 +103,9 @@ def fit_probe(
 ) -> tuple[CachedProbe, float]:
     """Trains on the cache (the probing schedule of PAPER.md); keeps the epoch with the best validation macro AUROC."""
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in probe.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay
+    )
     best_score, best_state = -np.inf, copy.deepcopy(probe.state_dict())
     drop_last = len(train.labels) > batch_size  # BatchNorm in an MLP head cannot train on one sample
     for _ in range(epochs):
@@ -124,7 +131,9 @@ def fit_probe(
 def score_probe(probe: CachedProbe, cache: LayerCache) -> dict:
     probe.eval()
     probabilities = probe(cache.layer_representations, cache.input_representation).sigmoid().numpy()
-    return _metric().compute(predictions=probabilities, references=cache.labels.numpy().astype(int), record_ids=cache.record_ids)
+    return _metric().compute(
+        predictions=probabilities, references=cache.labels.numpy().astype(int), record_ids=cache.record_ids
+    )
 
 
 @functools.cache
@@ -158,7 +167,10 @@ def probe_layers(
             caches[split].save(path)
     num_labels = caches["train"].labels.shape[1]
     depth = encoder.config.num_hidden_layers
-    candidates = [(f"layer {layer + 1}", "layer", layer) for layer in range(depth)] + [("PPA", "ppa", None), ("PMA", "pma", None)]
+    candidates = [(f"layer {layer + 1}", "layer", layer) for layer in range(depth)] + [
+        ("PPA", "ppa", None),
+        ("PMA", "pma", None),
+    ]
     rows = []
     for name, aggregation, layer in tqdm(candidates, desc="Probing"):
         torch.manual_seed(seed)
@@ -166,7 +178,11 @@ def probe_layers(
         probe, validation_auroc = fit_probe(
             probe, caches["train"], caches["validation"], epochs, batch_size, learning_rate, seed=seed
         )
-        row = {"probe": name, "layer": None if layer is None else layer + 1, "validation_macro_auroc": validation_auroc}
+        row = {
+            "probe": name,
+            "layer": None if layer is None else layer + 1,
+            "validation_macro_auroc": validation_auroc,
+        }
         if "test" in caches:
             row["test_macro_auroc"] = score_probe(probe, caches["test"])["macro_auroc"]
         rows.append(row)
@@ -179,7 +195,10 @@ def probe_layers(
 
 def write_table(rows: list[dict], path: Path) -> None:
     has_test = "test_macro_auroc" in rows[0]
-    lines = ["| probe | validation macro AUROC |" + (" test macro AUROC |" if has_test else ""), "| --- | --- |" + (" --- |" if has_test else "")]
+    lines = [
+        "| probe | validation macro AUROC |" + (" test macro AUROC |" if has_test else ""),
+        "| --- | --- |" + (" --- |" if has_test else ""),
+    ]
     for row in rows:
         line = f"| {row['probe']} | {row['validation_macro_auroc']:.4f} |"
         lines.append(line + (f" {row['test_macro_auroc']:.4f} |" if has_test else ""))

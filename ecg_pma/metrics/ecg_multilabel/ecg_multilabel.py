@@ -15,6 +15,7 @@ import evaluate
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
+
 _DESCRIPTION = """
 Scores multi-label predictions (probabilities in [0, 1], one column per label) against multi-hot references.
 Windows sharing a `record_ids` entry are averaged into one prediction per record first (their references must

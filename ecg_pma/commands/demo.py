@@ -1,0 +1,32 @@
+"""`ecg-pma demo`: the offline end-to-end demo."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(commands) -> None:
+    demo = commands.add_parser(
+        "demo", help="offline end-to-end demo: simulate, pre-train, probe last/PPA/PMA, predict"
+    )
+    demo.add_argument("--output-dir", default="outputs/demo")
+    demo.add_argument(
+        "--data", default=None, help="use the PhysioNet 2021-style records (# Dx: headers) in this folder"
+    )
+    demo.add_argument("--num-records", type=int, default=320)
+    demo.add_argument("--pretrain-steps", type=int, default=800)
+    demo.add_argument("--probe-epochs", type=int, default=20)
+    demo.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    run_demo(
+        args.output_dir,
+        data=args.data,
+        num_records=args.num_records,
+        pretrain_steps=args.pretrain_steps,
+        probe_epochs=args.probe_epochs,
+    )
+    return 0

@@ -1,0 +1,22 @@
+"""`ecg-pma export-onnx`: export a saved classifier to ONNX."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(commands) -> None:
+    export = commands.add_parser("export-onnx", help="export a saved classifier to ONNX (dynamic batch)")
+    export.add_argument("model_dir")
+    export.add_argument("output")
+    export.add_argument("--opset", type=int, default=17)
+    export.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..onnx_export import export_onnx
+
+    spec = export_onnx(args.model_dir, args.output, opset=args.opset)
+    print(f"Exported {args.model_dir} to {args.output}: {json.dumps(spec)}")
+    return 0
