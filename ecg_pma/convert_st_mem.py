@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .configuration_ecg_pma import SIGNAL_PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig
-from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+from .feature_extraction_ecg_pma import ST_MEM_PREPROCESSING, EcgPmaFeatureExtractor
 from .modeling_ecg_pma import EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
 
 
@@ -53,7 +53,10 @@ class ConversionError(ValueError):
 
 
 def load_st_mem_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Reads a checkpoint with `torch.load(weights_only=True)` (tensors only, no code) and unwraps `{"model": ...}`."""
+    """
+    Reads a checkpoint with `torch.load(weights_only=True)` (tensors and plain containers only, no code) and unwraps
+    `{"model": ...}`: ST-MEM's `misc.save_model` writes `{"epoch", "model", "optimizer", "scaler", "config"}`.
+    """
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
@@ -61,6 +64,29 @@ def load_st_mem_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{path}: not a state dict of tensors.")
     return state
+
+
+def drop_shared_patch_embedding(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """
+    ST-MEM's pre-training module holds the encoder's patch embedding twice (`self.to_patch_embedding =
+    self.encoder.to_patch_embedding`), so its state dict has the six `to_patch_embedding.*` tensors both at the top
+    level and under `encoder.`. Drops the top-level copies when they equal the `encoder.` ones; a copy that differs
+    (or has no `encoder.` twin) raises.
+    """
+    shared = sorted(key for key in state if key.startswith("to_patch_embedding."))
+    differing = [
+        key
+        for key in shared
+        if f"encoder.{key}" not in state
+        or state[key].shape != state[f"encoder.{key}"].shape
+        or not torch.equal(state[key], state[f"encoder.{key}"])
+    ]
+    if differing:
+        raise ConversionError(
+            f"Top-level {differing} should be the same tensors as `encoder.{differing[0]}` (ST-MEM shares the patch "
+            "embedding between the encoder and the pre-training module), but they differ or have no `encoder.` twin."
+        )
+    return {key: value for key, value in state.items() if key not in shared}
 
 
 def _count(keys, pattern: str) -> int:
@@ -159,13 +185,18 @@ def convert_st_mem(
     band_pass: bool = True,
 ):
     """
-    Converts an ST-MEM checkpoint (path or state dict). `full`: the file holds encoder + decoder (`encoder.` prefix)
-    and becomes an `EcgPmaForPreTraining`; otherwise the encoder (an `EcgPmaModel`, or a classifier when the file has
-    a `head`). Raises `ConversionError` listing unmapped, missing or mis-shaped tensors. With `output_dir`, saves
-    the model (safetensors), its code and a feature extractor with ST-MEM's preprocessing (0.67-40 Hz band-pass).
+    Converts an ST-MEM checkpoint (path or state dict). `full`: the file holds encoder + decoder (`encoder.` prefix,
+    as `main_pretrain.py` writes it, patch embedding duplicated at the top level) and becomes an
+    `EcgPmaForPreTraining`; otherwise the encoder (an `EcgPmaModel`, or a classifier when the file has a `head`).
+    Raises `ConversionError` listing unmapped, missing or mis-shaped tensors. With `output_dir`, saves the model
+    (safetensors), its code and a feature extractor with ST-MEM's preprocessing (`ST_MEM_PREPROCESSING`: FFT
+    resampling of 10 s segments, order-5 high-pass 0.67 Hz + low-pass 40 Hz on each crop, one z-score per window,
+    3 crops averaged); `band_pass=False` leaves the filters out.
     """
     state = load_st_mem_state_dict(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     has_prefix = any(key.startswith("encoder.") for key in state)
+    if full and has_prefix:
+        state = drop_shared_patch_embedding(state)
     decoder_keys = sorted(
         key
         for key in state
@@ -222,7 +253,9 @@ def convert_st_mem(
     if output_dir is not None:
         output_dir = Path(output_dir)
         model.save_pretrained(output_dir)
-        extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=band_pass)
+        extractor = EcgPmaFeatureExtractor.from_model_config(
+            config, **{**ST_MEM_PREPROCESSING, "do_filter": band_pass}
+        )
         extractor.save_pretrained(output_dir)
         from .modelcard import write_model_card
 

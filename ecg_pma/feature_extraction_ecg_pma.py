@@ -38,8 +38,32 @@ UNIT_TO_MV = {
     "volt": 1e3,
 }
 
-WINDOW_MODES = ("center", "random", "sliding")
+WINDOW_MODES = ("center", "random", "sliding", "n_crop")
 NAN_POLICIES = ("raise", "interpolate", "zero")
+FILTER_TYPES = ("bandpass", "highpass_lowpass")
+NORMALIZATIONS = ("per_lead", "per_window")
+RESAMPLE_METHODS = ("polyphase", "fft")
+
+# ST-MEM's preprocessing (bakqui/ST-MEM: data/process_ecg.py, util/dataset.py, util/transforms.py and the configs):
+# records cut into non-overlapping 10 s segments at their own rate, each resampled to 250 Hz by FFT
+# (`scipy.signal.resample`), cropped to 2,250 samples (3 equally spaced crops averaged in evaluation, `NCrop`), then
+# an order-5 Butterworth high-pass at 0.67 Hz and an order-5 low-pass at 40 Hz (`sosfiltfilt` each) on the crop, then
+# one z-score over all leads and samples together. Pass as keyword arguments of `EcgPmaFeatureExtractor` (or of
+# `from_model_config` with a 250 Hz / 2,250-sample config); training draws `window_mode="random"` crops instead.
+ST_MEM_PREPROCESSING = {
+    "resample_method": "fft",
+    "segment_seconds": 10.0,
+    "do_filter": True,
+    "filter_type": "highpass_lowpass",
+    "filter_order": 5,
+    "low_cut_hz": 0.67,
+    "high_cut_hz": 40.0,
+    "crop_before_filter": True,
+    "do_normalize": True,
+    "normalization": "per_window",
+    "window_mode": "n_crop",
+    "num_crops": 3,
+}
 
 
 def canonical_lead_key(name: str) -> str:
@@ -64,14 +88,27 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         lead_names (`list[str]`): the model's leads, in model order (standard 12-lead order by default).
         sampling_rate (`int`): the model's sampling rate in Hz; inputs are resampled to it.
         signal_length (`int`): samples per window at `sampling_rate`.
-        do_filter (`bool`): zero-phase Butterworth band-pass between `low_cut_hz` and `high_cut_hz`
-            (`filter_order` per direction), after resampling. ST-MEM: 0.67–40 Hz.
-        do_normalize (`bool`): standardise each lead of each window (z-score). Leads whose standard deviation is
-            below `flat_lead_threshold` mV (unplugged or empty leads, which real records have) become all zeros
-            instead of blowing up.
+        do_filter (`bool`): zero-phase Butterworth filtering (`scipy.signal.sosfiltfilt`) after resampling.
+        filter_type (`str`): `"bandpass"` (default: one band-pass between `low_cut_hz` and `high_cut_hz` of order
+            `filter_order`) or `"highpass_lowpass"` (ST-MEM: a high-pass at `low_cut_hz`, then a low-pass at
+            `high_cut_hz`, each of order `filter_order`).
+        crop_before_filter (`bool`): filter each window after cropping it (ST-MEM) rather than the whole record
+            before cropping (default).
+        do_normalize (`bool`): standardise each window (z-score). Standard deviations below `flat_lead_threshold`
+            mV (unplugged or empty leads, which real records have) give all zeros instead of blowing up.
+        normalization (`str`): `"per_lead"` (default: each lead of each window on its own) or `"per_window"`
+            (ST-MEM: one mean and standard deviation over all leads and samples of the window).
+        resample_method (`str`): `"polyphase"` (default, `scipy.signal.resample_poly`) or `"fft"` (ST-MEM,
+            `scipy.signal.resample` to `int(samples * sampling_rate / input_rate)` samples).
+        segment_seconds (`float`, *optional*): cut each record into non-overlapping segments of this many seconds at
+            its own rate before resampling, dropping the remainder (ST-MEM: 10); every segment is windowed on its own
+            and its windows share the record's `record_index`. Records shorter than one segment raise.
         window_mode (`str`): `"center"` (one centred window per record; evaluation), `"random"` (one random window;
-            training) or `"sliding"` (every window at `stride`, plus one flush with the end; long records).
+            training), `"sliding"` (every window at `stride`, plus one flush with the end; long records) or
+            `"n_crop"` (ST-MEM's `NCrop`: crops starting at `0, step, 2 step, ...` with
+            `step = (samples - signal_length) // (num_crops - 1)`; 3 crops at 0, 125, 250 for 2,500 -> 2,250).
         stride (`int`, *optional*): sliding-window step in samples; half a window by default.
+        num_crops (`int`): crops per record (per segment) for `window_mode="n_crop"`.
         min_duration (`float`, *optional*): shortest record accepted, in seconds. Shorter records raise; records
             between `min_duration` and a full window are padded at the end with `padding_value`. By default a full
             window is required.
@@ -96,10 +133,16 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         low_cut_hz: float = 0.67,
         high_cut_hz: float = 40.0,
         filter_order: int = 2,
+        filter_type: str = "bandpass",
+        crop_before_filter: bool = False,
         do_normalize: bool = True,
+        normalization: str = "per_lead",
         flat_lead_threshold: float = 1e-6,
+        resample_method: str = "polyphase",
+        segment_seconds: float | None = None,
         window_mode: str = "center",
         stride: int | None = None,
+        num_crops: int = 3,
         min_duration: float | None = None,
         nan_policy: str = "raise",
         allow_missing_leads: bool = False,
@@ -117,10 +160,16 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         self.low_cut_hz = low_cut_hz
         self.high_cut_hz = high_cut_hz
         self.filter_order = filter_order
+        self.filter_type = filter_type
+        self.crop_before_filter = crop_before_filter
         self.do_normalize = do_normalize
+        self.normalization = normalization
         self.flat_lead_threshold = flat_lead_threshold
+        self.resample_method = resample_method
+        self.segment_seconds = segment_seconds
         self.window_mode = window_mode
         self.stride = stride
+        self.num_crops = num_crops
         self.min_duration = min_duration
         self.nan_policy = nan_policy
         self.allow_missing_leads = allow_missing_leads
@@ -133,6 +182,20 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"Unknown `window_mode` {self.window_mode!r}; expected one of {WINDOW_MODES}.")
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"Unknown `nan_policy` {self.nan_policy!r}; expected one of {NAN_POLICIES}.")
+        for name, value, allowed in (
+            ("filter_type", self.filter_type, FILTER_TYPES),
+            ("normalization", self.normalization, NORMALIZATIONS),
+            ("resample_method", self.resample_method, RESAMPLE_METHODS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"Unknown `{name}` {value!r}; expected one of {allowed}.")
+        if not isinstance(self.num_crops, int) or self.num_crops < 2:
+            raise ValueError(f"`num_crops` must be an integer of at least 2, got {self.num_crops!r}.")
+        if self.segment_seconds is not None and not self.segment_seconds * self.sampling_rate >= self.signal_length:
+            raise ValueError(
+                f"`segment_seconds` ({self.segment_seconds} s) must hold a window of {self.signal_length} samples at "
+                f"{self.sampling_rate} Hz."
+            )
         if self.sampling_rate <= 0 or self.signal_length <= 0:
             raise ValueError("`sampling_rate` and `signal_length` must be positive.")
         if self.stride is not None and self.stride <= 0:
@@ -321,33 +384,52 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         return signal
 
     def resample(self, signal: np.ndarray, sampling_rate: float) -> np.ndarray:
-        """Polyphase resampling (anti-aliased) from `sampling_rate` to the model rate. `(leads, samples)`."""
+        """
+        From `sampling_rate` to the model rate, `(leads, samples)`: polyphase (anti-aliased) by default, or FFT
+        (`scipy.signal.resample`, as ST-MEM) with `resample_method="fft"`.
+        """
         if sampling_rate == self.sampling_rate:
             return signal
+        if self.resample_method == "fft":
+            return scipy_signal.resample(signal, int(signal.shape[-1] * self.sampling_rate / sampling_rate), axis=-1)
         ratio = Fraction(self.sampling_rate) / Fraction(float(sampling_rate)).limit_denominator(1000)
         return scipy_signal.resample_poly(signal, ratio.numerator, ratio.denominator, axis=-1)
 
-    def band_pass(self, signal: np.ndarray) -> np.ndarray:
-        sos = scipy_signal.butter(
-            self.filter_order,
-            [self.low_cut_hz, self.high_cut_hz],
-            btype="bandpass",
-            fs=self.sampling_rate,
-            output="sos",
-        )
-        return scipy_signal.sosfiltfilt(sos, signal, axis=-1)
+    def filter_sections(self) -> list[np.ndarray]:
+        """The Butterworth filters applied in turn, as second-order sections: one band-pass, or high-pass + low-pass."""
+        if self.filter_type == "bandpass":
+            stages = [("bandpass", [self.low_cut_hz, self.high_cut_hz])]
+        else:
+            stages = [("highpass", self.low_cut_hz), ("lowpass", self.high_cut_hz)]
+        return [
+            scipy_signal.butter(self.filter_order, cutoff, btype=btype, fs=self.sampling_rate, output="sos")
+            for btype, cutoff in stages
+        ]
+
+    def band_pass(self, signal: np.ndarray, name: str = "record") -> np.ndarray:
+        """Zero-phase filtering along time (`sosfiltfilt`) by every section of `filter_sections()`."""
+        if signal.shape[-1] <= 3 * (2 * self.filter_order + 1):
+            raise ValueError(f"{name}: too short to band-pass ({signal.shape[-1]} samples).")
+        for sos in self.filter_sections():
+            signal = scipy_signal.sosfiltfilt(sos, signal, axis=-1)
+        return signal
 
     def normalize(self, signal: np.ndarray) -> np.ndarray:
-        """Per-lead z-score; flat leads become exact zeros rather than being divided by ~0."""
-        mean = signal.mean(axis=-1, keepdims=True)
-        std = signal.std(axis=-1, keepdims=True)
+        """
+        Z-score of one window `(leads, samples)`: per lead, or over the whole window (`normalization="per_window"`).
+        A standard deviation below `flat_lead_threshold` (a flat lead or window) gives exact zeros instead of a
+        division by ~0.
+        """
+        axis = -1 if self.normalization == "per_lead" else (-2, -1)
+        mean = signal.mean(axis=axis, keepdims=True)
+        std = signal.std(axis=axis, keepdims=True)
         flat = std < self.flat_lead_threshold
         return np.where(flat, 0.0, (signal - mean) / np.where(flat, 1.0, std))
 
-    def preprocess(self, record: dict) -> tuple[np.ndarray, np.ndarray]:
+    def clean(self, record: dict) -> tuple[np.ndarray, np.ndarray]:
         """
-        One record, any layout -> `(model_leads, samples at model rate)` in mV, resampled and filtered (not yet
-        standardised: that is done per window), and which model leads the record has.
+        One record, any layout -> `(model_leads, samples at the input rate)` in mV with NaNs handled and absent leads
+        zeroed, and which model leads the record has. Records shorter than the model needs raise.
         """
         name = record["name"]
         fs = record["fs"]
@@ -369,36 +451,74 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
                 f"{min_duration:g} s required (the model window is {self.signal_length / self.sampling_rate:g} s; "
                 "`min_duration` allows padding shorter records)."
             )
-        signal = self.resample(signal, fs)
-        if self.do_filter:
-            if signal.shape[1] <= 3 * (2 * self.filter_order + 1):
-                raise ValueError(f"{name}: too short to band-pass ({signal.shape[1]} samples).")
-            signal = self.band_pass(signal)
+        if self.segment_seconds is not None and duration < self.segment_seconds:
+            raise ValueError(
+                f"{name}: record is {duration:g} s long, shorter than one {self.segment_seconds:g} s segment "
+                "(`segment_seconds`)."
+            )
         return signal, present
+
+    def preprocess(self, record: dict) -> tuple[np.ndarray, np.ndarray]:
+        """
+        One record, any layout -> `(model_leads, samples at model rate)` in mV, resampled and filtered (not yet
+        standardised: that is done per window; not filtered when `crop_before_filter`), and which model leads the
+        record has. `segment_seconds` is not applied here (see `preprocess_segments`).
+        """
+        signal, present = self.clean(record)
+        return self.resample_and_filter(signal, record["fs"], record["name"]), present
+
+    def resample_and_filter(self, signal: np.ndarray, sampling_rate: float, name: str) -> np.ndarray:
+        signal = self.resample(signal, sampling_rate)
+        if self.do_filter and not self.crop_before_filter:
+            signal = self.band_pass(signal, name)
+        return signal
+
+    def preprocess_segments(self, record: dict) -> tuple[list[np.ndarray], np.ndarray]:
+        """
+        As `preprocess`, cut first into non-overlapping `segment_seconds` segments at the record's own rate (the
+        remainder dropped, as ST-MEM's `process_ecg.py` does); one segment (the whole record) without it.
+        """
+        signal, present = self.clean(record)
+        fs = record["fs"]
+        if self.segment_seconds is None:
+            segments = [signal]
+        else:
+            length = int(round(self.segment_seconds * fs))
+            segments = [signal[:, start : start + length] for start in range(0, signal.shape[1] - length + 1, length)]
+        return [self.resample_and_filter(segment, fs, record["name"]) for segment in segments], present
+
+    def window_starts(self, num_samples: int, window_mode: str, stride: int | None, rng: np.random.Generator) -> list:
+        """Where each window of a `num_samples`-long signal starts, for `window_mode`."""
+        surplus = num_samples - self.signal_length
+        if surplus <= 0:
+            return [0]
+        if window_mode == "center":
+            return [surplus // 2]
+        if window_mode == "random":
+            return [int(rng.integers(0, surplus + 1))]
+        if window_mode == "n_crop":
+            step = surplus // (self.num_crops - 1)
+            return list(range(0, surplus + 1, step)) if step else [0]
+        step = stride or self.stride or max(self.signal_length // 2, 1)
+        starts = list(range(0, surplus + 1, step))
+        if starts[-1] != surplus:
+            starts.append(surplus)  # the end of the record is covered too
+        return starts
 
     def windows(
         self, signal: np.ndarray, window_mode: str, stride: int | None, rng: np.random.Generator
     ) -> np.ndarray:
         """
-        `(leads, samples)` -> `(windows, leads, signal_length)`: center / random crop or sliding windows, each
-        standardised on its own (as every training window was), shorter records padded at the end.
+        `(leads, samples)` -> `(windows, leads, signal_length)`: center / random / n crops or sliding windows, each
+        filtered (with `crop_before_filter`) and standardised on its own (as every training window was), shorter
+        records padded at the end.
         """
         length = self.signal_length
-        surplus = signal.shape[1] - length
-        if surplus <= 0:
-            starts = [0]
-        elif window_mode == "center":
-            starts = [surplus // 2]
-        elif window_mode == "random":
-            starts = [int(rng.integers(0, surplus + 1))]
-        else:
-            step = stride or self.stride or max(length // 2, 1)
-            starts = list(range(0, surplus + 1, step))
-            if starts[-1] != surplus:
-                starts.append(surplus)  # the end of the record is covered too
         windows = []
-        for start in starts:
+        for start in self.window_starts(signal.shape[1], window_mode, stride, rng):
             window = signal[:, start : start + length]
+            if self.do_filter and self.crop_before_filter:
+                window = self.band_pass(window)
             if self.do_normalize:
                 window = self.normalize(window)
             if window.shape[1] < length:
@@ -428,7 +548,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             sampling_rate: the input's rate in Hz (required for arrays; records carry their own).
             lead_names: the input's lead names in its row order (arrays only; model order if omitted).
             units: physical unit of array input (`"mV"` default, `"uV"`, `"V"`), one or per lead.
-            window_mode, stride: override the saved windowing (`"center"`, `"random"`, `"sliding"`).
+            window_mode, stride: override the saved windowing (`"center"`, `"random"`, `"sliding"`, `"n_crop"`).
             seed: seeds the random crop.
             return_tensors: `"pt"`, `"np"` or None (numpy).
         Returns:
@@ -441,15 +561,16 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         records = self._as_records(ecg, sampling_rate, lead_names, units)
         signals, record_index = [], []
         for index, record in enumerate(records):
-            signal, present = self.preprocess(record)
-            windows = self.windows(signal, window_mode, stride, rng)
-            windows[:, ~present] = self.padding_value
-            signals.append(windows.astype(np.float32))
-            record_index += [index] * len(windows)
+            segments, present = self.preprocess_segments(record)
+            for segment in segments:
+                windows = self.windows(segment, window_mode, stride, rng)
+                windows[:, ~present] = self.padding_value
+                signals.append(windows.astype(np.float32))
+                record_index += [index] * len(windows)
         features = BatchFeature(
             {"signals": np.concatenate(signals), "record_index": np.asarray(record_index, dtype=np.int64)}
         )
         return features.convert_to_tensors(return_tensors) if return_tensors else features
 
 
-__all__ = ["EcgPmaFeatureExtractor", "canonical_lead_key"]
+__all__ = ["ST_MEM_PREPROCESSING", "EcgPmaFeatureExtractor", "canonical_lead_key"]

@@ -6,11 +6,15 @@ independent re-computation of ST-MEM's maths written here in plain torch from th
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import wfdb
+from conftest import shared_data_dir
+from scipy import signal as scipy_signal
 
-from ecg_pma import EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
+from ecg_pma import EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
 from ecg_pma.convert_st_mem import ConversionError, convert_st_mem
 
 
@@ -67,6 +71,34 @@ def st_mem_state_dict(full=False, head_classes=None, seed=0):
     for index in range(DEC_DEPTH):
         decoder |= _block(f"decoder_blocks.{index}.", DEC_WIDTH, DEC_MLP, generator)
     return {**{f"encoder.{k}": v for k, v in encoder.items()}, **decoder}
+
+
+def st_mem_pretrain_checkpoint(sd):
+    """
+    What ST-MEM's `main_pretrain.py` writes (`misc.save_model`): `{"epoch", "model", "optimizer", "scaler",
+    "config"}`, where "model" is `ST_MEM.state_dict()`: its own parameters first, then the encoder's, then the six
+    `to_patch_embedding.*` tensors again at the top level (`self.to_patch_embedding = self.encoder.to_patch_embedding`,
+    the same storage), then the decoder's modules.
+    """
+    encoder = {key: value for key, value in sd.items() if key.startswith("encoder.")}
+    decoder = {key: value for key, value in sd.items() if not key.startswith("encoder.")}
+    model = {"mask_embedding": decoder.pop("mask_embedding"), "decoder_pos_embed": decoder.pop("decoder_pos_embed")}
+    model |= encoder
+    model |= {key[len("encoder.") :]: value for key, value in encoder.items() if key.startswith("encoder.to_patch")}
+    model |= decoder
+    parameters = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01)
+    sum(p.sum() for p in parameters).backward()
+    optimizer.step()
+    scaler = {
+        "scale": 65536.0,
+        "growth_factor": 2.0,
+        "backoff_factor": 0.5,
+        "growth_interval": 2000,
+        "_growth_tracker": 7,
+    }
+    config = {"seed": 0, "model_name": "st_mem_vit_base_dec256d4b", "model": {"seq_len": 2250, "patch_size": 75}}
+    return {"epoch": 799, "model": model, "optimizer": optimizer.state_dict(), "scaler": scaler, "config": config}
 
 
 # ---------------------------------------------------------------------------------- ST-MEM's maths, from the raw dict
@@ -153,6 +185,7 @@ def test_encoder_conversion_is_exact(tmp_path):
     assert not [p for p in saved if p.suffix in (".bin", ".pt", ".pth")]
     extractor = (tmp_path / "converted" / "preprocessor_config.json").read_text()
     assert '"do_filter": true' in extractor and '"sampling_rate": 250' in extractor
+    assert '"normalization": "per_window"' in extractor and '"filter_type": "highpass_lowpass"' in extractor
 
 
 def test_checkpoint_with_a_head_becomes_a_last_layer_classifier(tmp_path):
@@ -169,7 +202,9 @@ def test_checkpoint_with_a_head_becomes_a_last_layer_classifier(tmp_path):
 def test_full_conversion_reconstructs_like_st_mem(tmp_path):
     sd = st_mem_state_dict(full=True)
     path = tmp_path / "st_mem_full.pth"
-    torch.save(sd, path)
+    checkpoint = st_mem_pretrain_checkpoint(sd)
+    assert sum(key.startswith("to_patch_embedding.") for key in checkpoint["model"]) == 6
+    torch.save(checkpoint, path)
     model = convert_st_mem(path, full=True)
     assert type(model) is EcgPmaForPreTraining
     assert (model.config.decoder_hidden_size, model.config.decoder_num_hidden_layers) == (DEC_WIDTH, DEC_DEPTH)
@@ -202,6 +237,81 @@ def test_full_conversion_reconstructs_like_st_mem(tmp_path):
                 x = F.layer_norm(x, (DEC_WIDTH,), sd["decoder_norm.weight"], sd["decoder_norm.bias"], 1e-6)
                 reconstruction[b, lead] = F.linear(x, sd["decoder_head.weight"], sd["decoder_head.bias"])[0, 1:-1]
         torch.testing.assert_close(ours.reconstruction, reconstruction, atol=1e-5, rtol=1e-5)
+
+
+def test_a_differing_duplicate_patch_embedding_fails_loudly(tmp_path):
+    checkpoint = st_mem_pretrain_checkpoint(st_mem_state_dict(full=True))
+    checkpoint["model"]["to_patch_embedding.2.weight"] = checkpoint["model"]["to_patch_embedding.2.weight"] + 1e-3
+    torch.save(checkpoint, tmp_path / "edited.pth")
+    with pytest.raises(ConversionError, match=r"to_patch_embedding.2.weight.*differ"):
+        convert_st_mem(tmp_path / "edited.pth", full=True)
+    orphan = st_mem_pretrain_checkpoint(st_mem_state_dict(full=True))["model"]
+    orphan.pop("encoder.to_patch_embedding.1.bias")
+    with pytest.raises(ConversionError, match=r"no `encoder.` twin"):
+        convert_st_mem(orphan, full=True)
+
+
+def st_mem_model_input(record_path, num_crops=3):
+    """
+    ST-MEM's evaluation input from its published definition, in plain numpy / scipy: 10 s segments at the record's
+    rate stored as float32 (`process_ecg.py`), FFT-resampled to 250 Hz (`Resample`), `NCrop(2250, 3)`, an order-5
+    Butterworth high-pass at 0.67 Hz then low-pass at 40 Hz (`sosfiltfilt`), one z-score over leads and samples.
+    """
+    signal, fields = wfdb.rdsamp(str(record_path))
+    fs = fields["fs"]
+    high = scipy_signal.butter(5, 0.67, btype="highpass", fs=250, output="sos")
+    low = scipy_signal.butter(5, 40, btype="lowpass", fs=250, output="sos")
+    crops = []
+    for start in range(0, signal.shape[0] - 10 * fs + 1, 10 * fs):
+        segment = signal[start : start + 10 * fs].T.astype(np.float32)
+        segment = scipy_signal.resample(segment, int(segment.shape[1] * 250 / fs), axis=1)
+        step = (segment.shape[1] - 2250) // (num_crops - 1)
+        for crop_start in range(0, segment.shape[1] - 2250 + 1, step):
+            crop = segment[:, crop_start : crop_start + 2250]
+            crop = scipy_signal.sosfiltfilt(low, scipy_signal.sosfiltfilt(high, crop))
+            crops.append((crop - crop.mean()) / crop.std())
+    return np.stack(crops)
+
+
+def test_converted_extractor_gives_st_mem_model_input_on_a_real_record(tmp_path):
+    convert_st_mem(st_mem_state_dict(), tmp_path / "converted")
+    extractor = EcgPmaFeatureExtractor.from_pretrained(tmp_path / "converted")
+    record = shared_data_dir("physionet2021") / "E07500"
+    features = extractor(str(record), return_tensors="np")
+    expected = st_mem_model_input(record)
+    assert features["signals"].shape == expected.shape == (3, 12, 2250)  # 3 crops at 0, 125, 250
+    np.testing.assert_allclose(features["signals"], expected, atol=1e-5, rtol=0)
+    assert features["record_index"].tolist() == [0, 0, 0]
+    # the paper-style extractor of old (order-2 band-pass on the record, per-lead z-score) is far from it
+    before = EcgPmaFeatureExtractor(sampling_rate=250, signal_length=2250, do_filter=True, window_mode="sliding")
+    old = before(str(record), stride=125, return_tensors="np")["signals"]
+    assert np.linalg.norm(old - expected) / np.linalg.norm(expected) > 0.1
+
+    # training: one random crop, filtered and standardised the same way
+    (crop,) = extractor(str(record), window_mode="random", seed=3)["signals"]
+    start = int(np.random.default_rng(3).integers(0, 251))
+    signal, _ = wfdb.rdsamp(str(record))
+    segment = scipy_signal.resample(signal.T.astype(np.float32), 2500, axis=1)[:, start : start + 2250]
+    for btype, cutoff in (("highpass", 0.67), ("lowpass", 40)):
+        segment = scipy_signal.sosfiltfilt(scipy_signal.butter(5, cutoff, btype=btype, fs=250, output="sos"), segment)
+    np.testing.assert_allclose(crop, (segment - segment.mean()) / segment.std(), atol=1e-5, rtol=0)
+
+
+def test_st_mem_extractor_cuts_long_records_into_10_s_segments(tmp_path):
+    """A 25 s record (three real 10 s records end to end, 500 Hz): two 10 s segments, 3 crops each, 5 s dropped."""
+    paths = [shared_data_dir("physionet2021") / name for name in ("E07500", "E07501", "E07502")]
+    signal = np.concatenate([wfdb.rdsamp(str(path))[0] for path in paths])[:12500]
+    wfdb.wrsamp("long", fs=500, units=["mV"] * 12, sig_name=wfdb.rdheader(str(paths[0])).sig_name,
+                p_signal=signal, fmt=["32"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12,
+                write_dir=str(tmp_path))  # fmt: skip
+    convert_st_mem(st_mem_state_dict(), tmp_path / "converted")
+    extractor = EcgPmaFeatureExtractor.from_pretrained(tmp_path / "converted")
+    features = extractor(str(tmp_path / "long"), return_tensors="np")
+    expected = st_mem_model_input(tmp_path / "long")
+    assert features["signals"].shape == expected.shape == (6, 12, 2250)
+    np.testing.assert_allclose(features["signals"], expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="shorter than one 10 s segment"):
+        extractor(signal[:4800].T, sampling_rate=500)
 
 
 @pytest.mark.parametrize(

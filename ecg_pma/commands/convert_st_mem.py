@@ -14,7 +14,9 @@ def add_parser(commands) -> None:
         "--sampling-rate", type=int, default=250, help="the rate the weights were trained at (ST-MEM: 250)"
     )
     convert.add_argument(
-        "--no-band-pass", action="store_true", help="save the extractor without ST-MEM's 0.67-40 Hz band-pass"
+        "--no-band-pass",
+        action="store_true",
+        help="save the extractor without ST-MEM's 0.67 Hz high-pass and 40 Hz low-pass (order 5 each)",
     )
     convert.set_defaults(handler=run)
 
