@@ -90,6 +90,19 @@ def build_model_card(
     )
 
 
+def card_protocol(protocol: dict | None) -> dict:
+    """
+    Protocol choices as the card lists them: a `{split: [record ids]}` value (dropped short records) becomes its
+    count per split; the names stay in the run's results file.
+    """
+    summary = {}
+    for key, value in (protocol or {}).items():
+        if isinstance(value, dict) and all(isinstance(names, list) for names in value.values()):
+            value = ", ".join(f"{split}: {len(names)}" for split, names in value.items()) or "none"
+        summary[key] = value
+    return summary
+
+
 def write_model_card(output_dir: str | Path, config, feature_extractor, **kwargs) -> Path:
     path = Path(output_dir) / "README.md"
     build_model_card(config, feature_extractor, **kwargs).save(path)

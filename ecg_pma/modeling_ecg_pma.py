@@ -452,7 +452,7 @@ class EcgPmaPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         else:
             super()._init_weights(module)
-        if isinstance(module, (EcgPmaEmbeddings, EcgPmaDecoder)):
+        if isinstance(module, (EcgPmaEmbeddings, EcgPmaDecoder, EcgPmaGateOutput)):
             module.initialize_weights()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -660,9 +660,18 @@ class EcgPmaForPreTraining(EcgPmaPreTrainedModel):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+class EcgPmaGateOutput(nn.Linear):
+    """The gate's last Linear (one logit per block), initialised at zero: the first softmax is uniform."""
+
+    def initialize_weights(self):
+        init.zeros_(self.weight)
+        init.zeros_(self.bias)
+
+
 class EcgPmaLayerGate(nn.Module):
     """
-    The PMA gate: reads the input representation and returns a softmax over encoder blocks, per sample.
+    The PMA gate: reads the input representation and returns a softmax over encoder blocks, per sample. Its last
+    Linear starts at zero, so a new gate gives every block the weight 1 / depth for any input: PMA starts at PPA.
 
     `(batch, hidden)` -> `(batch, depth)`
     """
@@ -673,7 +682,7 @@ class EcgPmaLayerGate(nn.Module):
         modules: list[nn.Module] = [nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)]
         for in_size, out_size in zip(sizes[:-1], sizes[1:]):
             modules += [nn.Linear(in_size, out_size), nn.GELU(), nn.Dropout(config.gate_dropout)]
-        modules.append(nn.Linear(sizes[-1], config.num_hidden_layers))
+        modules.append(EcgPmaGateOutput(sizes[-1], config.num_hidden_layers))
         self.gate = nn.Sequential(*modules)
 
     def forward(self, input_representation: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,7 @@ def test_ptbxl_missing_records_raise_unless_skipped(tmp_path):
     root = shared_data_dir("ptbxl-mini")
     with pytest.raises(FileNotFoundError, match=r"5 record\(s\) listed but not on disk: 2 \(.*00002_lr.hea\)"):
         load_ptbxl(root, sampling_rate=100, cache_dir=tmp_path)
-    dataset = load_ptbxl(root, sampling_rate=100, missing="skip", cache_dir=tmp_path)
+    dataset = load_ptbxl(root, sampling_rate=100, label_set="superdiagnostic", missing="skip", cache_dir=tmp_path)
     assert [len(dataset[split]) for split in ("train", "validation", "test")] == [1, 0, 0]
     row = dataset["train"].with_format("numpy")[0]
     assert row["record_id"] == "1" and row["strat_fold"] == 3

@@ -13,7 +13,21 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label-set",
         default=None,
-        help="PTB-XL: all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm; PhysioNet 2021: scored, all",
+        help="PTB-XL: all (default, 71 statements), diagnostic, subdiagnostic, superdiagnostic, form, rhythm; "
+        "PhysioNet 2021: scored (default), all",
+    )
+    parser.add_argument(
+        "--keep-unlabeled",
+        action="store_true",
+        help="PTB-XL: keep records with no label in --label-set as all-negative rows (the PMA authors' choice); "
+        "by default they are dropped (the PTB-XL benchmark's rule)",
+    )
+    parser.add_argument(
+        "--short-records",
+        choices=("drop", "pad", "raise"),
+        default="drop",
+        help="records shorter than the model window: drop them (default; named in the log and the run's results), "
+        "zero-pad them, or stop with an error",
     )
     parser.add_argument("--sampling-rate", type=int, default=100, help="PTB-XL records to read: 100 or 500 Hz")
     parser.add_argument(
@@ -24,10 +38,21 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-proc", type=int, default=None, help="processes for reading and feature extraction")
 
 
-def load_windows(args: argparse.Namespace, extractor, window_mode: str = "sliding"):
-    from ..data import extract_features, load_records
+def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that train (pretrain, finetune), next to `add_data_arguments`."""
+    parser.add_argument(
+        "--train-windows",
+        choices=("random", "sliding"),
+        default="random",
+        help="training rows: one random crop per record per epoch (default, as the PMA authors and ST-MEM), or every "
+        "sliding window of every record; evaluation always uses sliding windows averaged per record",
+    )
 
-    raw = load_records(
+
+def load_raw_records(args: argparse.Namespace):
+    from ..data import load_records
+
+    return load_records(
         args.data_format,
         args.data,
         label_set=args.label_set,
@@ -36,5 +61,60 @@ def load_windows(args: argparse.Namespace, extractor, window_mode: str = "slidin
         missing="skip" if args.skip_missing else "raise",
         cache_dir=args.cache_dir,
         num_proc=args.num_proc,
+        drop_unlabeled=not getattr(args, "keep_unlabeled", False),
     )
-    return raw, extract_features(raw, extractor, window_mode=window_mode, num_proc=args.num_proc)
+
+
+def load_windows(args: argparse.Namespace, extractor, window_mode: str = "sliding"):
+    """Every split as windows (`extract_features`), short records handled by `--short-records` in each."""
+    from datasets import DatasetDict
+
+    from ..data import extract_features, handle_short_records
+
+    raw = load_raw_records(args)
+    windows = {}
+    for split, dataset in raw.items():
+        dataset, split_extractor, _ = handle_short_records(
+            dataset, extractor, getattr(args, "short_records", "raise"), split
+        )
+        windows[split] = extract_features(dataset, split_extractor, window_mode=window_mode, num_proc=args.num_proc)
+    return raw, DatasetDict(windows)
+
+
+def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: int = 0, all_splits: bool = False):
+    """
+    The splits for training (`build_training_splits`: `train` one random crop per record per epoch or sliding
+    windows, the others sliding windows; with `all_splits` every record in `train`) and the protocol choices to
+    record in the run's results: windows, short records (with the ids dropped), label set, unlabelled records.
+    """
+    from datasets import DatasetDict, concatenate_datasets
+
+    from ..data import build_training_splits
+
+    raw = load_raw_records(args)
+    if all_splits:
+        raw = DatasetDict({"train": concatenate_datasets([split for split in raw.values() if len(split)])})
+    splits, dropped = build_training_splits(
+        raw, extractor, args.train_windows, args.short_records, augment=augment, seed=seed, num_proc=args.num_proc
+    )
+    protocol = {
+        "training_windows": (
+            f"one random crop per record per epoch (seed {seed})"
+            if args.train_windows == "random"
+            else "every sliding window of every record"
+        ),
+        "evaluation_windows": (
+            f"{extractor.num_crops} equally spaced crops (ST-MEM's NCrop)"
+            if extractor.window_mode == "n_crop"
+            else "sliding windows (half-window stride)"
+        )
+        + ", predictions averaged per record",
+        "short_records": args.short_records,
+        "short_records_dropped" if args.short_records == "drop" else "short_records_padded": dropped,
+        "label_set": args.label_set or {"ptbxl": "all", "physionet2021": "scored"}.get(args.data_format, "from CSV"),
+    }
+    if args.data_format == "ptbxl":
+        protocol["unlabeled_records"] = (
+            "kept as all-negative rows" if args.keep_unlabeled else "dropped (PTB-XL benchmark rule)"
+        )
+    return raw, splits, protocol

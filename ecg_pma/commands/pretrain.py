@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .data_arguments import add_data_arguments, load_windows
+from .data_arguments import add_data_arguments, add_training_data_arguments, load_training_data
 
 
 def add_parser(commands) -> None:
@@ -12,10 +12,16 @@ def add_parser(commands) -> None:
 
     pre = commands.add_parser("pretrain", help="masked-modeling pre-training with Accelerate (last or IPA)")
     add_data_arguments(pre)
+    add_training_data_arguments(pre)
     pre.add_argument("--output-dir", required=True)
     pre.add_argument("--preset", choices=sorted(PRESETS), default="vit-b-paper")
     pre.add_argument("--config", default=None, help="a config.json folder instead of --preset")
-    pre.add_argument("--pretraining-aggregation", choices=("last", "ipa"), default="ipa")
+    pre.add_argument(
+        "--pretraining-aggregation",
+        choices=("last", "ipa"),
+        default=None,
+        help="the decoder reads the last layer or IPA; default: the config's (last, as ST-MEM)",
+    )
     pre.add_argument("--band-pass", action="store_true", help="0.67-40 Hz band-pass in the feature extractor (ST-MEM)")
     pre.add_argument(
         "--all-splits", action="store_true", help="pre-train on train + validation + test (no labels used)"
@@ -44,17 +50,16 @@ def run(args: argparse.Namespace) -> int:
     from ..training.pretrain import PretrainingArguments, pretrain
 
     set_seed(args.seed)  # before the model exists: its initial weights follow the seed too
-    overrides = {"pretraining_aggregation": args.pretraining_aggregation}
+    overrides = {"pretraining_aggregation": args.pretraining_aggregation} if args.pretraining_aggregation else {}
     if args.config:
         config = EcgPmaConfig.from_pretrained(args.config, **overrides)
     else:
         config = EcgPmaConfig.from_preset(args.preset, **overrides)
     extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=args.band_pass)
-    _, windows = load_windows(args, extractor)
-    train = windows["train"] if not args.all_splits else _concatenate(windows)
+    _, splits, protocol = load_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     result = pretrain(
         EcgPmaForPreTraining(config),
-        train,
+        splits["train"],
         PretrainingArguments(
             output_dir=args.output_dir,
             per_device_batch_size=args.batch_size,
@@ -71,12 +76,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         ),
         extractor,
+        protocol=protocol,
     )
     print(f"Pre-trained for {result.global_step} steps; model saved to {result.output_dir}")
     return 0
-
-
-def _concatenate(windows):
-    from datasets import concatenate_datasets
-
-    return concatenate_datasets([split for split in windows.values() if len(split)])

@@ -16,7 +16,15 @@ def add_parser(commands) -> None:
     probe.add_argument("--model", required=True)
     probe.add_argument("--output-dir", required=True)
     probe.add_argument("--epochs", type=int, default=100)
-    probe.add_argument("--head-type", choices=("linear", "mlp"), default="linear")
+    probe.add_argument(
+        "--head-type",
+        choices=("linear", "mlp"),
+        default=None,
+        help="default: the model config's, the head `finetune --mode probe` trains",
+    )
+    probe.add_argument(
+        "--probe-gate", choices=("train", "frozen"), default="train", help="the PMA probe's gate, as in finetune"
+    )
     probe.add_argument("--batch-size", type=int, default=64)
     probe.set_defaults(handler=run)
 
@@ -31,7 +39,13 @@ def run(args: argparse.Namespace) -> int:
     encoder = EcgPmaModel.from_pretrained(args.model)
     splits = {split: windows[split] for split in ("train", "validation", "test") if len(windows[split])}
     probe_layers(
-        encoder, splits, args.output_dir, epochs=args.epochs, head_type=args.head_type, batch_size=args.batch_size
+        encoder,
+        splits,
+        args.output_dir,
+        epochs=args.epochs,
+        head_type=args.head_type,
+        batch_size=args.batch_size,
+        probe_gate=args.probe_gate,
     )
     output = Path(args.output_dir)
     print((output / "layerwise_probe.md").read_text())

@@ -1,5 +1,6 @@
 """ECG datasets as `datasets.DatasetDict`: PTB-XL, the PhysioNet 2020/2021 challenge databases, any WFDB folder."""
 
+from .crops import EcgTrainingDataset, build_training_splits, handle_short_records, prepare_records
 from .download import DATABASES, download_database
 from .physionet2021 import SCORED_SNOMED, load_physionet2021
 from .preprocessing import extract_features
@@ -11,6 +12,10 @@ from .wfdb_folder import load_wfdb_folder
 __all__ = [
     "DATABASES",
     "SCORED_SNOMED",
+    "EcgTrainingDataset",
+    "build_training_splits",
+    "handle_short_records",
+    "prepare_records",
     "download_database",
     "extract_features",
     "id2label",
@@ -31,13 +36,19 @@ def load_records(
     missing: str = "raise",
     cache_dir=None,
     num_proc: int | None = None,
+    drop_unlabeled: bool = True,
 ):
-    """One entry point for the command line: `ptbxl`, `physionet2021` or `wfdb` (a folder, labels from a CSV)."""
+    """
+    One entry point for the command line: `ptbxl`, `physionet2021` or `wfdb` (a folder, labels from a CSV).
+    PTB-XL: `label_set` `all` (71) by default; `drop_unlabeled=False` keeps records with no label in the set as
+    all-negative rows (the PMA authors' choice) instead of dropping them (the benchmark's rule, default).
+    """
     if data_format == "ptbxl":
         return load_ptbxl(
             root,
             sampling_rate=sampling_rate,
-            label_set=label_set or "superdiagnostic",
+            label_set=label_set or "all",
+            drop_unlabeled=drop_unlabeled,
             missing=missing,
             cache_dir=cache_dir,
             num_proc=num_proc,

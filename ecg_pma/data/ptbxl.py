@@ -70,7 +70,7 @@ def ptbxl_record_labels(
 def load_ptbxl(
     root: str | os.PathLike,
     sampling_rate: int = 100,
-    label_set: str = "superdiagnostic",
+    label_set: str = "all",
     min_likelihood: float = 0.0,
     drop_unlabeled: bool = True,
     missing: str = "raise",
@@ -83,9 +83,10 @@ def load_ptbxl(
 
     Args:
         sampling_rate: 100 (`filename_lr`) or 500 (`filename_hr`).
-        label_set: `all` (71), `diagnostic` (44), `subdiagnostic` (23), `superdiagnostic` (5), `form` (19) or
+        label_set: `all` (71, the PMA paper's headline task; the default), `diagnostic` (44), `subdiagnostic` (23), `superdiagnostic` (5), `form` (19) or
             `rhythm` (12).
-        drop_unlabeled: leave out records with no label in the set, as the benchmark does (their number is logged).
+        drop_unlabeled: leave out records with no label in the set, as the benchmark does (their number is logged);
+            `False` keeps them as all-negative rows, as the PMA authors' code does.
         missing: `"raise"` if a listed record has no files, `"skip"` to leave those out (logged).
         cache_dir, num_proc: Arrow cache folder and reading processes, as in `datasets`.
     """

@@ -19,11 +19,13 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..metrics import load_ecg_multilabel
+from ..modelcard import card_protocol
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
 from .collator import EcgDataCollator
 
 
 MODES = ("probe", "finetune")
+PROBE_GATES = ("train", "frozen")
 BEST_METRIC = "macro_auroc"
 
 
@@ -94,6 +96,16 @@ class SafetensorsOnlyCallback(TrainerCallback):
             (checkpoint / "training_args.json").write_text(args.to_json_string())
 
 
+class TrainingEpochCallback(TrainerCallback):
+    """Tells a training dataset with `set_epoch` (one random crop per record per epoch) which epoch starts."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(round(state.epoch or 0))
+
+
 class RecordMetrics:
     """
     `compute_metrics` for one evaluation split: sigmoid probabilities, windows averaged per record (the split's
@@ -101,10 +113,17 @@ class RecordMetrics:
     the split when `tune_thresholds`, else taken from `thresholds`. The last full result is kept in `.last`.
     """
 
-    def __init__(self, record_ids: list[str], thresholds: list[float] | None = None, tune_thresholds: bool = False):
+    def __init__(
+        self,
+        record_ids: list[str],
+        thresholds: list[float] | None = None,
+        tune_thresholds: bool = False,
+        single_class_auroc: str = "exclude",
+    ):
         self.record_ids = list(record_ids)
         self.thresholds = thresholds
         self.tune_thresholds = tune_thresholds
+        self.single_class_auroc = single_class_auroc
         self.metric = load_ecg_multilabel()
         self.last: dict = {}
 
@@ -123,6 +142,7 @@ class RecordMetrics:
             record_ids=self.record_ids,
             thresholds=None if self.tune_thresholds else self.thresholds,
             tune_thresholds=self.tune_thresholds,
+            single_class_auroc=self.single_class_auroc,
         )
         if layer_weights is not None:
             result["mean_layer_weights"] = np.asarray(layer_weights).mean(axis=0).tolist()
@@ -146,25 +166,45 @@ def finetune(
     test_dataset: Dataset | None = None,
     feature_extractor: EcgPmaFeatureExtractor | None = None,
     quiet: bool = False,
+    probe_gate: str = "train",
+    single_class_auroc: str = "exclude",
+    protocol: dict | None = None,
 ) -> FinetuneResult:
     """
-    Trains `model` (`mode="probe"`: encoder frozen, gate and head trained; `"finetune"`: everything) on model-ready
-    rows (`signals`, `labels`, `record_id`, as `ecg_pma.data.extract_features` makes them), keeps the checkpoint with
+    Trains `model` (`mode="probe"`: encoder frozen, head trained, PMA gate trained or not by `probe_gate`;
+    `"finetune"`: everything) on model-ready rows (`signals`, `labels`, `record_id`: an `EcgTrainingDataset` drawing
+    one random crop per record per epoch, or windows from `ecg_pma.data.extract_features`), keeps the checkpoint with
     the best validation macro AUROC, tunes per-label F1 thresholds on validation, scores `test_dataset` with them,
     and saves the model (thresholds in its config), feature extractor, model card and `results.json` / `results.md`
     to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs.
+
+    `probe_gate="frozen"` is the PMA authors' probing protocol: their optimizer receives the head's parameters only,
+    so the gate keeps its initialisation (here: uniform weights, i.e. PPA). `single_class_auroc` is the macro AUROC
+    convention for a label with one class in a split (`"exclude"` it, or count it as `"half"` = 0.5, the authors').
+    `protocol` (the data choices: windows, short records, label set, ...) is written into the results and the card.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
+    if probe_gate not in PROBE_GATES:
+        raise ValueError(f"Unknown `probe_gate` {probe_gate!r}; expected one of {PROBE_GATES}.")
     if mode == "probe":
         model.freeze_encoder()
     else:
         model.unfreeze_encoder()
+    gate = model.aggregator.gate
+    frozen_gate = mode == "probe" and probe_gate == "frozen" and gate is not None
+    if gate is not None:
+        gate.requires_grad_(not frozen_gate)
     for name, dataset in (("train", train_dataset), ("validation", eval_dataset), ("test", test_dataset)):
         if dataset is not None and "record_id" not in dataset.column_names:
             raise ValueError(f"The {name} dataset needs a `record_id` column (see ecg_pma.data.extract_features).")
 
-    validation_metrics = RecordMetrics(eval_dataset["record_id"], tune_thresholds=True)
+    validation_metrics = RecordMetrics(
+        eval_dataset["record_id"], tune_thresholds=True, single_class_auroc=single_class_auroc
+    )
+    callbacks = [SafetensorsOnlyCallback()]
+    if hasattr(train_dataset, "set_epoch"):
+        callbacks.append(TrainingEpochCallback(train_dataset))
     trainer = EcgTrainer(
         model=model,
         args=training_args,
@@ -172,7 +212,7 @@ def finetune(
         eval_dataset=eval_dataset,
         data_collator=EcgDataCollator(config=model.config),
         compute_metrics=validation_metrics,
-        callbacks=[SafetensorsOnlyCallback()],
+        callbacks=callbacks,
     )
     if quiet:
         trainer.remove_callback(PrinterCallback)
@@ -184,24 +224,39 @@ def finetune(
     model.config.decision_thresholds = validation["thresholds"]
     test = None
     if test_dataset is not None:
-        trainer.compute_metrics = RecordMetrics(test_dataset["record_id"], thresholds=validation["thresholds"])
+        trainer.compute_metrics = RecordMetrics(
+            test_dataset["record_id"], thresholds=validation["thresholds"], single_class_auroc=single_class_auroc
+        )
         trainer.evaluate(test_dataset, metric_key_prefix="test")
         test = trainer.compute_metrics.last
 
     output_dir = Path(training_args.output_dir)
+    protocol = {
+        **({"probe_gate": probe_gate if gate is not None else "no gate"} if mode == "probe" else {}),
+        **(protocol or {}),
+        "macro_auroc_single_class_labels": single_class_auroc,
+    }
     if trainer.is_world_process_zero():
-        save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args)
+        save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args, protocol)
     return FinetuneResult(output_dir=str(output_dir), validation=validation, test=test)
 
 
-def save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args) -> None:
+def save_classifier(
+    output_dir, model, feature_extractor, mode, validation, test, training_args, protocol=None
+) -> None:
     from ..modelcard import write_model_card
 
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(model.config)
     extractor.save_pretrained(output_dir)
-    results = {"mode": mode, "aggregation": model.config.aggregation, "validation": validation, "test": test}
+    results = {
+        "mode": mode,
+        "aggregation": model.config.aggregation,
+        "protocol": protocol or {},
+        "validation": validation,
+        "test": test,
+    }
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     (output_dir / "results.md").write_text(results_markdown(results, model.config.id2label))
     headline = {
@@ -218,6 +273,7 @@ def save_classifier(output_dir, model, feature_extractor, mode, validation, test
             "mode": mode,
             "epochs": training_args.num_train_epochs,
             "learning_rate": training_args.learning_rate,
+            **card_protocol(protocol),
         },
         results=headline,
         mean_layer_weights=(test or validation).get("mean_layer_weights"),
@@ -226,6 +282,9 @@ def save_classifier(output_dir, model, feature_extractor, mode, validation, test
 
 def results_markdown(results: dict, id2label: dict) -> str:
     lines = [f"# Results ({results['mode']}, aggregation {results['aggregation']})", ""]
+    for key, value in card_protocol(results.get("protocol")).items():
+        lines.append(f"- {key}: {value}")
+    lines += [""] if results.get("protocol") else []
     lines += ["| split | macro AUROC | mAP | macro F1 | accuracy | records |", "| --- | --- | --- | --- | --- | --- |"]
     for split in ("validation", "test"):
         scores = results[split]

@@ -106,11 +106,14 @@ def pretrain(
     train_dataset: Dataset | IterableDataset,
     args: PretrainingArguments,
     feature_extractor: EcgPmaFeatureExtractor | None = None,
+    protocol: dict | None = None,
 ) -> PretrainingResult:
     """
-    Pre-trains `model` on `train_dataset` (rows with `signals (leads, samples)`, as `ecg_pma.data.extract_features`
-    makes them; map-style or streamed) and saves the final model (weights, config, code), the feature extractor and
-    a model card to `args.output_dir`.
+    Pre-trains `model` on `train_dataset` (rows with `signals (leads, samples)`: an `ecg_pma.data.EcgTrainingDataset`
+    drawing one random crop per record per epoch, or windows from `ecg_pma.data.extract_features`; map-style or
+    streamed) and saves the final model (weights, config, code), the feature extractor and a model card to
+    `args.output_dir`. `protocol` (the data choices: windows, dropped short records, ...) is written to
+    `pretraining_data.json` and the card.
     """
     output_dir = Path(args.output_dir)
     mixed_precision = resolve_mixed_precision(args.mixed_precision)
@@ -128,7 +131,9 @@ def pretrain(
     config = model.config
 
     streamed = isinstance(train_dataset, IterableDataset)
-    dataset = train_dataset.with_format("torch")
+    dataset = (
+        train_dataset.with_format("torch") if isinstance(train_dataset, (Dataset, IterableDataset)) else train_dataset
+    )
     dataloader = DataLoader(
         dataset,
         batch_size=args.per_device_batch_size,
@@ -193,6 +198,7 @@ def pretrain(
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "pretraining_args.json").write_text(json.dumps(asdict(args), indent=2, default=str))
+        (output_dir / "pretraining_data.json").write_text(json.dumps(protocol or {}, indent=2))
     if report_to:
         accelerator.init_trackers("pretraining", config={"learning_rate": learning_rate, "total_steps": total_steps})
 
@@ -210,6 +216,9 @@ def pretrain(
     while progress["global_step"] < total_steps:
         if hasattr(dataloader, "set_epoch"):
             dataloader.set_epoch(progress["epoch"])
+        if hasattr(dataset, "set_epoch"):
+            # Accelerate forwards the epoch to the dataset only on one process: a crop dataset needs it everywhere.
+            dataset.set_epoch(progress["epoch"])
         skip = progress["batches_in_epoch"]
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
         for batch in batches:
@@ -268,11 +277,10 @@ def pretrain(
         final_model.save_pretrained(output_dir)
         extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(config)
         extractor.save_pretrained(output_dir)
-        from ..modelcard import write_model_card
+        from ..modelcard import card_protocol, write_model_card
 
-        write_model_card(
-            output_dir, final_model.config, extractor, training={"pretraining_steps": progress["global_step"]}
-        )
+        training = {"pretraining_steps": progress["global_step"], **card_protocol(protocol)}
+        write_model_card(output_dir, final_model.config, extractor, training=training)
     accelerator.end_training()
     return PretrainingResult(output_dir=str(output_dir), global_step=progress["global_step"], losses=losses)
 

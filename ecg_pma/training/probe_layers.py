@@ -71,9 +71,21 @@ def encode_layers(encoder: EcgPmaModel, dataset: Dataset, batch_size: int = 64, 
 
 
 class CachedProbe(nn.Module):
-    """Aggregation (last / ppa / pma / layer) + the encoder's final LayerNorm (frozen) + a head, on cached features."""
+    """
+    Aggregation (last / ppa / pma / layer) + the encoder's final LayerNorm (frozen) + a head, on cached features,
+    initialised as `EcgPmaForSequenceClassification` initialises them (the PMA gate starting uniform);
+    `probe_gate="frozen"` keeps the gate there.
+    """
 
-    def __init__(self, encoder: EcgPmaModel, aggregation: str, layer: int | None, num_labels: int, head_type: str):
+    def __init__(
+        self,
+        encoder: EcgPmaModel,
+        aggregation: str,
+        layer: int | None,
+        num_labels: int,
+        head_type: str,
+        probe_gate: str = "train",
+    ):
         super().__init__()
         config = copy.deepcopy(encoder.config)
         config.aggregation, config.aggregation_layer, config.num_labels, config.head_type = (
@@ -85,6 +97,11 @@ class CachedProbe(nn.Module):
         self.aggregator = EcgPmaLayerAggregator(config)
         self.norm = copy.deepcopy(encoder.layernorm).requires_grad_(False)
         self.classifier = EcgPmaClassificationHead(config)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):  # the gate's last Linear included: it starts at zero
+                encoder._init_weights(module)
+        if self.aggregator.gate is not None and probe_gate == "frozen":
+            self.aggregator.gate.requires_grad_(False)
 
     def forward(self, layer_representations: torch.Tensor, input_representation: torch.Tensor) -> torch.Tensor:
         fused, _ = self.aggregator(layer_representations, input_representation)
@@ -147,15 +164,18 @@ def probe_layers(
     splits: dict[str, Dataset],
     output_dir: str | Path,
     epochs: int = 100,
-    head_type: str = "linear",
+    head_type: str | None = None,
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     seed: int = 0,
+    probe_gate: str = "train",
 ) -> list[dict]:
     """
     The study: `splits` holds `train`, `validation` and optionally `test` (model-ready rows). Writes `layer_cache/`,
     `layerwise_probe.json`, `layerwise_probe.md` and `layerwise_probe.png` to `output_dir`; returns the table rows.
+    `head_type` defaults to the encoder config's, the head `finetune --mode probe` trains; `probe_gate` as there.
     """
+    head_type = head_type or encoder.config.head_type
     output_dir = Path(output_dir)
     caches = {}
     for split, dataset in splits.items():
@@ -174,7 +194,7 @@ def probe_layers(
     rows = []
     for name, aggregation, layer in tqdm(candidates, desc="Probing"):
         torch.manual_seed(seed)
-        probe = CachedProbe(encoder, aggregation, layer, num_labels, head_type)
+        probe = CachedProbe(encoder, aggregation, layer, num_labels, head_type, probe_gate)
         probe, validation_auroc = fit_probe(
             probe, caches["train"], caches["validation"], epochs, batch_size, learning_rate, seed=seed
         )

@@ -19,7 +19,10 @@ from sklearn.metrics import accuracy_score, average_precision_score, f1_score, r
 _DESCRIPTION = """
 Scores multi-label predictions (probabilities in [0, 1], one column per label) against multi-hot references.
 Windows sharing a `record_ids` entry are averaged into one prediction per record first (their references must
-agree). AUROC and average precision are averaged over the labels that have both classes among the references; F1
+agree). AUROC is undefined for a label with one class only among the references (no positive, or no negative,
+in the split): by default (`single_class_auroc="exclude"`) macro AUROC and average precision are averaged over the
+labels that have both classes; `single_class_auroc="half"` counts each such label as an AUROC of 0.5 in the macro
+mean instead (the PMA authors' convention; average precision is unchanged). F1
 and accuracy use `thresholds` (one per label, default 0.5), or thresholds tuned per label to maximise F1 on these
 very references with `tune_thresholds=True` (use that on the validation split, then pass the returned thresholds
 for the test split).
@@ -32,6 +35,8 @@ Args:
     record_ids (`list[str]`, optional): the record of each window, for per-record averaging.
     thresholds (`list[float]`, optional): decision threshold per label for F1 and accuracy.
     tune_thresholds (`bool`): choose each label's threshold to maximise its F1 here (returned as `thresholds`).
+    single_class_auroc (`str`): `"exclude"` (default) labels with one class from macro AUROC, or count them as
+        `"half"` (0.5, the PMA authors' convention).
 Returns:
     macro_auroc, macro_average_precision, macro_f1, accuracy (exact match), num_records, num_scored_labels,
     thresholds (`list[float]`), per_label_auroc (`list[float | None]`).
@@ -99,7 +104,17 @@ class EcgMultilabel(evaluate.Metric):
             reference_urls=["https://arxiv.org/abs/2509.00102"],
         )
 
-    def _compute(self, predictions, references, record_ids=None, thresholds=None, tune_thresholds=False):
+    def _compute(
+        self,
+        predictions,
+        references,
+        record_ids=None,
+        thresholds=None,
+        tune_thresholds=False,
+        single_class_auroc="exclude",
+    ):
+        if single_class_auroc not in ("exclude", "half"):
+            raise ValueError(f"`single_class_auroc` must be 'exclude' or 'half', got {single_class_auroc!r}.")
         predictions = np.asarray(predictions, dtype=np.float64)
         references = np.asarray(references, dtype=np.int64)
         if predictions.shape != references.shape:
@@ -118,8 +133,12 @@ class EcgMultilabel(evaluate.Metric):
         for label in scored:
             per_label_auroc[label] = float(roc_auc_score(references[:, label], predictions[:, label]))
         decisions = predictions >= thresholds
+        if single_class_auroc == "half":
+            macro_auroc = float(np.mean([0.5 if auroc is None else auroc for auroc in per_label_auroc]))
+        else:
+            macro_auroc = float(np.mean([per_label_auroc[label] for label in scored])) if scored else float("nan")
         return {
-            "macro_auroc": float(np.mean([per_label_auroc[label] for label in scored])) if scored else float("nan"),
+            "macro_auroc": macro_auroc,
             "macro_average_precision": (
                 float(average_precision_score(references[:, scored], predictions[:, scored], average="macro"))
                 if scored

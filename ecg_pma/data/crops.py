@@ -1,0 +1,214 @@
+"""
+Training on one random crop per record per epoch, as the PMA authors and ST-MEM train (rather than on every fixed
+sliding window, which lets a 30-minute record outweigh hundreds of 10 s ones).
+
+The records are kept in a `datasets.Dataset` at the model rate (resampled, and filtered unless the extractor filters
+each crop), one row per record (per `segment_seconds` segment); [`EcgTrainingDataset`] crops, standardises and
+optionally augments each row when it is read. Every draw is a function of `(seed, epoch, row)` only, so a run is
+reproducible whatever the order, the number of data-loader workers or processes; the Trainer and the pre-training
+loop call `set_epoch` before each epoch. Records shorter than the model window are dropped (default; their names
+are returned so a run can write them into its results) or zero-padded, never a crash.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from datasets import Array2D, Dataset, DatasetDict, Features, Sequence, Value
+
+from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+from .preprocessing import extract_features
+
+
+logger = logging.getLogger(__name__)
+
+TRAIN_WINDOWS = ("random", "sliding")
+SHORT_RECORD_POLICIES = ("drop", "pad", "raise")
+
+
+def required_seconds(feature_extractor: EcgPmaFeatureExtractor) -> float:
+    """The shortest record `feature_extractor` accepts, in seconds (a window, `min_duration` or one segment)."""
+    window = feature_extractor.signal_length / feature_extractor.sampling_rate
+    shortest = feature_extractor.min_duration if feature_extractor.min_duration is not None else window
+    return max(shortest, feature_extractor.segment_seconds or 0.0)
+
+
+def record_durations(dataset: Dataset) -> np.ndarray:
+    """Each record's duration in seconds, from the Arrow list lengths of `signal` (the samples are not decoded)."""
+    durations = []
+    for batch in dataset.with_format("arrow").iter(batch_size=1000):
+        column = batch["signal"]
+        chunks = column.chunks if hasattr(column, "chunks") else [column]
+        lengths = np.concatenate(
+            [pc.list_value_length(getattr(chunk, "storage", chunk)).to_numpy(zero_copy_only=False) for chunk in chunks]
+        )
+        durations.append(lengths / batch["sampling_rate"].to_numpy())
+    return np.concatenate(durations) if durations else np.zeros(0)
+
+
+def handle_short_records(
+    dataset: Dataset, feature_extractor: EcgPmaFeatureExtractor, short_records: str = "drop", split: str = "dataset"
+) -> tuple[Dataset, EcgPmaFeatureExtractor, list[str]]:
+    """
+    Records shorter than `feature_extractor` needs: `"drop"` leaves them out, `"pad"` keeps them (an extractor copy
+    that zero-pads each window at the end is returned), `"raise"` raises naming them. Returns the dataset, the
+    extractor to use on it and the record ids dropped (or padded), which are logged.
+    """
+    if short_records not in SHORT_RECORD_POLICIES:
+        raise ValueError(f"Unknown `short_records` {short_records!r}; expected one of {SHORT_RECORD_POLICIES}.")
+    needed = required_seconds(feature_extractor)
+    durations = record_durations(dataset)
+    short = np.flatnonzero(durations < needed)
+    names = [dataset[int(index)]["record_id"] for index in short] if len(short) else []
+    if not names:
+        return dataset, feature_extractor, []
+    shown = ", ".join(f"{name} ({durations[index]:g} s)" for name, index in zip(names[:10], short))
+    message = f"{split}: {len(names)} record(s) shorter than the {needed:g} s the model needs: {shown}"
+    if short_records == "raise":
+        raise ValueError(f"{message}. Set short_records='drop' or 'pad'.")
+    if short_records == "pad":
+        if feature_extractor.segment_seconds is not None:
+            raise ValueError(f"{message}; padding cannot make a `segment_seconds` segment: use short_records='drop'.")
+        padded = copy.deepcopy(feature_extractor)
+        padded.min_duration = 0.0
+        logger.warning(f"{message}; zero-padded at the end (short_records='pad').")
+        return dataset, padded, names
+    logger.warning(f"{message}; dropped (short_records='drop').")
+    keep = np.setdiff1d(np.arange(len(dataset)), short)
+    return dataset.select(keep), feature_extractor, names
+
+
+def prepare_records(
+    dataset: Dataset, feature_extractor: EcgPmaFeatureExtractor, num_proc: int | None = None, batch_size: int = 32
+) -> Dataset:
+    """
+    Raw records (as the loaders return them) -> one row per record (per segment) at the model rate: `record_id`,
+    `signal (samples, leads)` float32 (resampled; filtered unless the extractor filters each crop; not standardised),
+    `present_leads`, `labels`. Cached by `datasets` like any map.
+    """
+    num_leads = len(feature_extractor.lead_names)
+    features = Features(
+        {
+            "record_id": Value("string"),
+            "signal": Array2D(shape=(None, num_leads), dtype="float32"),
+            "present_leads": Sequence(Value("bool"), length=num_leads),
+            "labels": dataset.features["labels"],
+        }
+    )
+
+    def resample(batch: dict) -> dict:
+        output = {name: [] for name in features}
+        for record_id, signal, sampling_rate, lead_names, labels in zip(
+            batch["record_id"], batch["signal"], batch["sampling_rate"], batch["lead_names"], batch["labels"]
+        ):
+            record = {"name": record_id, "signal": np.asarray(signal).T, "fs": sampling_rate, "leads": lead_names}
+            segments, present = feature_extractor.preprocess_segments({**record, "units": "mV"})
+            for segment in segments:
+                output["record_id"].append(record_id)
+                output["signal"].append(segment.T.astype(np.float32))
+                output["present_leads"].append(present.tolist())
+                output["labels"].append(labels)
+        return output
+
+    return dataset.with_format("numpy", columns=["signal"], output_all_columns=True).map(
+        resample,
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=dataset.column_names,
+        features=features,
+        num_proc=num_proc,
+        desc="Resampling records",
+    )
+
+
+class EcgTrainingDataset(torch.utils.data.Dataset):
+    """
+    Training rows drawn anew each epoch. `rows` holds either model-rate records (`prepare_records`): each read gives
+    one random `signal_length` crop, filtered (with `crop_before_filter`) and standardised by `feature_extractor`,
+    absent leads zeroed; or model-ready windows (`extract_features`, column `signals`), read as they are. `augment`
+    (e.g. [`ecg_pma.training.augmentation.RandAugment`]) is then applied to the `(leads, samples)` tensor.
+
+    Row `i` in epoch `e` is a function of `(seed, e, i)` only. Returns `signals`, `labels` and `record_id`.
+    """
+
+    def __init__(
+        self,
+        rows: Dataset,
+        feature_extractor: EcgPmaFeatureExtractor | None = None,
+        augment=None,
+        seed: int = 0,
+    ):
+        self.crop = "signals" not in rows.column_names
+        if self.crop and feature_extractor is None:
+            raise ValueError("Cropping records needs the `feature_extractor` that prepared them.")
+        self.rows = rows.with_format("numpy") if self.crop else rows.with_format("torch")
+        self.feature_extractor = feature_extractor
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def column_names(self) -> list[str]:
+        return ["signals", "labels", "record_id"]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        row = self.rows[int(index)]
+        if self.crop:
+            extractor = self.feature_extractor
+            (window,) = extractor.windows(row["signal"].T.astype(np.float64), "random", None, rng)
+            window[~row["present_leads"].astype(bool)] = extractor.padding_value
+            signals = torch.from_numpy(window.astype(np.float32))
+        else:
+            signals = row["signals"]
+        if self.augment is not None:
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            signals = self.augment(signals, generator=generator)
+        return {
+            "signals": signals,
+            "labels": torch.as_tensor(np.asarray(row["labels"])),
+            "record_id": row["record_id"],
+        }
+
+
+def build_training_splits(
+    records: DatasetDict,
+    feature_extractor: EcgPmaFeatureExtractor,
+    train_windows: str = "random",
+    short_records: str = "drop",
+    augment=None,
+    seed: int = 0,
+    num_proc: int | None = None,
+    evaluation_windows: str | None = None,
+) -> tuple[dict, dict[str, list[str]]]:
+    """
+    Raw splits -> `train` as an [`EcgTrainingDataset`] (one random crop per record per epoch, or with
+    `train_windows="sliding"` the fixed sliding windows) and every other split as windows for evaluation
+    (`extract_features` with `evaluation_windows`: by default `"n_crop"` when the extractor is saved with it, as
+    ST-MEM evaluates, else `"sliding"`). Short records follow `short_records` in every split. Returns the splits and
+    the record ids dropped (or padded) per split.
+    """
+    if evaluation_windows is None:
+        evaluation_windows = "n_crop" if feature_extractor.window_mode == "n_crop" else "sliding"
+    if train_windows not in TRAIN_WINDOWS:
+        raise ValueError(f"Unknown `train_windows` {train_windows!r}; expected one of {TRAIN_WINDOWS}.")
+    splits, dropped = {}, {}
+    for split, dataset in records.items():
+        dataset, extractor, dropped[split] = handle_short_records(dataset, feature_extractor, short_records, split)
+        if split == "train" and train_windows == "random":
+            rows = prepare_records(dataset, extractor, num_proc=num_proc)
+        else:
+            mode = "sliding" if split == "train" else evaluation_windows
+            rows = extract_features(dataset, extractor, window_mode=mode, num_proc=num_proc)
+        splits[split] = EcgTrainingDataset(rows, extractor, augment, seed) if split == "train" else rows
+    return splits, dropped
