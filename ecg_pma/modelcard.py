@@ -60,18 +60,26 @@ def build_model_card(
         model_name=repo_id or "ecg-pma model",
         eval_results=eval_results or None,
     )
+    per_window = getattr(feature_extractor, "normalization", "per_lead") == "per_window"
     preprocessing = {
         "leads": ", ".join(feature_extractor.lead_names),
         "sampling_rate": feature_extractor.sampling_rate,
+        "resampling": getattr(feature_extractor, "resample_method", "polyphase"),
         "window": f"{feature_extractor.signal_length} samples ({feature_extractor.signal_length / feature_extractor.sampling_rate:g} s)",
-        "filter": (
-            f"zero-phase Butterworth band-pass {feature_extractor.low_cut_hz}-{feature_extractor.high_cut_hz} Hz "
-            f"(order {feature_extractor.filter_order})"
-            if feature_extractor.do_filter
+        "filter": filter_description(feature_extractor),
+        "normalisation": (
+            ("z-score over all leads and samples of each window" if per_window else "per-lead z-score of each window")
+            if feature_extractor.do_normalize
             else "none"
         ),
-        "normalisation": "per-lead z-score of each window" if feature_extractor.do_normalize else "none",
+        "evaluation windows": {
+            "n_crop": f"{getattr(feature_extractor, 'num_crops', 3)} equally spaced crops, averaged",
+            "center": "one centred window",
+            "random": "one random window",
+        }.get(feature_extractor.window_mode, "sliding windows, averaged"),
     }
+    if getattr(feature_extractor, "segment_seconds", None):
+        preprocessing["segments"] = f"records cut into {feature_extractor.segment_seconds:g} s segments first"
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
@@ -88,6 +96,17 @@ def build_model_card(
         mean_layer_weights=mean_layer_weights,
         onnx=onnx,
     )
+
+
+def filter_description(feature_extractor) -> str:
+    if not feature_extractor.do_filter:
+        return "none"
+    low, high, order = feature_extractor.low_cut_hz, feature_extractor.high_cut_hz, feature_extractor.filter_order
+    if getattr(feature_extractor, "filter_type", "bandpass") == "highpass_lowpass":
+        text = f"zero-phase Butterworth high-pass {low} Hz then low-pass {high} Hz (order {order} each)"
+    else:
+        text = f"zero-phase Butterworth band-pass {low}-{high} Hz (order {order})"
+    return text + (", on each crop" if getattr(feature_extractor, "crop_before_filter", False) else "")
 
 
 def card_protocol(protocol: dict | None) -> dict:
