@@ -12,7 +12,7 @@ import numpy as np
 from transformers import Trainer, TrainingArguments
 
 from ecg_pma import EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
-from ecg_pma.data import extract_features, id2label, load_records
+from ecg_pma.data import build_training_splits, id2label, load_records
 from ecg_pma.metrics import ECG_MULTILABEL_PATH
 from ecg_pma.training import EcgDataCollator
 
@@ -28,7 +28,9 @@ args = parser.parse_args()
 records = load_records(args.data_format, args.data)
 labels = id2label(records)
 extractor = EcgPmaFeatureExtractor.from_pretrained(args.model)
-windows = extract_features(records, extractor, window_mode="sliding")
+# train: one random crop per record per epoch (an `EcgTrainingDataset`; the Trainer tells it the epoch);
+# validation / test: sliding windows, averaged per record. Records shorter than the window are dropped.
+windows, dropped = build_training_splits(records, extractor, train_windows="random", short_records="drop")
 
 model = EcgPmaForSequenceClassification.from_pretrained(
     args.model,
@@ -40,6 +42,7 @@ model = EcgPmaForSequenceClassification.from_pretrained(
     head_type="linear",
 )
 model.freeze_encoder()  # linear probing: gate and head train, the encoder does not
+# (the PMA authors' protocol keeps the gate at its uniform start too: model.aggregator.gate.requires_grad_(False))
 
 metric = evaluate.load(ECG_MULTILABEL_PATH)
 validation_records = windows["validation"]["record_id"]

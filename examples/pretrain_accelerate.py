@@ -13,7 +13,7 @@ Several CPU processes (gloo):
 import argparse
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining
-from ecg_pma.data import extract_features, load_records
+from ecg_pma.data import build_training_splits, load_records
 from ecg_pma.training import PretrainingArguments, pretrain
 
 
@@ -30,11 +30,12 @@ args = parser.parse_args()
 config = EcgPmaConfig.from_preset(args.preset, pretraining_aggregation="ipa")
 extractor = EcgPmaFeatureExtractor.from_model_config(config)
 records = load_records(args.data_format, args.data)  # a DatasetDict of raw records, Arrow-cached
-windows = extract_features(records["train"], extractor, window_mode="sliding")  # model-ready `signals`
+# one random crop per record per epoch; records shorter than the window dropped (and named)
+splits, dropped = build_training_splits(records, extractor, train_windows="random", short_records="drop", seed=0)
 
 result = pretrain(
     EcgPmaForPreTraining(config),
-    windows,
+    splits["train"],
     PretrainingArguments(
         output_dir=args.output_dir,
         per_device_batch_size=args.batch_size,
@@ -44,5 +45,6 @@ result = pretrain(
         save_steps=1000,
     ),
     extractor,
+    protocol={"training_windows": "one random crop per record per epoch", "short_records_dropped": dropped},
 )
 print(f"{result.global_step} steps, last loss {result.losses[-1]['loss']:.4f}; saved to {result.output_dir}")

@@ -150,6 +150,34 @@ def test_training_crops_are_seeded_per_epoch_and_row(tmp_path):
     assert np.abs(windows - crops_over_epochs[1].numpy()).max(axis=(1, 2)).min() < 1e-5
 
 
+def test_st_mem_training_crops_and_evaluation_crops_are_st_mem_s(tmp_path):
+    from scipy import signal as scipy_signal
+    from test_convert_st_mem import st_mem_model_input
+
+    from ecg_pma.feature_extraction_ecg_pma import ST_MEM_PREPROCESSING
+
+    raw = load_physionet2021(shared_data_dir("physionet2021"), cache_dir=tmp_path)
+    config = EcgPmaConfig.from_preset("vit-s-st-mem")
+    extractor = EcgPmaFeatureExtractor.from_model_config(config, **ST_MEM_PREPROCESSING)
+    splits, _ = build_training_splits(raw, extractor, seed=4)
+    validation = splits["validation"]
+    assert len(validation) == 3 * len(raw["validation"])  # ST-MEM's 3 crops per 10 s record
+    record_id = validation[0]["record_id"]
+    expected = st_mem_model_input(shared_data_dir("physionet2021") / record_id)
+    np.testing.assert_allclose(np.stack([validation[i]["signals"] for i in range(3)]), expected, atol=1e-5, rtol=0)
+
+    train = splits["train"]
+    train.set_epoch(2)
+    crop = train[5]["signals"].numpy()
+    start = int(np.random.default_rng([4, 2, 5]).integers(0, 251))
+    signal, _ = wfdb.rdsamp(str(shared_data_dir("physionet2021") / train[5]["record_id"]))
+    reference = scipy_signal.resample(signal.T.astype(np.float32), 2500, axis=1)[:, start : start + 2250]
+    for btype, cutoff in (("highpass", 0.67), ("lowpass", 40)):
+        sos = scipy_signal.butter(5, cutoff, btype=btype, fs=250, output="sos")
+        reference = scipy_signal.sosfiltfilt(sos, reference)
+    np.testing.assert_allclose(crop, (reference - reference.mean()) / reference.std(), atol=1e-5, rtol=0)
+
+
 def test_short_records_are_dropped_padded_or_refused(challenge_with_a_short_record):
     raw, _ = challenge_with_a_short_record
     split = hash_split(SHORT_RECORD)

@@ -22,7 +22,13 @@ def add_parser(commands) -> None:
         default=None,
         help="the decoder reads the last layer or IPA; default: the config's (last, as ST-MEM)",
     )
-    pre.add_argument("--band-pass", action="store_true", help="0.67-40 Hz band-pass in the feature extractor (ST-MEM)")
+    pre.add_argument("--band-pass", action="store_true", help="0.67-40 Hz band-pass in the feature extractor")
+    pre.add_argument(
+        "--st-mem-preprocessing",
+        action="store_true",
+        help="ST-MEM's preprocessing exactly (10 s segments, FFT resampling, order-5 high-pass 0.67 Hz + low-pass "
+        "40 Hz on each crop, one z-score per window; use with a vit-*-st-mem preset)",
+    )
     pre.add_argument(
         "--all-splits", action="store_true", help="pre-train on train + validation + test (no labels used)"
     )
@@ -45,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from transformers import set_seed
 
     from ..configuration_ecg_pma import EcgPmaConfig
-    from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+    from ..feature_extraction_ecg_pma import ST_MEM_PREPROCESSING, EcgPmaFeatureExtractor
     from ..modeling_ecg_pma import EcgPmaForPreTraining
     from ..training.pretrain import PretrainingArguments, pretrain
 
@@ -55,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
         config = EcgPmaConfig.from_pretrained(args.config, **overrides)
     else:
         config = EcgPmaConfig.from_preset(args.preset, **overrides)
-    extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=args.band_pass)
+    if args.st_mem_preprocessing:
+        extractor = EcgPmaFeatureExtractor.from_model_config(config, **ST_MEM_PREPROCESSING)
+    else:
+        extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=args.band_pass)
     _, splits, protocol = load_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     result = pretrain(
         EcgPmaForPreTraining(config),
