@@ -354,3 +354,32 @@ def test_ptbxl_defaults_to_all_71_statements_and_can_keep_unlabelled_records(tmp
     kept = load_records("ptbxl", root, **form, drop_unlabeled=False)
     assert len(dropped["train"]) == 0 and len(kept["train"]) == 1  # ecg 6009 (NORM, SR) has no form statement
     assert kept["train"][0]["labels"] == [0.0] * 19
+
+
+def test_an_extractor_saved_before_the_st_mem_settings_keeps_its_old_behaviour(tmp_path):
+    """A `preprocessor_config.json` without the new keys: one order-2 band-pass on the record, then per-lead z-score."""
+    from scipy import signal as scipy_signal
+
+    old_settings = {
+        "feature_extractor_type": "EcgPmaFeatureExtractor", "feature_size": 12, "sampling_rate": 250,
+        "signal_length": 2250, "do_filter": True, "low_cut_hz": 0.67, "high_cut_hz": 40.0, "filter_order": 2,
+        "do_normalize": True, "flat_lead_threshold": 1e-6, "window_mode": "center", "stride": None,
+        "min_duration": None, "nan_policy": "raise", "allow_missing_leads": False, "padding_value": 0.0,
+        "lead_names": ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"],
+        "padding_side": "right", "return_attention_mask": True,
+    }  # fmt: skip
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(old_settings))
+    extractor = EcgPmaFeatureExtractor.from_pretrained(tmp_path)
+    assert (extractor.filter_type, extractor.normalization, extractor.resample_method) == (
+        "bandpass",
+        "per_lead",
+        "polyphase",
+    )
+    assert not extractor.crop_before_filter and extractor.segment_seconds is None
+    record = shared_data_dir("physionet2021") / "E07501"
+    (window,) = extractor(str(record))["signals"]
+    signal = scipy_signal.resample_poly(wfdb.rdsamp(str(record))[0].T, 1, 2, axis=1)
+    sos = scipy_signal.butter(2, [0.67, 40.0], btype="bandpass", fs=250, output="sos")
+    signal = scipy_signal.sosfiltfilt(sos, signal, axis=1)[:, 125:2375]
+    expected = (signal - signal.mean(axis=1, keepdims=True)) / signal.std(axis=1, keepdims=True)
+    np.testing.assert_allclose(window, expected, atol=1e-5, rtol=0)
