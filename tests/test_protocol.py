@@ -54,9 +54,9 @@ class CountingDataset(EcgTrainingDataset):
         super().__init__(*args, **kwargs)
         self.draws = []
 
-    def __getitem__(self, index):
-        self.draws.append((self.epoch, int(index)))
-        return super().__getitem__(index)
+    def __getitems__(self, indices):  # what the DataLoader calls (and `__getitem__` too)
+        self.draws += [(self.epoch, int(index)) for index in indices]
+        return super().__getitems__(indices)
 
 
 def assert_one_crop_per_record_per_epoch(draws, num_records, epochs):

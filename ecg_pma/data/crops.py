@@ -162,12 +162,22 @@ class EcgTrainingDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        row = self.rows[int(index)]
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """A batch of rows, read from Arrow in one go (what a DataLoader asks for)."""
+        batch = self.rows[[int(index) for index in indices]]
+        return [
+            self._draw(int(index), {key: values[i] for key, values in batch.items()})
+            for i, index in enumerate(indices)
+        ]
+
+    def _draw(self, index: int, row: dict) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.crop:
             extractor = self.feature_extractor
-            (window,) = extractor.windows(row["signal"].T.astype(np.float64), "random", None, rng)
-            window[~row["present_leads"].astype(bool)] = extractor.padding_value
+            (window,) = extractor.windows(np.asarray(row["signal"], dtype=np.float64).T, "random", None, rng)
+            window[~np.asarray(row["present_leads"], dtype=bool)] = extractor.padding_value
             signals = torch.from_numpy(window.astype(np.float32))
         else:
             signals = row["signals"]
