@@ -63,7 +63,7 @@ def handle_short_records(
     needed = required_seconds(feature_extractor)
     durations = record_durations(dataset)
     short = np.flatnonzero(durations < needed)
-    names = [dataset[int(index)]["record_id"] for index in short] if len(short) else []
+    names = dataset.select_columns(["record_id"])[short.tolist()]["record_id"] if len(short) else []
     if not names:
         return dataset, feature_extractor, []
     shown = ", ".join(f"{name} ({durations[index]:g} s)" for name, index in zip(names[:10], short))
