@@ -18,6 +18,7 @@ def add_parser(commands) -> None:
     probe.add_argument("--epochs", type=int, default=100)
     probe.add_argument("--head-type", choices=("linear", "mlp"), default="linear")
     probe.add_argument("--batch-size", type=int, default=64)
+    probe.add_argument("--seed", type=int, default=0, help="seeds every probe's initial weights and batch order")
     probe.set_defaults(handler=run)
 
 
@@ -31,7 +32,13 @@ def run(args: argparse.Namespace) -> int:
     encoder = EcgPmaModel.from_pretrained(args.model)
     splits = {split: windows[split] for split in ("train", "validation", "test") if len(windows[split])}
     probe_layers(
-        encoder, splits, args.output_dir, epochs=args.epochs, head_type=args.head_type, batch_size=args.batch_size
+        encoder,
+        splits,
+        args.output_dir,
+        epochs=args.epochs,
+        head_type=args.head_type,
+        batch_size=args.batch_size,
+        seed=args.seed,
     )
     output = Path(args.output_dir)
     print((output / "layerwise_probe.md").read_text())
