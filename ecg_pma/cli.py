@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import register_auto_classes
 from .commands import COMMANDS
 
 
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    register_auto_classes()  # the commands load and save models through the Auto classes
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError) as error:  # ConversionError is a ValueError

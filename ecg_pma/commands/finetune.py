@@ -1,50 +1,148 @@
-"""`ecg-pma finetune`: linear probing or finetuning with the Trainer."""
+"""
+`ecg-pma finetune`: linear probing or finetuning with the Trainer.
+
+Its options are those of `FinetuneArguments` (ours), the data options every command shares, and every
+`transformers.TrainingArguments` option (`--report_to tensorboard`, `--bf16`, `--gradient_accumulation_steps`,
+`--resume_from_checkpoint`, ...), read with `transformers.HfArgumentParser` as transformers' example scripts do. The
+`TrainingArguments` defaults are the paper's schedule for the chosen `--mode` (`ecg-pma finetune --mode finetune
+--help` shows them). The parser is built only when the subcommand is chosen: importing `TrainingArguments` imports
+torch, which `ecg-pma --help` must not wait for.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .data_arguments import add_data_arguments, load_windows
 
 
+DESCRIPTION = (
+    "Linear probing (--mode probe: encoder frozen, gate and head trained) or finetuning (--mode finetune) of a "
+    "classifier with the Trainer. Every TrainingArguments option is accepted; its defaults are the paper's schedule "
+    "for the mode. The best epoch by validation macro AUROC is kept; results.json, results.md and a model card are "
+    "written to --output_dir."
+)
+
+
+@dataclass
+class FinetuneArguments:
+    """Our own options of `ecg-pma finetune` (beside the data options and `TrainingArguments`)."""
+
+    model: str = field(
+        metadata={"help": "a pre-trained model folder or Hub id (for --mode finetune, usually a probed classifier)"}
+    )
+    mode: Literal["probe", "finetune"] = field(
+        default="probe",
+        metadata={"help": "probe: encoder frozen, gate and head trained; finetune: every weight trained"},
+    )
+    aggregation: Literal["last", "ppa", "pma", "layer"] | None = field(
+        default=None, metadata={"help": "how the head reads the encoder's layers (default: the model's config)"}
+    )
+    aggregation_layer: int | None = field(
+        default=None,
+        metadata={"help": "with --aggregation layer: the block index (negative counts from the end)"},
+    )
+    head_type: Literal["linear", "mlp"] | None = field(
+        default=None, metadata={"help": "the classification head (default: the model's config)"}
+    )
+
+    def __post_init__(self):
+        if self.aggregation == "layer" and self.aggregation_layer is None:
+            raise ValueError("--aggregation layer needs --aggregation_layer (a block index).")
+        if self.aggregation_layer is not None and self.aggregation not in (None, "layer"):
+            raise ValueError(f"--aggregation_layer is used only with --aggregation layer, not {self.aggregation!r}.")
+
+    def check_against(self, config) -> None:
+        """The checks that need the model's config: the layer index must exist. Run before any data is read."""
+        depth = config.num_hidden_layers
+        if self.aggregation_layer is not None and not -depth <= self.aggregation_layer < depth:
+            raise ValueError(
+                f"--aggregation_layer {self.aggregation_layer} is out of range: {self.model} has {depth} layers "
+                f"(use 0..{depth - 1}, or -{depth}..-1 from the end)."
+            )
+
+
 def add_parser(commands) -> None:
-    fine = commands.add_parser("finetune", help="linear probing or finetuning with the Trainer")
-    add_data_arguments(fine)
-    fine.add_argument("--model", required=True, help="a pre-trained (or, for --mode finetune, a probed) model folder")
-    fine.add_argument("--output-dir", required=True)
-    fine.add_argument("--mode", choices=("probe", "finetune"), default="probe")
-    fine.add_argument("--aggregation", choices=("last", "ppa", "pma", "layer"), default=None)
-    fine.add_argument("--aggregation-layer", type=int, default=None)
-    fine.add_argument("--head-type", choices=("linear", "mlp"), default=None)
-    fine.add_argument("--epochs", type=float, default=None, help="default: the paper's 100")
-    fine.add_argument("--batch-size", type=int, default=None)
-    fine.add_argument("--learning-rate", type=float, default=None)
-    fine.add_argument("--seed", type=int, default=None)
-    fine.set_defaults(handler=run)
+    finetune = commands.add_parser("finetune", help="linear probing or finetuning with the Trainer", add_help=False)
+    finetune.parse_known_args = functools.partial(parse_finetune_arguments, prog=finetune.prog)
+
+
+def finetune_argument_parser(mode: str, prog: str | None = None):
+    """`HfArgumentParser` over `FinetuneArguments` and `TrainingArguments` (the paper's defaults for `mode`)."""
+    from transformers import HfArgumentParser
+
+    from ..training.finetune import EcgTrainingArguments, reference_training_settings
+
+    parser = HfArgumentParser((FinetuneArguments, EcgTrainingArguments), prog=prog, description=DESCRIPTION)
+    add_data_arguments(parser)
+    parser.set_defaults(**reference_training_settings(mode))
+    return parser
+
+
+def parse_finetune_arguments(args=None, namespace=None, prog=None) -> tuple[argparse.Namespace, list[str]]:
+    """
+    Parses the subcommand's arguments into `finetune_args` (`FinetuneArguments`), `training_args`
+    (`TrainingArguments`) and `data_args` (the shared data options); unknown arguments are returned for the
+    top-level parser to report. A value out of range is reported as a usage error.
+    """
+    mode_parser = argparse.ArgumentParser(add_help=False)
+    mode_parser.add_argument("--mode", choices=("probe", "finetune"), default="probe")
+    mode = mode_parser.parse_known_args(args)[0].mode
+    parser = finetune_argument_parser(mode, prog)
+    try:
+        finetune_args, training_args, data_args, remaining = parser.parse_args_into_dataclasses(
+            args, return_remaining_strings=True
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    namespace = namespace if namespace is not None else argparse.Namespace()
+    namespace.finetune_args, namespace.training_args, namespace.data_args = finetune_args, training_args, data_args
+    namespace.handler = run
+    return namespace, remaining
 
 
 def run(args: argparse.Namespace) -> int:
+    from transformers import set_seed
+
+    from ..configuration_ecg_pma import EcgPmaConfig
     from ..data import id2label
     from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
-    from ..training.finetune import finetune, load_classifier, reference_training_arguments
+    from ..training.finetune import finetune, load_classifier
 
-    extractor = EcgPmaFeatureExtractor.from_pretrained(args.model)
-    raw, windows = load_windows(args, extractor)
-    model = load_classifier(args.model, id2label(raw), args.aggregation, args.aggregation_layer, args.head_type)
-    overrides = {
-        key: value
-        for key, value in {
-            "num_train_epochs": args.epochs,
-            "per_device_train_batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "seed": args.seed,
-        }.items()
-        if value is not None
-    }
-    training_args = reference_training_arguments(args.mode, args.output_dir, **overrides)
+    options, training_args, data = args.finetune_args, args.training_args, args.data_args
+    options.check_against(EcgPmaConfig.from_pretrained(options.model))
+    extractor = EcgPmaFeatureExtractor.from_pretrained(options.model)
+    raw, windows = load_windows(data, extractor)
+    set_seed(training_args.seed)  # before the classifier exists: its new gate and head follow the seed
+    model = load_classifier(
+        options.model, id2label(raw), options.aggregation, options.aggregation_layer, options.head_type
+    )
+    dataset = {"name": f"{data.data_format} records in {data.data}", "description": describe_data(data)}
     result = finetune(
-        model, windows["train"], windows["validation"], training_args, args.mode, windows["test"], extractor
+        model,
+        windows["train"],
+        windows["validation"],
+        training_args,
+        options.mode,
+        windows["test"],
+        extractor,
+        data_info=dataset,
     )
     print((Path(result.output_dir) / "results.md").read_text())
     return 0
+
+
+def describe_data(data: argparse.Namespace) -> str:
+    """One line for the model card: the format, the label set and where the records came from."""
+    from ..data.simulate import is_simulated_folder
+
+    source = (
+        "simulated ECGs (ecg_pma.data.simulate), not real recordings"
+        if is_simulated_folder(data.data)
+        else (f"WFDB records read from {data.data}")
+    )
+    return f"{source}; format {data.data_format}, label set {data.label_set or 'the format default'}"

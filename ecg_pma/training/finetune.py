@@ -14,12 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file, save_file
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
+
+# The same safetensors + JSON layout as the pre-training checkpoints.
+from .checkpoint import _flatten_optimizer_state, _unflatten_optimizer_state, random_state, set_random_state
 from .collator import EcgDataCollator
 
 
@@ -27,31 +31,31 @@ MODES = ("probe", "finetune")
 BEST_METRIC = "macro_auroc"
 
 
-def reference_training_arguments(mode: str, output_dir: str, **overrides) -> TrainingArguments:
+def reference_training_settings(mode: str) -> dict:
     """
-    The PMA paper's schedules. probe: 100 epochs, batch 64, AdamW lr 1e-3 constant, wd 0.05. finetune: 100 epochs,
-    batch 16, lr 1e-3 x batch / 256, 5 warm-up epochs then cosine, wd 0.05. `overrides` replace any of them.
+    The PMA paper's schedules as `TrainingArguments` values. probe: 100 epochs, batch 64, AdamW lr 1e-3 constant,
+    wd 0.05. finetune: 100 epochs, batch 16, lr 1e-3 x batch / 256, 5 warm-up epochs then cosine, wd 0.05. Both
+    evaluate and checkpoint every epoch and keep the epoch with the best validation macro AUROC.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
     if mode == "probe":
-        defaults = {
+        schedule = {
             "num_train_epochs": 100,
             "per_device_train_batch_size": 64,
             "learning_rate": 1e-3,
             "lr_scheduler_type": "constant",
         }
     else:
-        defaults = {
+        schedule = {
             "num_train_epochs": 100,
             "per_device_train_batch_size": 16,
             "learning_rate": 1e-3 * 16 / 256,
             "lr_scheduler_type": "cosine",
             "warmup_steps": 0.05,  # a ratio: 5 of 100 epochs
         }
-    settings = {
-        **defaults,
-        "output_dir": output_dir,
+    return {
+        **schedule,
         "weight_decay": 0.05,
         "per_device_eval_batch_size": 64,
         "eval_strategy": "epoch",
@@ -59,20 +63,44 @@ def reference_training_arguments(mode: str, output_dir: str, **overrides) -> Tra
         "load_best_model_at_end": True,
         "metric_for_best_model": BEST_METRIC,
         "greater_is_better": True,
-        # Only the model (safetensors) is checkpointed: optimizer / scheduler / RNG files are pickles.
-        "save_only_model": True,
+        # The best and the last checkpoint are kept; `EcgTrainer` writes their optimizer, schedule and random states
+        # as safetensors + JSON, so a run resumes from its last checkpoint without any pickle.
         "save_total_limit": 1,
         "logging_strategy": "epoch",
         "report_to": "none",
         "dataloader_pin_memory": torch.cuda.is_available(),
-        **overrides,
     }
-    return TrainingArguments(**settings)
+
+
+@dataclass
+class EcgTrainingArguments(TrainingArguments):
+    """`TrainingArguments` that refuse, when created, settings that would train nothing or write to a default folder."""
+
+    def __post_init__(self):
+        if self.output_dir is None:
+            raise ValueError("output_dir: give the folder to write the classifier to (--output_dir).")
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise ValueError(f"num_train_epochs must be > 0 (or max_steps > 0), got {self.num_train_epochs}.")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        super().__post_init__()
+
+
+def reference_training_arguments(mode: str, output_dir: str, **overrides) -> EcgTrainingArguments:
+    """`reference_training_settings(mode)` for `output_dir`; `overrides` replace any of them."""
+    return EcgTrainingArguments(**{**reference_training_settings(mode), "output_dir": output_dir, **overrides})
 
 
 class EcgTrainer(Trainer):
-    """A Trainer that drops the last incomplete *training* batch: the MLP head's BatchNorm cannot train on a batch of
-    one. (`dataloader_drop_last` would drop evaluation windows too.)"""
+    """
+    A Trainer that drops the last incomplete *training* batch (the MLP head's BatchNorm cannot train on a batch of
+    one; `dataloader_drop_last` would drop evaluation windows too), and checkpoints its optimizer, learning-rate
+    schedule, gradient scaler and random states as safetensors + JSON (`ecg_pma.training.checkpoint`'s format)
+    instead of the Trainer's `torch.save` pickles, so that `train(resume_from_checkpoint=...)` works without them.
+    """
 
     def get_train_dataloader(self):
         drop_last = self.args.dataloader_drop_last
@@ -81,6 +109,51 @@ class EcgTrainer(Trainer):
             return super().get_train_dataloader()
         finally:
             self.args.dataloader_drop_last = drop_last
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not self.args.should_save:
+            return
+        tensors, meta = _flatten_optimizer_state(self.optimizer.state_dict())
+        save_file(tensors, os.path.join(output_dir, "optimizer.safetensors"))
+        Path(output_dir, "optimizer.json").write_text(json.dumps(meta))
+        Path(output_dir, "scheduler.json").write_text(json.dumps(self.lr_scheduler.state_dict()))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None:
+            return
+        checkpoint = Path(checkpoint)
+        if not (checkpoint / "optimizer.safetensors").exists():
+            raise FileNotFoundError(
+                f"{checkpoint} holds no optimizer state (optimizer.safetensors): it was saved with "
+                "save_only_model, so training cannot resume from it."
+            )
+        meta = json.loads((checkpoint / "optimizer.json").read_text())
+        self.optimizer.load_state_dict(
+            _unflatten_optimizer_state(load_file(checkpoint / "optimizer.safetensors"), meta)
+        )
+        self.lr_scheduler.load_state_dict(json.loads((checkpoint / "scheduler.json").read_text()))
+
+    def _save_scaler(self, output_dir: str) -> None:
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and self.args.should_save:
+            Path(output_dir, "scaler.json").write_text(json.dumps(scaler.state_dict()))
+
+    def _load_scaler(self, checkpoint: str | None) -> None:
+        scaler = getattr(self.accelerator, "scaler", None)
+        if checkpoint is not None and scaler is not None and Path(checkpoint, "scaler.json").exists():
+            scaler.load_state_dict(json.loads(Path(checkpoint, "scaler.json").read_text()))
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        tensors, meta = random_state()
+        save_file(tensors, os.path.join(output_dir, f"random_state_{self.args.process_index}.safetensors"))
+        Path(output_dir, f"random_state_{self.args.process_index}.json").write_text(json.dumps(meta))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is None:
+            return
+        path = Path(checkpoint, f"random_state_{self.args.process_index}.safetensors")
+        if path.exists():
+            set_random_state(load_file(path), json.loads(path.with_suffix(".json").read_text()))
 
 
 class SafetensorsOnlyCallback(TrainerCallback):
@@ -146,13 +219,18 @@ def finetune(
     test_dataset: Dataset | None = None,
     feature_extractor: EcgPmaFeatureExtractor | None = None,
     quiet: bool = False,
+    data_info: dict | None = None,
 ) -> FinetuneResult:
     """
     Trains `model` (`mode="probe"`: encoder frozen, gate and head trained; `"finetune"`: everything) on model-ready
     rows (`signals`, `labels`, `record_id`, as `ecg_pma.data.extract_features` makes them), keeps the checkpoint with
     the best validation macro AUROC, tunes per-label F1 thresholds on validation, scores `test_dataset` with them,
     and saves the model (thresholds in its config), feature extractor, model card and `results.json` / `results.md`
-    to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs.
+    to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs. `data_info` says what
+    the rows are (`name`, `description`, optional Hub `id`) for `results.json` and the model card.
+
+    Set the seed (`transformers.set_seed(training_args.seed)`) before creating `model`: its new gate and head are
+    initialised then. `training_args.resume_from_checkpoint` (a checkpoint folder, or `"last"`) continues a run.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
@@ -177,7 +255,8 @@ def finetune(
     if quiet:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-    trainer.train()
+    resume = training_args.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
 
     trainer.evaluate()  # the best checkpoint, reloaded: its validation scores and tuned thresholds
     validation = validation_metrics.last
@@ -190,36 +269,64 @@ def finetune(
 
     output_dir = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
-        save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args)
+        best_epoch = next(
+            (
+                entry["epoch"]
+                for entry in trainer.state.log_history
+                if entry.get("step") == trainer.state.best_global_step and f"eval_{BEST_METRIC}" in entry
+            ),
+            None,
+        )
+        save_classifier(
+            output_dir, model, feature_extractor, mode, validation, test, training_args, data_info, best_epoch
+        )
     return FinetuneResult(output_dir=str(output_dir), validation=validation, test=test)
 
 
-def save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args) -> None:
+def training_protocol(mode: str, training_args: TrainingArguments, best_epoch: float | None) -> dict:
+    """The settings that produced a classifier's numbers, as its `results.json` and model card list them."""
+    return {
+        "mode": f"{mode} ({'encoder frozen, gate and head trained' if mode == 'probe' else 'every weight trained'})",
+        "epochs": training_args.num_train_epochs,
+        "best epoch (by validation macro AUROC)": best_epoch,
+        "batch size per device": training_args.per_device_train_batch_size,
+        "gradient accumulation steps": training_args.gradient_accumulation_steps,
+        "learning rate": training_args.learning_rate,
+        "schedule": str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
+        "weight decay": training_args.weight_decay,
+        "seed": training_args.seed,
+        "decision thresholds": "per label, maximising F1 on validation",
+    }
+
+
+def save_classifier(
+    output_dir, model, feature_extractor, mode, validation, test, training_args, data_info=None, best_epoch=None
+) -> None:
+    from ..hub import save_shareable
     from ..modelcard import write_model_card
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
     extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(model.config)
-    extractor.save_pretrained(output_dir)
-    results = {"mode": mode, "aggregation": model.config.aggregation, "validation": validation, "test": test}
+    save_shareable(model, extractor, output_dir)
+    labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
+    results = {
+        "mode": mode,
+        "aggregation": model.config.aggregation,
+        "labels": labels,  # the order of every per-label list below
+        "dataset": data_info,
+        "training": training_protocol(mode, training_args, best_epoch),
+        "validation": validation,
+        "test": test,
+    }
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     (output_dir / "results.md").write_text(results_markdown(results, model.config.id2label))
-    headline = {
-        f"{split} {key}": round(scores[key], 4)
-        for split, scores in (("validation", validation), ("test", test))
-        if scores
-        for key in ("macro_auroc", "macro_average_precision", "macro_f1")
-    }
     write_model_card(
         output_dir,
         model.config,
         extractor,
-        training={
-            "mode": mode,
-            "epochs": training_args.num_train_epochs,
-            "learning_rate": training_args.learning_rate,
-        },
-        results=headline,
+        training=results["training"],
+        evaluation={"validation": validation, "test": test},
+        dataset=data_info,
         mean_layer_weights=(test or validation).get("mean_layer_weights"),
     )
 
