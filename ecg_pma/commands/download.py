@@ -9,7 +9,10 @@ def add_parser(commands) -> None:
     download = commands.add_parser(
         "download", help="download a PhysioNet database (WFDB records and metadata) with wfdb"
     )
-    download.add_argument("database", help="a PhysioNet database slug, e.g. challenge-2021, ptb-xl")
+    download.add_argument(
+        "database",
+        help="a PhysioNet database slug (challenge-2021, ptb-xl, ...) or physionet2021-sample (40 real records, 5 MB)",
+    )
     download.add_argument("output_dir")
     download.add_argument(
         "--index-url",
