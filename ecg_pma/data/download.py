@@ -72,6 +72,21 @@ def find_records_by_name(versioned: str, names: list[str]) -> list[str]:
     return [found[name] for name in names]
 
 
+def flatten_records(output_dir: Path, records: list[str]) -> None:
+    """Moves downloaded records (`<folder>/<name>.*`) up into `output_dir`: a sample is one folder of records."""
+    for record in records:
+        folder, name = posixpath.split(record)
+        if not folder:
+            continue
+        for path in (output_dir / folder).glob(f"{name}.*"):
+            path.replace(output_dir / path.name)
+    for folder in sorted({posixpath.split(record)[0] for record in records if "/" in record}, reverse=True):
+        for parent in [output_dir / folder, *(output_dir / folder).parents]:
+            if parent == output_dir or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+
 def download_database(
     database: str,
     output_dir: str | os.PathLike,
@@ -86,7 +101,8 @@ def download_database(
 
     Args:
         database: a PhysioNet slug: `ptb-xl`, `challenge-2021`, or any other database with a `RECORDS` file; or a
-            named sample of `SAMPLES` (`physionet2021-sample`: 40 real challenge records, about 5 MB).
+            named sample of `SAMPLES` (`physionet2021-sample`: 40 real challenge records, about 5 MB, written into
+            `output_dir` itself).
         index_url: the server's file index (default PhysioNet's, `https://physionet.org/files/`).
         records: record names from the database's `RECORDS` file, or `"all"`.
         subset: keep only records whose name starts with this prefix (e.g. `records100` for PTB-XL at 100 Hz).
@@ -115,6 +131,8 @@ def download_database(
             if not records:
                 raise ValueError(f"{database}: no record name starts with {subset!r}.")
         wfdb.dl_database(database, str(output_dir), records=records, annotators=None, overwrite=overwrite)
+        if sample is not None:
+            flatten_records(output_dir, records)
         for name in DATABASES.get(database, []):
             target = output_dir / name
             if overwrite or not target.exists():
