@@ -38,7 +38,7 @@ def workspace(tmp_path_factory):
     assert pretrained.returncode == 0, pretrained.stderr[-3000:]
     probed = ecg_pma(
         "finetune", *data, "--model", root / "pretrained", "--output-dir", root / "probed",
-        "--mode", "probe", "--aggregation", "pma", "--epochs", "2", "--batch-size", "8",
+        "--mode", "probe", "--aggregation", "pma", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
     )  # fmt: skip
     assert probed.returncode == 0, probed.stderr[-3000:]
     assert "| test |" in probed.stdout
