@@ -17,6 +17,11 @@ from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining
 from ecg_pma.cli import build_parser, main
 
 
+@pytest.fixture(autouse=True)
+def _no_progress_bars_left_behind(monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")  # what `main` sets when stderr is not a terminal, undone after the test
+
+
 def parse(*words):
     """(exit code, stdout, stderr) of parsing `words`; exit code None when parsing succeeded."""
     out, err = io.StringIO(), io.StringIO()
