@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU wheel of torch; any other spec may pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-fast quality style clean
+.PHONY: install demo test test-fast test-min quality style clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,20 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# The declared floors are real: a separate environment with every dependency at its lowest allowed version
+# (.ci/floors.py turns `>=X` into `==X`; torch is TORCH_SPEC, the only CPU wheel here), then the fast tests.
+VENV_MIN ?= .venv-min
+test-min: $(VENV_MIN)/.installed
+	$(VENV_MIN)/bin/python -m pytest -m "not slow"
+
+$(VENV_MIN)/.installed: pyproject.toml .ci/floors.py
+	$(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_MIN)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(PYTHON) .ci/floors.py dev > $(VENV_MIN)/floors.txt
+	$(VENV_MIN)/bin/python -m pip install --quiet --prefer-binary -c $(VENV_MIN)/floors.txt -e ".[dev]"
+	touch $@
+
 # Lint and format, as transformers does: `make quality` checks (CI runs it), `make style` fixes.
 quality: install
 	$(BIN)/ruff check .
@@ -35,4 +49,4 @@ style: install
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) $(VENV_MIN) outputs .pytest_cache

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from . import register_auto_classes
 from .commands import COMMANDS
 
 
@@ -20,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not sys.stderr.isatty():  # progress bars would fill a log with one line per refresh
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    register_auto_classes()  # the commands load and save models through the Auto classes
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError) as error:  # ConversionError is a ValueError

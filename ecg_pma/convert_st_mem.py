@@ -15,9 +15,13 @@ from pathlib import Path
 
 import torch
 
+from . import register_auto_classes
 from .configuration_ecg_pma import SIGNAL_PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig
 from .feature_extraction_ecg_pma import ST_MEM_PREPROCESSING, EcgPmaFeatureExtractor
 from .modeling_ecg_pma import EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
+
+
+register_auto_classes()  # the converted models are saved with their code and auto_map
 
 
 # ST-MEM splits attention into heads of 64 dimensions; the head count is not stored in the tensors.

@@ -10,12 +10,31 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, HfApi
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForSequenceClassification
 
+from . import register_auto_classes
 from .modelcard import write_model_card
 from .pipeline_ecg_pma import EcgClassificationPipeline
 
 
+register_auto_classes()  # saving writes the code, auto_map and custom_pipelines of registered classes only
+
 # Files beside the weights that travel with them when present.
 EXTRA_FILES = ("results.json", "results.md", "onnx_export.json", "layerwise_probe.md", "layerwise_probe.png")
+
+
+def save_shareable(model, feature_extractor, output_dir: str | Path) -> None:
+    """
+    Saves a model and its feature extractor as a folder that loads without this package: safetensors weights, the
+    configuration / modeling / feature-extraction code with `auto_map`, and for classifiers the `ecg-classification`
+    pipeline code with `custom_pipelines` in the config, so that `pipeline("ecg-classification", model=output_dir,
+    trust_remote_code=True)` works on the folder exactly as on a pushed repository.
+    """
+    if model.config.architectures is None:
+        model.config.architectures = [type(model).__name__]
+    if "Classification" in model.config.architectures[0]:
+        EcgClassificationPipeline(model=model, feature_extractor=feature_extractor).save_pretrained(output_dir)
+    else:
+        model.save_pretrained(output_dir)
+        feature_extractor.save_pretrained(output_dir)
 
 
 def stage_model(
@@ -30,34 +49,32 @@ def stage_model(
     config = AutoConfig.from_pretrained(model_dir)
     extractor = AutoFeatureExtractor.from_pretrained(model_dir)
     is_classifier = any("Classification" in name for name in (config.architectures or []))
-    if is_classifier:
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-        EcgClassificationPipeline(model=model, feature_extractor=extractor).save_pretrained(staging_dir)
-    else:
-        model = AutoModel.from_pretrained(model_dir)
-        model.save_pretrained(staging_dir)
-        extractor.save_pretrained(staging_dir)
+    model_class = AutoModelForSequenceClassification if is_classifier else AutoModel
+    model = model_class.from_pretrained(model_dir)
+    save_shareable(model, extractor, staging_dir)
     for name in EXTRA_FILES:
         if (model_dir / name).exists():
             shutil.copy(model_dir / name, staging_dir / name)
     for onnx_file in model_dir.glob("*.onnx"):
         shutil.copy(onnx_file, staging_dir / onnx_file.name)
 
-    results = json.loads((model_dir / "results.json").read_text()) if (model_dir / "results.json").exists() else None
+    results = json.loads((model_dir / "results.json").read_text()) if (model_dir / "results.json").exists() else {}
     onnx = (
         json.loads((model_dir / "onnx_export.json").read_text()) if (model_dir / "onnx_export.json").exists() else None
     )
-    scores = (results or {}).get("test") or (results or {}).get("validation")
+    scores = results.get("test") or results.get("validation") or {}
+    # The same card as the local one (training, data, every split's results), plus the repo id, datasets and ONNX.
     write_model_card(
         staging_dir,
         model.config,
         extractor,
-        results=scores,
-        mean_layer_weights=(scores or {}).get("mean_layer_weights"),
+        training=results.get("training"),
+        evaluation={split: results.get(split) for split in ("validation", "test")},
+        dataset=results.get("dataset"),
+        mean_layer_weights=scores.get("mean_layer_weights"),
         repo_id=repo_id,
         datasets=datasets,
         onnx=onnx,
-        split="test" if (results or {}).get("test") else "validation",
     )
     return staging_dir
 

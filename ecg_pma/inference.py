@@ -25,6 +25,16 @@ class RecordPrediction:
     num_windows: int
 
 
+def require_classifier(config, source) -> None:
+    """Refuses, in plain words, a folder that holds a pre-trained model rather than a trained classifier."""
+    architectures = config.architectures or []
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise ValueError(
+            f"{source} is not a classifier ({', '.join(architectures) or 'no architecture in its config'}): it is a "
+            f"pre-trained model without a trained head. Train one first: ecg-pma finetune --model {source} ..."
+        )
+
+
 def autocast_context(dtype: str, device: torch.device):
     """bf16 autocast (CPU or GPU) or nothing for fp32."""
     if dtype not in DTYPES:

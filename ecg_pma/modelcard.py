@@ -8,6 +8,55 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "ecg_pma_card_template.md"
+CARD_METRICS = ("macro_auroc", "macro_average_precision", "macro_f1", "accuracy")
+SPLITS = ("validation", "test")
+
+
+def evaluation_results(evaluation: dict[str, dict], dataset: dict | None) -> list[EvalResult]:
+    """One `EvalResult` per split and metric of `evaluation` (split -> scores), for the card's `model-index`."""
+    dataset = dataset or {}
+    dataset_type = dataset.get("id") or "ecg"
+    return [
+        EvalResult(
+            task_type="ecg-classification",
+            task_name="Multi-label ECG classification",
+            dataset_type=dataset_type,
+            dataset_name=dataset.get("name") or dataset_type,
+            dataset_split=split,
+            metric_type=name,
+            metric_name=name.replace("_", " "),
+            metric_value=round(float(scores[name]), 4),
+        )
+        for split, scores in evaluation.items()
+        if scores
+        for name in CARD_METRICS
+        if name in scores
+    ]
+
+
+def preprocessing_table(feature_extractor) -> dict[str, str]:
+    """What the saved feature extractor does to a record, as the card lists it."""
+    per_window = feature_extractor.normalization == "per_window"
+    preprocessing = {
+        "leads": ", ".join(feature_extractor.lead_names),
+        "sampling_rate": feature_extractor.sampling_rate,
+        "resampling": feature_extractor.resample_method,
+        "window": f"{feature_extractor.signal_length} samples ({feature_extractor.signal_length / feature_extractor.sampling_rate:g} s)",
+        "filter": filter_description(feature_extractor),
+        "normalisation": (
+            ("z-score over all leads and samples of each window" if per_window else "per-lead z-score of each window")
+            if feature_extractor.do_normalize
+            else "none"
+        ),
+        "evaluation windows": {
+            "n_crop": f"{feature_extractor.num_crops} equally spaced crops, averaged",
+            "center": "one centred window",
+            "random": "one random window",
+        }.get(feature_extractor.window_mode, "sliding windows, averaged"),
+    }
+    if feature_extractor.segment_seconds:
+        preprocessing["segments"] = f"records cut into {feature_extractor.segment_seconds:g} s segments first"
+    return preprocessing
 
 
 def build_model_card(
@@ -20,33 +69,30 @@ def build_model_card(
     datasets: list[str] | None = None,
     onnx: dict | None = None,
     split: str = "test",
+    evaluation: dict[str, dict] | None = None,
+    dataset: dict | None = None,
+    base_model: str | None = None,
 ) -> ModelCard:
     """
-    A card describing the model, its preprocessing, aggregation and (when given) training, results (also as
-    `model-index` metadata), datasets and ONNX export. The Hub has no ECG task, so `pipeline_tag` is left unset and
-    the custom `ecg-classification` pipeline is named in the tags.
+    A card describing the model, its preprocessing, aggregation and (when given) training, data, results, ONNX export.
+
+    Args:
+        training: the protocol (mode, epochs, learning rate, batch size, seed, ...), listed under "Training".
+        evaluation: split -> scores (as `results.json` holds them); every split's headline metrics go into the table
+            and into the `model-index` metadata, each under its own split.
+        results: scores of one split (`split`), for callers that have only one; `evaluation` supersedes it.
+        dataset: what produced the numbers: `name`, `description` (e.g. "simulated ECGs"), optional Hub `id`.
+        datasets / base_model: Hub ids for the metadata (`base_model` only when the pre-trained weights are on the Hub).
+    The Hub has no ECG task, so `pipeline_tag` is left unset and the custom `ecg-classification` pipeline is named in
+    the tags.
     """
     is_classifier = bool(config.architectures) and "Classification" in config.architectures[0]
-    results = results or {}
-    metrics = {
-        key: value
-        for key, value in results.items()
-        if key in ("macro_auroc", "macro_average_precision", "macro_f1", "accuracy")
-    }
-    dataset_name = (datasets or ["ecg"])[0]
-    eval_results = [
-        EvalResult(
-            task_type="ecg-classification",
-            task_name="Multi-label ECG classification",
-            dataset_type=dataset_name,
-            dataset_name=dataset_name,
-            dataset_split=split,
-            metric_type=name,
-            metric_name=name.replace("_", " "),
-            metric_value=round(float(value), 4),
-        )
-        for name, value in metrics.items()
-    ]
+    evaluation = {name: scores for name, scores in (evaluation or {split: results or {}}).items() if scores}
+    dataset = dict(dataset or {})
+    if datasets and not dataset.get("id"):
+        dataset["id"] = datasets[0]
+    model_id = repo_id or (Path(config._name_or_path).name if config._name_or_path else None) or "ecg-pma-model"
+    eval_results = evaluation_results(evaluation, dataset)
     card_data = ModelCardData(
         library_name="transformers",
         license="mit",
@@ -57,42 +103,28 @@ def build_model_card(
             else ["masked-modeling", config.pretraining_aggregation]
         ),
         datasets=datasets,
-        model_name=repo_id or "ecg-pma model",
+        base_model=base_model,
+        model_name=model_id,
         eval_results=eval_results or None,
     )
-    per_window = getattr(feature_extractor, "normalization", "per_lead") == "per_window"
-    preprocessing = {
-        "leads": ", ".join(feature_extractor.lead_names),
-        "sampling_rate": feature_extractor.sampling_rate,
-        "resampling": getattr(feature_extractor, "resample_method", "polyphase"),
-        "window": f"{feature_extractor.signal_length} samples ({feature_extractor.signal_length / feature_extractor.sampling_rate:g} s)",
-        "filter": filter_description(feature_extractor),
-        "normalisation": (
-            ("z-score over all leads and samples of each window" if per_window else "per-lead z-score of each window")
-            if feature_extractor.do_normalize
-            else "none"
-        ),
-        "evaluation windows": {
-            "n_crop": f"{getattr(feature_extractor, 'num_crops', 3)} equally spaced crops, averaged",
-            "center": "one centred window",
-            "random": "one random window",
-        }.get(feature_extractor.window_mode, "sliding windows, averaged"),
-    }
-    if getattr(feature_extractor, "segment_seconds", None):
-        preprocessing["segments"] = f"records cut into {feature_extractor.segment_seconds:g} s segments first"
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
-        model_id=repo_id or "ecg-pma model",
-        repo_id=repo_id or "path/to/model",
+        model_id=model_id,
+        # Where the card lives decides what `from_pretrained` is given: the repo id, or the folder the card is in.
+        repo_id=repo_id or "path/to/this/folder",
         architecture=(config.architectures or ["EcgPmaModel"])[0],
         config=config,
         is_classifier=is_classifier,
-        preprocessing=preprocessing,
+        preprocessing=preprocessing_table(feature_extractor),
         training=training or {},
-        results={key: round(float(value), 4) for key, value in metrics.items()}
-        or {key: value for key, value in results.items() if isinstance(value, (int, float, str))},
-        split=split,
+        dataset=dataset,
+        evaluation={
+            name: {key: round(float(scores[key]), 4) for key in CARD_METRICS if key in scores}
+            | {"num_records": scores.get("num_records")}
+            for name, scores in evaluation.items()
+        },
+        metrics=CARD_METRICS,
         mean_layer_weights=mean_layer_weights,
         onnx=onnx,
     )

@@ -42,6 +42,53 @@ def _seed():
     torch.manual_seed(0)
 
 
+# Folders the suite may write in the repository: interpreter and tool caches, virtual environments.
+NOT_GUARDED = ("__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".git")
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file below `root` (outside `NOT_GUARDED` folders, virtual environments and egg-info) -> (mtime, size)."""
+    files = {}
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [
+            name
+            for name in subfolders
+            if name not in NOT_GUARDED and not name.startswith(".venv") and not name.endswith(".egg-info")
+        ]
+        for name in names:
+            path = Path(folder, name)
+            try:
+                stat = path.lstat()
+            except FileNotFoundError:  # removed while walking
+                continue
+            files[str(path.relative_to(root))] = (stat.st_mtime_ns, stat.st_size)
+    return files
+
+
+def written_since(before: dict[str, tuple[int, int]], root: Path) -> list[str]:
+    """Files below `root` created or changed since `before` was taken (deletions of files are listed too)."""
+    after = snapshot_tree(root)
+    changed = [path for path, stamp in after.items() if before.get(path) != stamp]
+    return sorted(changed + [path for path in before if path not in after])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_written_into_the_repository():
+    """
+    Tests write only under pytest's temporary folders: the suite fails if it created, changed or removed any file of
+    the repository tree (ignored ones such as outputs/ included, so a user's results are never overwritten).
+    """
+    before = snapshot_tree(REPO_ROOT)
+    yield
+    written = written_since(before, REPO_ROOT)
+    if written:
+        pytest.fail(
+            f"The test suite wrote into the repository tree {REPO_ROOT} (tests must write under tmp_path): "
+            + ", ".join(written[:20])
+            + (f" and {len(written) - 20} more" if len(written) > 20 else "")
+        )
+
+
 BLOCK_PACKAGE = """
 import sys
 sys.modules["ecg_pma"] = None  # only the code saved next to the weights may be used here

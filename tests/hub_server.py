@@ -47,6 +47,44 @@ def _empty_commit() -> str:
     return hashlib.sha1(b"empty").hexdigest()
 
 
+def _model_index_errors(metadata: dict) -> list[str]:
+    """
+    The Hub's rules for `model-index` (hub-docs modelcard.md): a list of models, each with a `name` and `results`;
+    every result with `task.type`, `dataset.type` and `dataset.name`, and metrics each with a `type` and a `value`.
+    `base_model` must be repo ids. Also what `huggingface_hub` needs to read it back (`model_index_to_eval_results`).
+    """
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    errors = []
+    base_models = metadata.get("base_model", [])
+    for base_model in [base_models] if isinstance(base_models, str) else base_models:
+        if not isinstance(base_model, str) or base_model.count("/") > 1 or base_model.startswith(("/", ".")):
+            errors.append(f"base_model {base_model!r} is not a repo id")
+    if "model-index" not in metadata:
+        return errors
+    models = metadata["model-index"]
+    if not isinstance(models, list) or not models:
+        return [*errors, "model-index must be a non-empty list"]
+    for model in models:
+        if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+            errors.append("model-index[].name must be a string")
+            continue
+        for result in model.get("results") or []:
+            for path in ("task.type", "dataset.type", "dataset.name"):
+                outer, inner = path.split(".")
+                if not isinstance((result.get(outer) or {}).get(inner), str):
+                    errors.append(f"model-index[].results[].{path} must be a string")
+            metrics = result.get("metrics")
+            if not metrics or any(not isinstance(m.get("type"), str) or m.get("value") is None for m in metrics):
+                errors.append("model-index[].results[].metrics[] need a type and a value")
+    if not errors:
+        try:
+            model_index_to_eval_results(models)
+        except (KeyError, TypeError, ValueError) as error:
+            errors.append(f"model-index cannot be read: {error!r}")
+    return errors
+
+
 class HubHandler(BaseHTTPRequestHandler):
     state: HubState  # set on the subclass made by `serve`
 
@@ -85,12 +123,12 @@ class HubHandler(BaseHTTPRequestHandler):
     def do_POST(self):
         path = urlparse(self.path).path
         self.state.requests.append(("POST", path))
+        if path == "/api/validate-yaml":  # open to anyone, as on the Hub
+            return self._validate_yaml(json.loads(self._body()))
         if not self._authorized():
             return self._json(401, {"error": "Invalid credentials"})
         if path == "/api/repos/create":
             return self._create_repo(json.loads(self._body()))
-        if path == "/api/validate-yaml":
-            return self._validate_yaml(json.loads(self._body()))
         if path.startswith("/api/models/"):
             rest = path[len("/api/models/") :]
             for marker, handler in (
@@ -154,6 +192,7 @@ class HubHandler(BaseHTTPRequestHandler):
             for key in ("tags", "datasets"):
                 if key in metadata and not isinstance(metadata[key], list):
                     errors.append({"message": f"{key} must be a list"})
+            errors += [{"message": message} for message in _model_index_errors(metadata)]
         return self._json(400 if errors else 200, {"errors": errors, "warnings": []})
 
     def _branch(self, repo_id: str, branch: str):

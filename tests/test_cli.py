@@ -38,10 +38,12 @@ def workspace(tmp_path_factory):
     assert pretrained.returncode == 0, pretrained.stderr[-3000:]
     probed = ecg_pma(
         "finetune", *data, "--model", root / "pretrained", "--output-dir", root / "probed",
-        "--mode", "probe", "--aggregation", "pma", "--epochs", "2", "--batch-size", "8",
+        "--mode", "probe", "--aggregation", "pma", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
     )  # fmt: skip
     assert probed.returncode == 0, probed.stderr[-3000:]
     assert "| test |" in probed.stdout
+    # stderr is not a terminal here: no progress bars (one line per refresh in a log) and no colour codes
+    assert "Writing model shards" not in probed.stderr and "\x1b[" not in probed.stderr
     return root, data
 
 
@@ -111,4 +113,6 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     # the simulated classes are learnable: the PMA probe is far better than chance
     assert summary["probe_macro_auroc"]["pma"]["test"] > 0.65
     assert (tmp_path / "probe-pma" / "model.safetensors").exists()
+    card = (tmp_path / "probe-pma" / "README.md").read_text()
+    assert "simulated 12-lead ECGs" in card and "not real recordings" in card
     print(result.stdout)

@@ -48,7 +48,10 @@ def trained_model(tmp_path_factory):
     args = reference_training_arguments(
         "probe", str(root / "model"), num_train_epochs=2, per_device_train_batch_size=8
     )
-    finetune(model, windows["train"], windows["validation"], args, "probe", windows["test"], extractor, quiet=True)
+    data_info = {"name": "PhysioNet/CinC Challenge 2021 sample", "description": "40 real WFDB records"}
+    finetune(
+        model, windows["train"], windows["validation"], args, "probe", windows["test"], extractor, True, data_info
+    )
     export = cli("export-onnx", root / "model", root / "model" / "model.onnx")
     assert export.returncode == 0, export.stderr[-3000:]
     return root / "model"
@@ -142,7 +145,9 @@ print(json.dumps({"pipeline": classify(record, top_k=3), "module": type(model)._
 
 
 @pytest.mark.slow
-def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model):
+def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model, monkeypatch):
+    import huggingface_hub
+
     record = str(shared_data_dir("physionet2021") / "JS20002")
     with LocalHub(TOKEN) as hub:
         env = {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN}
@@ -176,13 +181,13 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model):
 
         (tmp_path / "README.md").write_bytes(files["README.md"])
         card = ModelCard.load(tmp_path / "README.md")
-        results = json.loads((trained_model / "results.json").read_text())["test"]
         assert card.data.library_name == "transformers"
         assert card.data.datasets == ["physionet-challenge-2021"]
         assert {"ecg", "ecg-classification", "pma"} <= set(card.data.tags)
-        reported = {r.metric_type: r.metric_value for r in card.data.eval_results}
-        assert reported["macro_auroc"] == pytest.approx(results["macro_auroc"], abs=1e-4)
-        assert all(r.dataset_split == "test" for r in card.data.eval_results)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)
+        card.validate()  # the server's metadata check (tests/hub_server.py), model-index included
+        check_card_matches_results(card, trained_model)
+        assert card.data.eval_results[0].dataset_type == "physionet-challenge-2021"
         for text in (
             "| sampling_rate | 100 |",
             "per-lead z-score",
@@ -221,6 +226,73 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model):
         np.testing.assert_allclose(np.load(tmp_path / logits_file), expected, rtol=1e-6, atol=1e-6)
         assert run["module"].startswith("transformers_modules")
         assert [entry["label"] for entry in run["pipeline"]] == [entry["label"] for entry in online["pipeline"]]
+
+
+def check_card_matches_results(card, model_dir):
+    """The card's model-index holds every split's headline metrics, equal to results.json, and names the data."""
+    results = json.loads((model_dir / "results.json").read_text())
+    reported = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert {split for split, _ in reported} == {"validation", "test"}
+    for split in ("validation", "test"):
+        for metric in ("macro_auroc", "macro_average_precision", "macro_f1", "accuracy"):
+            assert reported[(split, metric)] == pytest.approx(results[split][metric], abs=1e-4), (split, metric)
+    assert all(r.dataset_name == "PhysioNet/CinC Challenge 2021 sample" for r in card.data.eval_results)
+    for text in (
+        "## Training data and protocol",
+        "Data: **PhysioNet/CinC Challenge 2021 sample**: 40 real WFDB records.",
+        f"- seed: {results['training']['seed']}",
+        "- decision thresholds: per label, maximising F1 on validation",
+        f"| validation | {results['validation']['num_records']} | {round(results['validation']['macro_auroc'], 4)} |",
+        f"| test | {results['test']['num_records']} | {round(results['test']['macro_auroc'], 4)} |",
+    ):
+        assert text in card.text, text
+
+
+@pytest.mark.slow
+def test_a_locally_saved_classifier_works_as_its_card_says_in_a_fresh_process(tmp_path, trained_model):
+    config = json.loads((trained_model / "config.json").read_text())
+    assert config["custom_pipelines"]["ecg-classification"]["impl"] == "pipeline_ecg_pma.EcgClassificationPipeline"
+    assert (trained_model / "pipeline_ecg_pma.py").exists()
+    card = ModelCard.load(trained_model / "README.md")
+    # the card's pipeline snippet, pointed at this folder and a real record, run where ecg_pma cannot be imported
+    snippet = next(block for block in card.text.split("```python")[1:] if "pipeline(" in block).split("```")[0]
+    assert 'pipeline("ecg-classification", model="path/to/this/folder", trust_remote_code=True)' in snippet
+    record = str(shared_data_dir("physionet2021") / "JS20002")
+    script = snippet.replace("path/to/this/folder", str(trained_model)).replace("path/to/wfdb_record", record)
+    script = script.replace('classify("', 'print(json.dumps(classify("').replace('")  #', '", top_k=3)))  #')
+    result = run_without_package(tmp_path, "import json\n" + script)
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    with torch.no_grad():
+        expected = torch.sigmoid(torch.as_tensor(local_logits(trained_model, record))).mean(dim=0)
+    labels = EcgPmaForSequenceClassification.from_pretrained(trained_model).config.id2label
+    top = sorted(range(len(expected)), key=lambda index: -float(expected[index]))[:3]
+    assert [entry["label"] for entry in scores] == [labels[index] for index in top]
+    assert scores[0]["score"] == pytest.approx(float(expected[top[0]]), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_the_local_card_validates_and_carries_model_index(trained_model, monkeypatch):
+    import huggingface_hub
+
+    card = ModelCard.load(trained_model / "README.md")
+    with LocalHub(TOKEN) as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)
+        card.validate()
+        assert ("POST", "/api/validate-yaml") in hub.state.requests
+    check_card_matches_results(card, trained_model)
+    assert card.data.base_model is None and card.data.license == "mit"
+
+
+def test_the_server_refuses_a_malformed_model_index(tmp_path):
+    from hub_server import _model_index_errors
+
+    text = "---\nlicense: mit\nmodel-index:\n- name: x\n  results:\n  - task: {}\n---\n# x\n"
+    with pytest.raises(ValueError, match="model_index"):  # huggingface_hub refuses to read it, and so does the server
+        ModelCard(text)
+    assert "model-index[].results[].task.type must be a string" in _model_index_errors(
+        {"model-index": [{"name": "x", "results": [{"task": {}}]}]}
+    )
+    assert _model_index_errors({"base_model": "../local/folder"}) == ["base_model '../local/folder' is not a repo id"]
 
 
 def run_with_env(tmp_path, env, *args):

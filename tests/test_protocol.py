@@ -265,7 +265,8 @@ def test_cli_trains_on_random_crops_and_reports_the_dropped_record(tmp_path, cha
     assert saved["training_windows"].startswith("one random crop per record per epoch")
     probed = ecg_pma(
         "finetune", *data, "--model", tmp_path / "pretrained", "--output-dir", tmp_path / "probed", "--mode", "probe",
-        "--aggregation", "pma", "--probe-gate", "frozen", "--augment", "--epochs", "1", "--batch-size", "8",
+        "--aggregation", "pma", "--probe-gate", "frozen", "--augment", "--num_train_epochs", "1",
+        "--per_device_train_batch_size", "8",
         "--single-class-auroc", "half",
     )  # fmt: skip
     assert probed.returncode == 0, probed.stderr[-3000:]

@@ -1,5 +1,6 @@
 """README.md stays true: its Python examples run as written, and its command lines parse."""
 
+import os
 import re
 import shlex
 import subprocess
@@ -23,12 +24,29 @@ def test_readme_has_the_two_commands():
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
 
 
+@pytest.fixture
+def checkout(tmp_path):
+    """
+    A folder where the README's relative paths resolve as in a user's clone after `ecg-pma download
+    physionet2021-sample data/physionet2021-sample` (the same 40 records, from ../shared/data), so that what the
+    examples write (outputs/...) stays under tmp_path.
+    """
+    root = tmp_path / "clone"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "physionet2021-sample").symlink_to(shared_data_dir("physionet2021"), target_is_directory=True)
+    return root
+
+
+def run_in(checkout, *args):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, *args], cwd=checkout, capture_output=True, text=True, timeout=600, env=env)
+
+
 @pytest.mark.slow
-def test_python_examples_run_in_order():
-    shared_data_dir("physionet2021")
-    script = "\n\n".join(blocks("python"))
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+def test_python_examples_run_in_order(checkout):
+    result = run_in(checkout, "-c", "\n\n".join(blocks("python")))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (checkout / "outputs" / "my-model" / "model.safetensors").exists()
 
 
 def command_lines():
@@ -51,13 +69,20 @@ def test_every_ecg_pma_command_line_in_the_readme_parses():
         parser.parse_args(words)
 
 
+def test_the_readme_says_where_its_data_comes_from():
+    lines = [" ".join(words) for words in command_lines()]
+    assert "download physionet2021-sample data/physionet2021-sample" in lines
+    assert any(line.startswith("simulate ") for line in lines)
+    assert "../shared/data" not in "".join(blocks("python") + blocks("bash"))
+
+
 @pytest.mark.slow
-def test_training_command_lines_run_on_the_challenge_records(tmp_path):
-    shared_data_dir("physionet2021")
+def test_training_command_lines_run_on_the_challenge_records(checkout):
     runnable = [
         words
         for words in command_lines()
-        if "../shared/data/physionet2021" in " ".join(words) or words[0] == "export-onnx"
+        if words[0] not in ("download", "simulate")
+        and ("data/physionet2021-sample" in " ".join(words) or words[0] == "export-onnx")
     ]
     assert [words[0] for words in runnable] == [
         "pretrain",
@@ -68,7 +93,6 @@ def test_training_command_lines_run_on_the_challenge_records(tmp_path):
         "export-onnx",
     ]
     for words in runnable:
-        result = subprocess.run(
-            [sys.executable, "-m", "ecg_pma.cli", *words], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
-        )
+        result = run_in(checkout, "-m", "ecg_pma.cli", *words)
         assert result.returncode == 0, (words, result.stderr[-3000:])
+    assert (checkout / "outputs" / "cli-probed" / "pipeline_ecg_pma.py").exists()

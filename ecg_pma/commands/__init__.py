@@ -14,8 +14,21 @@ from . import (
     pretrain,
     probe_layers,
     push,
+    simulate,
 )
 
 
 # The order in which `ecg-pma --help` lists them.
-COMMANDS = (demo, pretrain, finetune, probe_layers, predict, evaluate, push, export_onnx, convert_st_mem, download)
+COMMANDS = (
+    demo,
+    pretrain,
+    finetune,
+    probe_layers,
+    predict,
+    evaluate,
+    push,
+    export_onnx,
+    convert_st_mem,
+    download,
+    simulate,
+)

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..data import FORMATS
+# `ecg_pma.data.FORMATS`, written out so that building the parser imports no data library (tests/test_cli.py checks
+# that the two agree).
+DATA_FORMATS = ("ptbxl", "physionet2021", "wfdb")
 
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="root folder of the records")
-    parser.add_argument("--data-format", choices=FORMATS, default="ptbxl", help="layout of --data (default: ptbxl)")
+    parser.add_argument(
+        "--data-format", choices=DATA_FORMATS, default="ptbxl", help="layout of --data (default: ptbxl)"
+    )
     parser.add_argument(
         "--label-set",
         default=None,

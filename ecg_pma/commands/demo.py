@@ -16,6 +16,7 @@ def add_parser(commands) -> None:
     demo.add_argument("--num-records", type=int, default=320)
     demo.add_argument("--pretrain-steps", type=int, default=800)
     demo.add_argument("--probe-epochs", type=int, default=20)
+    demo.add_argument("--seed", type=int, default=0, help="seeds the simulator, the weights and the batch order")
     demo.set_defaults(handler=run)
 
 
@@ -28,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
         num_records=args.num_records,
         pretrain_steps=args.pretrain_steps,
         probe_epochs=args.probe_epochs,
+        seed=args.seed,
     )
     return 0

@@ -6,12 +6,13 @@ import argparse
 
 
 def add_parser(commands) -> None:
-    from ..data import DATABASES
-
     download = commands.add_parser(
         "download", help="download a PhysioNet database (WFDB records and metadata) with wfdb"
     )
-    download.add_argument("database", help=f"a PhysioNet database slug, e.g. {', '.join(sorted(DATABASES))}")
+    download.add_argument(
+        "database",
+        help="a PhysioNet database slug (challenge-2021, ptb-xl, ...) or physionet2021-sample (40 real records, 5 MB)",
+    )
     download.add_argument("output_dir")
     download.add_argument(
         "--index-url",

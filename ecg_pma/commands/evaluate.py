@@ -22,12 +22,20 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification, Trainer, TrainingArguments
+    from transformers import (
+        AutoConfig,
+        AutoFeatureExtractor,
+        AutoModelForSequenceClassification,
+        Trainer,
+        TrainingArguments,
+    )
 
     from ..data import id2label
+    from ..inference import require_classifier
     from ..training.collator import EcgDataCollator
     from ..training.finetune import RecordMetrics
 
+    require_classifier(AutoConfig.from_pretrained(args.model), args.model)
     model = AutoModelForSequenceClassification.from_pretrained(args.model)
     extractor = AutoFeatureExtractor.from_pretrained(args.model)
     raw, windows = load_windows(args, extractor)
@@ -46,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
             compute_metrics=metrics,
         )
         trainer.predict(split)
-    result = {"model": args.model, "split": args.split, **metrics.last}
+    names = [model.config.id2label[index] for index in range(model.config.num_labels)]
+    result = {"model": args.model, "split": args.split, "labels": names, **metrics.last}
     text = json.dumps(result, indent=2)
     if args.output:
         Path(args.output).write_text(text)

@@ -1,84 +1,176 @@
-"""`ecg-pma finetune`: linear probing or finetuning with the Trainer."""
+"""
+`ecg-pma finetune`: linear probing or finetuning with the Trainer.
+
+Its options are those of `FinetuneArguments` (ours), the data options every command shares, and every
+`transformers.TrainingArguments` option (`--report_to tensorboard`, `--bf16`, `--gradient_accumulation_steps`,
+`--resume_from_checkpoint`, ...), read with `transformers.HfArgumentParser` as transformers' example scripts do. The
+`TrainingArguments` defaults are the paper's schedule for the chosen `--mode` (`ecg-pma finetune --mode finetune
+--help` shows them). The parser is built only when the subcommand is chosen: importing `TrainingArguments` imports
+torch, which `ecg-pma --help` must not wait for.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .data_arguments import add_data_arguments, add_training_data_arguments, load_training_data
 
 
-def add_parser(commands) -> None:
-    fine = commands.add_parser("finetune", help="linear probing or finetuning with the Trainer")
-    add_data_arguments(fine)
-    add_training_data_arguments(fine)
-    fine.add_argument("--model", required=True, help="a pre-trained (or, for --mode finetune, a probed) model folder")
-    fine.add_argument("--output-dir", required=True)
-    fine.add_argument("--mode", choices=("probe", "finetune"), default="probe")
-    fine.add_argument("--aggregation", choices=("last", "ppa", "pma", "layer"), default=None)
-    fine.add_argument("--aggregation-layer", type=int, default=None)
-    fine.add_argument("--head-type", choices=("linear", "mlp"), default=None)
-    fine.add_argument("--epochs", type=float, default=None, help="default: the paper's 100")
-    fine.add_argument("--batch-size", type=int, default=None)
-    fine.add_argument("--learning-rate", type=float, default=None)
-    fine.add_argument("--seed", type=int, default=None)
-    fine.add_argument(
-        "--probe-gate",
-        choices=("train", "frozen"),
+DESCRIPTION = (
+    "Linear probing (--mode probe: encoder frozen, gate and head trained) or finetuning (--mode finetune) of a "
+    "classifier with the Trainer. Every TrainingArguments option is accepted; its defaults are the paper's schedule "
+    "for the mode. The best epoch by validation macro AUROC is kept; results.json, results.md and a model card are "
+    "written to --output_dir."
+)
+
+
+@dataclass
+class FinetuneArguments:
+    """Our own options of `ecg-pma finetune` (beside the data options and `TrainingArguments`)."""
+
+    model: str = field(
+        metadata={"help": "a pre-trained model folder or Hub id (for --mode finetune, usually a probed classifier)"}
+    )
+    mode: Literal["probe", "finetune"] = field(
+        default="probe",
+        metadata={"help": "probe: encoder frozen, gate and head trained; finetune: every weight trained"},
+    )
+    aggregation: Literal["last", "ppa", "pma", "layer"] | None = field(
+        default=None, metadata={"help": "how the head reads the encoder's layers (default: the model's config)"}
+    )
+    aggregation_layer: int | None = field(
+        default=None,
+        metadata={"help": "with --aggregation layer: the block index (negative counts from the end)"},
+    )
+    head_type: Literal["linear", "mlp"] | None = field(
+        default=None, metadata={"help": "the classification head (default: the model's config)"}
+    )
+    probe_gate: Literal["train", "frozen"] = field(
         default="train",
-        help="--mode probe with PMA: train the gate with the head (default), or keep it at its uniform start, as the "
-        "PMA authors' probing optimizer (head parameters only) does",
+        metadata={
+            "help": "--mode probe with PMA: train the gate with the head (default), or keep it at its uniform start, "
+            "as the PMA authors' probing optimizer (head parameters only) does"
+        },
     )
-    fine.add_argument(
-        "--augment",
-        action="store_true",
-        help="ST-MEM's finetuning RandAugment on training crops (2 of shift, cutout, drop, flip, erase, sine, "
-        "partial sine, partial white noise; level 10; p 0.5)",
+    augment: bool = field(
+        default=False,
+        metadata={
+            "help": "ST-MEM's finetuning RandAugment on training crops (2 of shift, cutout, drop, flip, erase, sine, "
+            "partial sine, partial white noise; level 10; p 0.5)"
+        },
     )
-    fine.add_argument(
-        "--single-class-auroc",
-        choices=("exclude", "half"),
+    single_class_auroc: Literal["exclude", "half"] = field(
         default="exclude",
-        help="macro AUROC for a label with one class in a split: leave it out (default) or count it as 0.5 (the PMA "
-        "authors' convention)",
+        metadata={
+            "help": "macro AUROC for a label with one class in a split: leave it out (default) or count it as 0.5 "
+            "(the PMA authors' convention)"
+        },
     )
-    fine.set_defaults(handler=run)
+
+    def __post_init__(self):
+        if self.aggregation == "layer" and self.aggregation_layer is None:
+            raise ValueError("--aggregation layer needs --aggregation_layer (a block index).")
+        if self.aggregation_layer is not None and self.aggregation not in (None, "layer"):
+            raise ValueError(f"--aggregation_layer is used only with --aggregation layer, not {self.aggregation!r}.")
+
+    def check_against(self, config) -> None:
+        """The checks that need the model's config: the layer index must exist. Run before any data is read."""
+        depth = config.num_hidden_layers
+        if self.aggregation_layer is not None and not -depth <= self.aggregation_layer < depth:
+            raise ValueError(
+                f"--aggregation_layer {self.aggregation_layer} is out of range: {self.model} has {depth} layers "
+                f"(use 0..{depth - 1}, or -{depth}..-1 from the end)."
+            )
+
+
+def add_parser(commands) -> None:
+    finetune = commands.add_parser("finetune", help="linear probing or finetuning with the Trainer", add_help=False)
+    finetune.parse_known_args = functools.partial(parse_finetune_arguments, prog=finetune.prog)
+
+
+def finetune_argument_parser(mode: str, prog: str | None = None):
+    """`HfArgumentParser` over `FinetuneArguments` and `TrainingArguments` (the paper's defaults for `mode`)."""
+    from transformers import HfArgumentParser
+
+    from ..training.finetune import EcgTrainingArguments, reference_training_settings
+
+    parser = HfArgumentParser((FinetuneArguments, EcgTrainingArguments), prog=prog, description=DESCRIPTION)
+    add_data_arguments(parser)
+    add_training_data_arguments(parser)
+    parser.set_defaults(**reference_training_settings(mode))
+    return parser
+
+
+def parse_finetune_arguments(args=None, namespace=None, prog=None) -> tuple[argparse.Namespace, list[str]]:
+    """
+    Parses the subcommand's arguments into `finetune_args` (`FinetuneArguments`), `training_args`
+    (`TrainingArguments`) and `data_args` (the shared data options); unknown arguments are returned for the
+    top-level parser to report. A value out of range is reported as a usage error.
+    """
+    mode_parser = argparse.ArgumentParser(add_help=False)
+    mode_parser.add_argument("--mode", choices=("probe", "finetune"), default="probe")
+    mode = mode_parser.parse_known_args(args)[0].mode
+    parser = finetune_argument_parser(mode, prog)
+    try:
+        finetune_args, training_args, data_args, remaining = parser.parse_args_into_dataclasses(
+            args, return_remaining_strings=True
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    namespace = namespace if namespace is not None else argparse.Namespace()
+    namespace.finetune_args, namespace.training_args, namespace.data_args = finetune_args, training_args, data_args
+    namespace.handler = run
+    return namespace, remaining
 
 
 def run(args: argparse.Namespace) -> int:
+    from transformers import set_seed
+
+    from ..configuration_ecg_pma import EcgPmaConfig
     from ..data import id2label
     from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
     from ..training.augmentation import RandAugment
-    from ..training.finetune import finetune, load_classifier, reference_training_arguments
+    from ..training.finetune import finetune, load_classifier
 
-    extractor = EcgPmaFeatureExtractor.from_pretrained(args.model)
-    seed = args.seed if args.seed is not None else 42  # the Trainer's default seed
-    augment = RandAugment() if args.augment else None
-    raw, windows, protocol = load_training_data(args, extractor, augment=augment, seed=seed)
+    options, training_args, data = args.finetune_args, args.training_args, args.data_args
+    options.check_against(EcgPmaConfig.from_pretrained(options.model))
+    extractor = EcgPmaFeatureExtractor.from_pretrained(options.model)
+    augment = RandAugment() if options.augment else None
+    raw, windows, protocol = load_training_data(data, extractor, augment=augment, seed=training_args.seed)
     protocol["augmentation"] = repr(augment) if augment else "none"
-    model = load_classifier(args.model, id2label(raw), args.aggregation, args.aggregation_layer, args.head_type)
-    overrides = {
-        key: value
-        for key, value in {
-            "num_train_epochs": args.epochs,
-            "per_device_train_batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "seed": args.seed,
-        }.items()
-        if value is not None
-    }
-    training_args = reference_training_arguments(args.mode, args.output_dir, **overrides)
+    set_seed(training_args.seed)  # before the classifier exists: its new gate and head follow the seed
+    model = load_classifier(
+        options.model, id2label(raw), options.aggregation, options.aggregation_layer, options.head_type
+    )
+    dataset = {"name": f"{data.data_format} records in {data.data}", "description": describe_data(data)}
     result = finetune(
         model,
         windows["train"],
         windows["validation"],
         training_args,
-        args.mode,
+        options.mode,
         windows["test"],
         extractor,
-        probe_gate=args.probe_gate,
-        single_class_auroc=args.single_class_auroc,
+        probe_gate=options.probe_gate,
+        single_class_auroc=options.single_class_auroc,
         protocol=protocol,
+        data_info=dataset,
     )
     print((Path(result.output_dir) / "results.md").read_text())
     return 0
+
+
+def describe_data(data: argparse.Namespace) -> str:
+    """One line for the model card: the format, the label set and where the records came from."""
+    from ..data.simulate import is_simulated_folder
+
+    source = (
+        "simulated ECGs (ecg_pma.data.simulate), not real recordings"
+        if is_simulated_folder(data.data)
+        else (f"WFDB records read from {data.data}")
+    )
+    return f"{source}; format {data.data_format}, label set {data.label_set or 'the format default'}"

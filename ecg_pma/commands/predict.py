@@ -23,10 +23,11 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForSequenceClassification
 
-    from ..inference import decision_thresholds, predict_records
+    from ..inference import decision_thresholds, predict_records, require_classifier
 
+    require_classifier(AutoConfig.from_pretrained(args.model, trust_remote_code=args.trust_remote_code), args.model)
     model = AutoModelForSequenceClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     extractor = AutoFeatureExtractor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     predictions = predict_records(

@@ -26,6 +26,7 @@ def add_parser(commands) -> None:
         "--probe-gate", choices=("train", "frozen"), default="train", help="the PMA probe's gate, as in finetune"
     )
     probe.add_argument("--batch-size", type=int, default=64)
+    probe.add_argument("--seed", type=int, default=0, help="seeds every probe's initial weights and batch order")
     probe.set_defaults(handler=run)
 
 
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         head_type=args.head_type,
         batch_size=args.batch_size,
         probe_gate=args.probe_gate,
+        seed=args.seed,
     )
     output = Path(args.output_dir)
     print((output / "layerwise_probe.md").read_text())

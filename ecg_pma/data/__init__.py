@@ -1,7 +1,7 @@
 """ECG datasets as `datasets.DatasetDict`: PTB-XL, the PhysioNet 2020/2021 challenge databases, any WFDB folder."""
 
 from .crops import EcgTrainingDataset, build_training_splits, handle_short_records, prepare_records
-from .download import DATABASES, download_database
+from .download import DATABASES, SAMPLES, download_database
 from .physionet2021 import SCORED_SNOMED, load_physionet2021
 from .preprocessing import extract_features
 from .ptbxl import load_ptbxl
@@ -11,6 +11,7 @@ from .wfdb_folder import load_wfdb_folder
 
 __all__ = [
     "DATABASES",
+    "SAMPLES",
     "SCORED_SNOMED",
     "EcgTrainingDataset",
     "build_training_splits",

@@ -16,6 +16,17 @@ DATABASES = {
     "ptb-xl": ["ptbxl_database.csv", "scp_statements.csv"],
     "challenge-2021": [],
 }
+# Small real samples: name -> (PhysioNet slug, record names). The records are looked up by name in the database's
+# RECORDS lists, wherever its folders put them. physionet2021-sample: 40 records of the 2021 challenge's training set
+# (CC BY 4.0), 15 Georgia, 10 PTB-XL and 15 Ningbo, the records of torch_ecg's sample data.
+SAMPLES = {
+    "physionet2021-sample": (
+        "challenge-2021",
+        [f"E{n:05d}" for n in range(7500, 7515)]
+        + [f"HR{n:05d}" for n in range(6000, 6010)]
+        + [f"JS{n:05d}" for n in range(20000, 20015)],
+    ),
+}
 
 
 @contextlib.contextmanager
@@ -40,6 +51,42 @@ def physionet_index(index_url: str | None):
         wfdb_download.PN_CONTENT_URL = previous_content
 
 
+def find_records_by_name(versioned: str, names: list[str]) -> list[str]:
+    """
+    The paths of `names` in the RECORDS list of `versioned` (`<slug>/<version>`), descending into the folders it
+    lists (lines ending with `/`, as in databases split into sub-folders). Raises if any name is not found.
+    """
+    wanted, found = set(names), {}
+    folders = [""]
+    while folders and len(found) < len(wanted):
+        folder = folders.pop(0)
+        for line in wfdb.get_record_list(posixpath.join(versioned, folder).rstrip("/")):
+            path = posixpath.join(folder, line.strip())
+            if path.endswith("/"):
+                folders.append(path)
+            elif posixpath.basename(path) in wanted:
+                found[posixpath.basename(path)] = path
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise ValueError(f"{versioned}: records {missing} are not in its RECORDS lists.")
+    return [found[name] for name in names]
+
+
+def flatten_records(output_dir: Path, records: list[str]) -> None:
+    """Moves downloaded records (`<folder>/<name>.*`) up into `output_dir`: a sample is one folder of records."""
+    for record in records:
+        folder, name = posixpath.split(record)
+        if not folder:
+            continue
+        for path in (output_dir / folder).glob(f"{name}.*"):
+            path.replace(output_dir / path.name)
+    for folder in sorted({posixpath.split(record)[0] for record in records if "/" in record}, reverse=True):
+        for parent in [output_dir / folder, *(output_dir / folder).parents]:
+            if parent == output_dir or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+
 def download_database(
     database: str,
     output_dir: str | os.PathLike,
@@ -53,12 +100,17 @@ def download_database(
     `output_dir`, with `wfdb.dl_database`.
 
     Args:
-        database: a PhysioNet slug: `ptb-xl`, `challenge-2021`, or any other database with a `RECORDS` file.
+        database: a PhysioNet slug: `ptb-xl`, `challenge-2021`, or any other database with a `RECORDS` file; or a
+            named sample of `SAMPLES` (`physionet2021-sample`: 40 real challenge records, about 5 MB, written into
+            `output_dir` itself).
         index_url: the server's file index (default PhysioNet's, `https://physionet.org/files/`).
         records: record names from the database's `RECORDS` file, or `"all"`.
         subset: keep only records whose name starts with this prefix (e.g. `records100` for PTB-XL at 100 Hz).
     Returns the folder holding the database, ready for the loaders.
     """
+    sample = SAMPLES.get(database)
+    if sample is not None:
+        database, names = sample
     if not database or "/" in database:
         raise ValueError(f"Give a PhysioNet database slug such as {sorted(DATABASES)}, not {database!r}.")
     output_dir = Path(output_dir)
@@ -71,12 +123,16 @@ def download_database(
                 f"Database {database!r} not found at {wfdb_download.PN_CONTENT_URL} ({type(error).__name__}: {error})."
             ) from error
         versioned = posixpath.join(database, version)
+        if sample is not None:
+            records = find_records_by_name(versioned, names)
         if subset is not None:
             names = wfdb.get_record_list(versioned) if records == "all" else records
             records = [name for name in names if name.startswith(subset)]
             if not records:
                 raise ValueError(f"{database}: no record name starts with {subset!r}.")
         wfdb.dl_database(database, str(output_dir), records=records, annotators=None, overwrite=overwrite)
+        if sample is not None:
+            flatten_records(output_dir, records)
         for name in DATABASES.get(database, []):
             target = output_dir / name
             if overwrite or not target.exists():

@@ -119,7 +119,7 @@ def build_splits(
             gen_kwargs={"rows": rows, "num_leads": num_leads},
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             num_proc=num_proc if num_proc and num_proc > 1 and len(rows) >= num_proc else None,
-            split=datasets.Split.TRAIN,
+            split=datasets.NamedSplit(split),  # names the progress bar ("Generating validation split")
         )
     return DatasetDict(splits)
 
@@ -141,8 +141,8 @@ def check_missing(paths: dict[str, str], missing: str, what: str) -> list[str]:
         shown = ", ".join(f"{record_id} ({paths[record_id]}.hea)" for record_id in absent[:5])
         more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
         raise FileNotFoundError(
-            f"{what}: {len(absent)} record(s) listed but not on disk: {shown}{more}. Download them, or pass "
-            "missing='skip' to leave them out."
+            f"{what}: {len(absent)} record(s) listed but not on disk: {shown}{more}. Download them, or leave them "
+            "out with --skip-missing (Python: missing='skip')."
         )
     if absent:
         datasets.logging.get_logger(__name__).warning(

@@ -9,6 +9,7 @@ It is a teaching signal, not a clinical model: classes differ in the textbook fe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import numpy as np
 from ..configuration_ecg_pma import STANDARD_LEAD_NAMES
 
 
+# Written beside the records, so that models trained on them can say that their data was simulated.
+SIMULATED_MARKER = "simulated.json"
 LABELS = ("atrial_fibrillation", "tachycardia", "bradycardia", "wide_qrs", "inverted_t")
 RHYTHMS = ("sinus", "atrial_fibrillation", "tachycardia", "bradycardia")
 
@@ -102,7 +105,7 @@ def write_simulated_dataset(
 ) -> Path:
     """
     Writes `num_records` WFDB records (`sim00000.hea/.dat`, 16-bit) and `labels.csv` (record, labels separated by
-    `;`, split 80/10/10) into `output_dir`, ready for `load_wfdb_folder(output_dir, labels_csv=...)`.
+    `;`, split 80/10/10) and `simulated.json` (the settings) into `output_dir`, ready for `load_wfdb_folder(output_dir, labels_csv=...)`.
     """
     import wfdb
 
@@ -131,4 +134,11 @@ def write_simulated_dataset(
         split = "train" if group < 8 else ("validation" if group == 8 else "test")
         rows.append(f"{name},{';'.join(labels)},{split}")
     (output_dir / "labels.csv").write_text("\n".join(rows) + "\n")
+    settings = {"simulator": __name__, "num_records": num_records, "seed": seed, "sampling_rate": sampling_rate}
+    (output_dir / SIMULATED_MARKER).write_text(json.dumps(settings, indent=2) + "\n")
     return output_dir
+
+
+def is_simulated_folder(folder: str | Path) -> bool:
+    """Whether `folder` was written by `write_simulated_dataset` (it leaves `simulated.json` beside the records)."""
+    return (Path(folder) / SIMULATED_MARKER).exists()

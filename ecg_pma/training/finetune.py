@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file, save_file
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -21,6 +22,9 @@ from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..metrics import load_ecg_multilabel
 from ..modelcard import card_protocol
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
+
+# The same safetensors + JSON layout as the pre-training checkpoints.
+from .checkpoint import _flatten_optimizer_state, _unflatten_optimizer_state, random_state, set_random_state
 from .collator import EcgDataCollator
 
 
@@ -29,31 +33,31 @@ PROBE_GATES = ("train", "frozen")
 BEST_METRIC = "macro_auroc"
 
 
-def reference_training_arguments(mode: str, output_dir: str, **overrides) -> TrainingArguments:
+def reference_training_settings(mode: str) -> dict:
     """
-    The PMA paper's schedules. probe: 100 epochs, batch 64, AdamW lr 1e-3 constant, wd 0.05. finetune: 100 epochs,
-    batch 16, lr 1e-3 x batch / 256, 5 warm-up epochs then cosine, wd 0.05. `overrides` replace any of them.
+    The PMA paper's schedules as `TrainingArguments` values. probe: 100 epochs, batch 64, AdamW lr 1e-3 constant,
+    wd 0.05. finetune: 100 epochs, batch 16, lr 1e-3 x batch / 256, 5 warm-up epochs then cosine, wd 0.05. Both
+    evaluate and checkpoint every epoch and keep the epoch with the best validation macro AUROC.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
     if mode == "probe":
-        defaults = {
+        schedule = {
             "num_train_epochs": 100,
             "per_device_train_batch_size": 64,
             "learning_rate": 1e-3,
             "lr_scheduler_type": "constant",
         }
     else:
-        defaults = {
+        schedule = {
             "num_train_epochs": 100,
             "per_device_train_batch_size": 16,
             "learning_rate": 1e-3 * 16 / 256,
             "lr_scheduler_type": "cosine",
             "warmup_steps": 0.05,  # a ratio: 5 of 100 epochs
         }
-    settings = {
-        **defaults,
-        "output_dir": output_dir,
+    return {
+        **schedule,
         "weight_decay": 0.05,
         "per_device_eval_batch_size": 64,
         "eval_strategy": "epoch",
@@ -61,20 +65,44 @@ def reference_training_arguments(mode: str, output_dir: str, **overrides) -> Tra
         "load_best_model_at_end": True,
         "metric_for_best_model": BEST_METRIC,
         "greater_is_better": True,
-        # Only the model (safetensors) is checkpointed: optimizer / scheduler / RNG files are pickles.
-        "save_only_model": True,
+        # The best and the last checkpoint are kept; `EcgTrainer` writes their optimizer, schedule and random states
+        # as safetensors + JSON, so a run resumes from its last checkpoint without any pickle.
         "save_total_limit": 1,
         "logging_strategy": "epoch",
         "report_to": "none",
         "dataloader_pin_memory": torch.cuda.is_available(),
-        **overrides,
     }
-    return TrainingArguments(**settings)
+
+
+@dataclass
+class EcgTrainingArguments(TrainingArguments):
+    """`TrainingArguments` that refuse, when created, settings that would train nothing or write to a default folder."""
+
+    def __post_init__(self):
+        if self.output_dir is None:
+            raise ValueError("output_dir: give the folder to write the classifier to (--output_dir).")
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise ValueError(f"num_train_epochs must be > 0 (or max_steps > 0), got {self.num_train_epochs}.")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        super().__post_init__()
+
+
+def reference_training_arguments(mode: str, output_dir: str, **overrides) -> EcgTrainingArguments:
+    """`reference_training_settings(mode)` for `output_dir`; `overrides` replace any of them."""
+    return EcgTrainingArguments(**{**reference_training_settings(mode), "output_dir": output_dir, **overrides})
 
 
 class EcgTrainer(Trainer):
-    """A Trainer that drops the last incomplete *training* batch: the MLP head's BatchNorm cannot train on a batch of
-    one. (`dataloader_drop_last` would drop evaluation windows too.)"""
+    """
+    A Trainer that drops the last incomplete *training* batch (the MLP head's BatchNorm cannot train on a batch of
+    one; `dataloader_drop_last` would drop evaluation windows too), and checkpoints its optimizer, learning-rate
+    schedule, gradient scaler and random states as safetensors + JSON (`ecg_pma.training.checkpoint`'s format)
+    instead of the Trainer's `torch.save` pickles, so that `train(resume_from_checkpoint=...)` works without them.
+    """
 
     def get_train_dataloader(self):
         drop_last = self.args.dataloader_drop_last
@@ -83,6 +111,51 @@ class EcgTrainer(Trainer):
             return super().get_train_dataloader()
         finally:
             self.args.dataloader_drop_last = drop_last
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not self.args.should_save:
+            return
+        tensors, meta = _flatten_optimizer_state(self.optimizer.state_dict())
+        save_file(tensors, os.path.join(output_dir, "optimizer.safetensors"))
+        Path(output_dir, "optimizer.json").write_text(json.dumps(meta))
+        Path(output_dir, "scheduler.json").write_text(json.dumps(self.lr_scheduler.state_dict()))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None:
+            return
+        checkpoint = Path(checkpoint)
+        if not (checkpoint / "optimizer.safetensors").exists():
+            raise FileNotFoundError(
+                f"{checkpoint} holds no optimizer state (optimizer.safetensors): it was saved with "
+                "save_only_model, so training cannot resume from it."
+            )
+        meta = json.loads((checkpoint / "optimizer.json").read_text())
+        self.optimizer.load_state_dict(
+            _unflatten_optimizer_state(load_file(checkpoint / "optimizer.safetensors"), meta)
+        )
+        self.lr_scheduler.load_state_dict(json.loads((checkpoint / "scheduler.json").read_text()))
+
+    def _save_scaler(self, output_dir: str) -> None:
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and self.args.should_save:
+            Path(output_dir, "scaler.json").write_text(json.dumps(scaler.state_dict()))
+
+    def _load_scaler(self, checkpoint: str | None) -> None:
+        scaler = getattr(self.accelerator, "scaler", None)
+        if checkpoint is not None and scaler is not None and Path(checkpoint, "scaler.json").exists():
+            scaler.load_state_dict(json.loads(Path(checkpoint, "scaler.json").read_text()))
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        tensors, meta = random_state()
+        save_file(tensors, os.path.join(output_dir, f"random_state_{self.args.process_index}.safetensors"))
+        Path(output_dir, f"random_state_{self.args.process_index}.json").write_text(json.dumps(meta))
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is None:
+            return
+        path = Path(checkpoint, f"random_state_{self.args.process_index}.safetensors")
+        if path.exists():
+            set_random_state(load_file(path), json.loads(path.with_suffix(".json").read_text()))
 
 
 class SafetensorsOnlyCallback(TrainerCallback):
@@ -169,6 +242,7 @@ def finetune(
     probe_gate: str = "train",
     single_class_auroc: str = "exclude",
     protocol: dict | None = None,
+    data_info: dict | None = None,
 ) -> FinetuneResult:
     """
     Trains `model` (`mode="probe"`: encoder frozen, head trained, PMA gate trained or not by `probe_gate`;
@@ -182,6 +256,10 @@ def finetune(
     so the gate keeps its initialisation (here: uniform weights, i.e. PPA). `single_class_auroc` is the macro AUROC
     convention for a label with one class in a split (`"exclude"` it, or count it as `"half"` = 0.5, the authors').
     `protocol` (the data choices: windows, short records, label set, ...) is written into the results and the card.
+    `data_info` says what the rows are (`name`, `description`, optional Hub `id`) for `results.json` and the card.
+
+    Set the seed (`transformers.set_seed(training_args.seed)`) before creating `model`: its new gate and head are
+    initialised then. `training_args.resume_from_checkpoint` (a checkpoint folder, or `"last"`) continues a run.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
@@ -217,7 +295,8 @@ def finetune(
     if quiet:
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-    trainer.train()
+    resume = training_args.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
 
     trainer.evaluate()  # the best checkpoint, reloaded: its validation scores and tuned thresholds
     validation = validation_metrics.last
@@ -237,45 +316,83 @@ def finetune(
         "macro_auroc_single_class_labels": single_class_auroc,
     }
     if trainer.is_world_process_zero():
-        save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args, protocol)
+        best_epoch = next(
+            (
+                entry["epoch"]
+                for entry in trainer.state.log_history
+                if entry.get("step") == trainer.state.best_global_step and f"eval_{BEST_METRIC}" in entry
+            ),
+            None,
+        )
+        save_classifier(
+            output_dir,
+            model,
+            feature_extractor,
+            mode,
+            validation,
+            test,
+            training_args,
+            data_info,
+            best_epoch,
+            protocol,
+        )
     return FinetuneResult(output_dir=str(output_dir), validation=validation, test=test)
 
 
+def training_protocol(mode: str, training_args: TrainingArguments, best_epoch: float | None) -> dict:
+    """The settings that produced a classifier's numbers, as its `results.json` and model card list them."""
+    return {
+        "mode": f"{mode} ({'encoder frozen' if mode == 'probe' else 'every weight trained'})",
+        "epochs": training_args.num_train_epochs,
+        "best epoch (by validation macro AUROC)": best_epoch,
+        "batch size per device": training_args.per_device_train_batch_size,
+        "gradient accumulation steps": training_args.gradient_accumulation_steps,
+        "learning rate": training_args.learning_rate,
+        "schedule": str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
+        "weight decay": training_args.weight_decay,
+        "seed": training_args.seed,
+        "decision thresholds": "per label, maximising F1 on validation",
+    }
+
+
 def save_classifier(
-    output_dir, model, feature_extractor, mode, validation, test, training_args, protocol=None
+    output_dir,
+    model,
+    feature_extractor,
+    mode,
+    validation,
+    test,
+    training_args,
+    data_info=None,
+    best_epoch=None,
+    protocol=None,
 ) -> None:
+    from ..hub import save_shareable
     from ..modelcard import write_model_card
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
     extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(model.config)
-    extractor.save_pretrained(output_dir)
+    save_shareable(model, extractor, output_dir)
+    labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
     results = {
         "mode": mode,
         "aggregation": model.config.aggregation,
+        "labels": labels,  # the order of every per-label list below
+        "dataset": data_info,
+        "training": training_protocol(mode, training_args, best_epoch),
         "protocol": protocol or {},
         "validation": validation,
         "test": test,
     }
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     (output_dir / "results.md").write_text(results_markdown(results, model.config.id2label))
-    headline = {
-        f"{split} {key}": round(scores[key], 4)
-        for split, scores in (("validation", validation), ("test", test))
-        if scores
-        for key in ("macro_auroc", "macro_average_precision", "macro_f1")
-    }
     write_model_card(
         output_dir,
         model.config,
         extractor,
-        training={
-            "mode": mode,
-            "epochs": training_args.num_train_epochs,
-            "learning_rate": training_args.learning_rate,
-            **card_protocol(protocol),
-        },
-        results=headline,
+        training={**results["training"], **card_protocol(protocol)},
+        evaluation={"validation": validation, "test": test},
+        dataset=data_info,
         mean_layer_weights=(test or validation).get("mean_layer_weights"),
     )
 

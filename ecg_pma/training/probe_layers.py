@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +19,29 @@ from datasets import Dataset
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
+from transformers.utils import logging
 
 from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaClassificationHead, EcgPmaLayerAggregator, EcgPmaModel
 
 
+logger = logging.get_logger(__name__)
+# Config entries that do not change what the encoder computes.
+_CONFIG_KEYS_NOT_HASHED = ("_name_or_path", "transformers_version", "architectures", "auto_map")
+
+
 @dataclass
 class LayerCache:
-    """Encoder outputs of one split: `layer_representations (N, depth, hidden)`, `input_representation (N, hidden)`."""
+    """
+    Encoder outputs of one split: `layer_representations (N, depth, hidden)`, `input_representation (N, hidden)`.
+    `key` says what produced them (see `layer_cache_key`); it is saved with the tensors.
+    """
 
     layer_representations: torch.Tensor
     input_representation: torch.Tensor
     labels: torch.Tensor
     record_ids: list[str]
+    key: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -42,7 +53,7 @@ class LayerCache:
                 "labels": self.labels.contiguous(),
             },
             path,
-            metadata={"record_ids": json.dumps(self.record_ids)},
+            metadata={"record_ids": json.dumps(self.record_ids), "key": json.dumps(self.key, sort_keys=True)},
         )
 
     @classmethod
@@ -51,8 +62,52 @@ class LayerCache:
 
         tensors = load_file(path)
         with safe_open(str(path), framework="pt") as handle:
-            record_ids = json.loads(handle.metadata()["record_ids"])
-        return cls(tensors["layer_representations"], tensors["input_representation"], tensors["labels"], record_ids)
+            metadata = handle.metadata()
+        return cls(
+            tensors["layer_representations"],
+            tensors["input_representation"],
+            tensors["labels"],
+            json.loads(metadata["record_ids"]),
+            json.loads(metadata.get("key", "{}")),
+        )
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes and bytes) and of the config entries that shape its output."""
+    hasher = hashlib.sha256()
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _CONFIG_KEYS_NOT_HASHED}
+    hasher.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        hasher.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        hasher.update(tensor.view(torch.uint8).numpy())
+    return hasher.hexdigest()
+
+
+def layer_cache_key(model_hash: str, dataset: Dataset, split: str) -> dict:
+    """
+    What a split's layer cache depends on: the encoder (`model_fingerprint`), the rows (the dataset's fingerprint,
+    which `datasets` derives from the source files and every transform applied, extractor settings and label set
+    included) and the split.
+    """
+    return {"model": model_hash, "dataset": dataset._fingerprint, "num_rows": len(dataset), "split": split}
+
+
+def load_or_encode(
+    encoder: EcgPmaModel, dataset: Dataset, path: Path, split: str, model_hash: str, batch_size: int = 64
+) -> LayerCache:
+    """The split's cache at `path` when it was made from this encoder and these rows; else encodes and saves anew."""
+    key = layer_cache_key(model_hash, dataset, split)
+    if path.exists():
+        cache = LayerCache.load(path)
+        if cache.key == key:
+            return cache
+        changed = sorted(name for name in key if cache.key.get(name) != key[name])
+        logger.warning(f"{path} was made from another {' / '.join(changed)}; encoding the {split} split again.")
+    cache = encode_layers(encoder, dataset, batch_size=batch_size, desc=f"Encoding {split}")
+    cache.key = key
+    cache.save(path)
+    return cache
 
 
 @torch.no_grad()  # not inference_mode: the cached tensors are trained on afterwards
@@ -171,20 +226,20 @@ def probe_layers(
     probe_gate: str = "train",
 ) -> list[dict]:
     """
-    The study: `splits` holds `train`, `validation` and optionally `test` (model-ready rows). Writes `layer_cache/`,
+    The study: `splits` holds `train`, `validation` and optionally `test` (model-ready rows). Writes `layer_cache/`
+    (reused only when made from the same encoder weights and the same rows, see `layer_cache_key`),
     `layerwise_probe.json`, `layerwise_probe.md` and `layerwise_probe.png` to `output_dir`; returns the table rows.
     `head_type` defaults to the encoder config's, the head `finetune --mode probe` trains; `probe_gate` as there.
     """
     head_type = head_type or encoder.config.head_type
     output_dir = Path(output_dir)
-    caches = {}
-    for split, dataset in splits.items():
-        path = output_dir / "layer_cache" / f"{split}.safetensors"
-        if path.exists():
-            caches[split] = LayerCache.load(path)
-        else:
-            caches[split] = encode_layers(encoder, dataset, batch_size=batch_size, desc=f"Encoding {split}")
-            caches[split].save(path)
+    model_hash = model_fingerprint(encoder)
+    caches = {
+        split: load_or_encode(
+            encoder, dataset, output_dir / "layer_cache" / f"{split}.safetensors", split, model_hash, batch_size
+        )
+        for split, dataset in splits.items()
+    }
     num_labels = caches["train"].labels.shape[1]
     depth = encoder.config.num_hidden_layers
     candidates = [(f"layer {layer + 1}", "layer", layer) for layer in range(depth)] + [
@@ -209,7 +264,8 @@ def probe_layers(
 
     (output_dir / "layerwise_probe.json").write_text(json.dumps(rows, indent=2))
     write_table(rows, output_dir / "layerwise_probe.md")
-    plot_layers(rows, output_dir / "layerwise_probe.png")
+    records = {split: len(set(cache.record_ids)) for split, cache in caches.items()}
+    plot_layers(rows, output_dir / "layerwise_probe.png", head_type=head_type, num_records=records)
     return rows
 
 
@@ -225,7 +281,11 @@ def write_table(rows: list[dict], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def plot_layers(rows: list[dict], path: Path) -> None:
+def plot_layers(
+    rows: list[dict], path: Path, head_type: str = "linear", num_records: dict[str, int] | None = None
+) -> None:
+    """The study's figure: one point per layer, PPA and PMA as lines, chance (AUROC 0.5) dotted; the title names the
+    head and the number of records of each split."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,11 +297,18 @@ def plot_layers(rows: list[dict], path: Path) -> None:
     axes.plot([row["layer"] for row in layers], [row[key] for row in layers], marker="o", label="single layer")
     for row, style in zip([row for row in rows if row["layer"] is None], ("--", "-.")):
         axes.axhline(row[key], linestyle=style, color="C1" if row["probe"] == "PPA" else "C2", label=row["probe"])
+    axes.axhline(0.5, linestyle=":", color="grey", label="chance")
     axes.set_xlabel("encoder layer")
     axes.set_ylabel(key.replace("_", " "))
     axes.set_xticks([row["layer"] for row in layers])
-    axes.set_title("Linear probe per layer vs mixture of layers")
+    title = (
+        f"{head_type.upper() if head_type == 'mlp' else head_type.capitalize()} probe per layer vs mixture of layers"
+    )
+    if num_records:
+        title += "\n" + ", ".join(f"{split}: {count} records" for split, count in num_records.items())
+    axes.set_title(title)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    # The title is kept in the PNG's metadata too, where a reader (or a test) finds it without looking.
+    figure.savefig(path, dpi=120, metadata={"Title": title.replace("\n", "; ")})
     plt.close(figure)
