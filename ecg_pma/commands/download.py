@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .argument_types import output_directory
+
 
 def add_parser(commands) -> None:
     from ..data import DATABASES
@@ -12,7 +14,7 @@ def add_parser(commands) -> None:
         "download", help="download a PhysioNet database (WFDB records and metadata) with wfdb"
     )
     download.add_argument("database", help=f"a PhysioNet database slug, e.g. {', '.join(sorted(DATABASES))}")
-    download.add_argument("output_dir")
+    download.add_argument("output_dir", type=output_directory)
     download.add_argument(
         "--index-url",
         default=None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .argument_types import positive_int
+
 
 def add_parser(commands) -> None:
     predict = commands.add_parser("predict", help="per-label probabilities and layer weights for WFDB records")
@@ -12,7 +14,7 @@ def add_parser(commands) -> None:
     predict.add_argument("records", nargs="+", help="WFDB record paths (with or without .hea)")
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=positive_int, default=32)
     predict.add_argument(
         "--compile",
         action="store_true",

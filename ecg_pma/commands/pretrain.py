@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from .argument_types import (
+    existing_directory,
+    non_negative_float,
+    non_negative_int,
+    output_directory,
+    positive_float,
+    positive_int,
+)
 from .data_arguments import add_data_arguments, load_windows
 
 
@@ -12,26 +20,28 @@ def add_parser(commands) -> None:
 
     pre = commands.add_parser("pretrain", help="masked-modeling pre-training with Accelerate (last or IPA)")
     add_data_arguments(pre)
-    pre.add_argument("--output-dir", required=True)
+    pre.add_argument("--output-dir", type=output_directory, required=True)
     pre.add_argument("--preset", choices=sorted(PRESETS), default="vit-b-paper")
-    pre.add_argument("--config", default=None, help="a config.json folder instead of --preset")
+    pre.add_argument(
+        "--config", type=existing_directory, default=None, help="a config.json folder instead of --preset"
+    )
     pre.add_argument("--pretraining-aggregation", choices=("last", "ipa"), default="ipa")
     pre.add_argument("--band-pass", action="store_true", help="0.67-40 Hz band-pass in the feature extractor (ST-MEM)")
     pre.add_argument(
         "--all-splits", action="store_true", help="pre-train on train + validation + test (no labels used)"
     )
-    pre.add_argument("--batch-size", type=int, default=64, help="per device")
-    pre.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    pre.add_argument("--base-learning-rate", type=float, default=1.2e-3, help="x effective batch / 256")
-    pre.add_argument("--epochs", type=float, default=800)
-    pre.add_argument("--max-steps", type=int, default=None)
-    pre.add_argument("--warmup-epochs", type=float, default=40)
-    pre.add_argument("--warmup-steps", type=int, default=None)
+    pre.add_argument("--batch-size", type=positive_int, default=64, help="per device")
+    pre.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
+    pre.add_argument("--base-learning-rate", type=positive_float, default=1.2e-3, help="x effective batch / 256")
+    pre.add_argument("--epochs", type=positive_float, default=800)
+    pre.add_argument("--max-steps", type=positive_int, default=None)
+    pre.add_argument("--warmup-epochs", type=non_negative_float, default=40)
+    pre.add_argument("--warmup-steps", type=non_negative_int, default=None)
     pre.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
     pre.add_argument("--torch-compile", action="store_true", help="compile the Transformer blocks with torch.compile")
-    pre.add_argument("--save-steps", type=int, default=1000)
+    pre.add_argument("--save-steps", type=non_negative_int, default=1000)
     pre.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
-    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--seed", type=non_negative_int, default=0)
     pre.set_defaults(handler=run)
 
 
