@@ -10,6 +10,7 @@ linear head (ST-MEM's downstream representation is the last block's token mean, 
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -54,13 +55,33 @@ class ConversionError(ValueError):
 
 def load_st_mem_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Reads a checkpoint with `torch.load(weights_only=True)` (tensors only, no code) and unwraps `{"model": ...}`."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise ConversionError(f"{path}: not a PyTorch checkpoint ({_first_line(str(error))}).") from error
+        # torch's restricted unpickler stopped at something other than tensors: it is never loaded unrestricted
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        raise ConversionError(
+            f"{path}: refusing to unpickle it: it holds objects other than tensors and plain containers"
+            + (f" (it calls {found.group(1)})" if found else "")
+            + "."
+        ) from error
+    except Exception as error:
+        raise ConversionError(
+            f"{path}: not a readable PyTorch checkpoint (truncated, or not a .pth file?): "
+            f"{type(error).__name__}: {_first_line(str(error))[:200]}"
+        ) from error
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{path}: not a state dict of tensors.")
     return state
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def _count(keys, pattern: str) -> int:

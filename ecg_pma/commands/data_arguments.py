@@ -21,7 +21,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--sampling-rate", type=positive_int, default=100, help="PTB-XL records to read: 100 or 500 Hz"
     )
     parser.add_argument(
-        "--labels-csv", type=existing_file, default=None, help="wfdb format: CSV with record, labels (';'-separated), split"
+        "--labels-csv",
+        type=existing_file,
+        default=None,
+        help="wfdb format: CSV with record, labels (';'-separated), split",
     )
     parser.add_argument("--skip-missing", action="store_true", help="leave out listed records whose files are absent")
     parser.add_argument("--cache-dir", default=None, help="Arrow cache folder of the datasets")
