@@ -51,8 +51,25 @@ def run(args: argparse.Namespace) -> int:
     from ..configuration_ecg_pma import EcgPmaConfig
     from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
     from ..modeling_ecg_pma import EcgPmaForPreTraining
-    from ..training.pretrain import PretrainingArguments, pretrain
+    from ..training.pretrain import PretrainingArguments, pretrain, resolve_mixed_precision
 
+    # every setting checked before any record is read
+    training_args = PretrainingArguments(
+        output_dir=args.output_dir,
+        per_device_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        base_learning_rate=args.base_learning_rate,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        warmup_epochs=args.warmup_epochs,
+        warmup_steps=args.warmup_steps,
+        mixed_precision=args.mixed_precision,
+        torch_compile=args.torch_compile,
+        save_steps=args.save_steps,
+        resume_from_checkpoint=args.resume,
+        seed=args.seed,
+    )
+    resolve_mixed_precision(training_args.mixed_precision, training_args.use_cpu)
     set_seed(args.seed)  # before the model exists: its initial weights follow the seed too
     overrides = {"pretraining_aggregation": args.pretraining_aggregation}
     if args.config:
@@ -62,26 +79,7 @@ def run(args: argparse.Namespace) -> int:
     extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=args.band_pass)
     _, windows = load_windows(args, extractor)
     train = windows["train"] if not args.all_splits else _concatenate(windows)
-    result = pretrain(
-        EcgPmaForPreTraining(config),
-        train,
-        PretrainingArguments(
-            output_dir=args.output_dir,
-            per_device_batch_size=args.batch_size,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            base_learning_rate=args.base_learning_rate,
-            num_train_epochs=args.epochs,
-            max_steps=args.max_steps,
-            warmup_epochs=args.warmup_epochs,
-            warmup_steps=args.warmup_steps,
-            mixed_precision=args.mixed_precision,
-            torch_compile=args.torch_compile,
-            save_steps=args.save_steps,
-            resume_from_checkpoint=args.resume,
-            seed=args.seed,
-        ),
-        extractor,
-    )
+    result = pretrain(EcgPmaForPreTraining(config), train, training_args, extractor)
     print(f"Pre-trained for {result.global_step} steps; model saved to {result.output_dir}")
     return 0
 
