@@ -67,6 +67,16 @@ def describe_error(error: BaseException) -> str:
 
 # Errors that bad input, files or settings cause; anything else is a bug and says so.
 EXPECTED_ERRORS = (ValueError, TypeError, OSError, KeyError, RuntimeError)
+# by name: datasets' and the HTTP clients' errors, without importing those libraries here
+EXPECTED_LIBRARY_ERRORS = (
+    "DatasetGenerationError",
+    "HfHubHTTPError",
+    "HTTPError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "TimeoutException",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         expected = isinstance(error, EXPECTED_ERRORS) or any(
-            type(cause).__name__ in ("DatasetGenerationError", "HfHubHTTPError") for cause in _chain(error)
+            type(cause).__name__ in EXPECTED_LIBRARY_ERRORS for cause in _chain(error)
         )
         prefix = "error" if expected else f"unexpected error ({type(error).__name__}, please report it)"
         print(f"ecg-pma {args.command}: {prefix}: {describe_error(error)}", file=sys.stderr)

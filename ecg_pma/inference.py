@@ -34,6 +34,23 @@ def autocast_context(dtype: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def load_trained_classifier(model_dir, loader=None, **kwargs) -> EcgPmaForSequenceClassification:
+    """
+    A classifier for prediction or export: `loader.from_pretrained(model_dir)` (default
+    `EcgPmaForSequenceClassification`), refusing a checkpoint without a trained gate and head (a pre-training or encoder
+    checkpoint), which would otherwise predict with random ones.
+    """
+    loader = loader or EcgPmaForSequenceClassification
+    model, info = loader.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+    if info["missing_keys"]:
+        architectures = ", ".join(getattr(model.config, "architectures", None) or ["unknown"])
+        raise ValueError(
+            f"{model_dir} has no trained classifier ({architectures} checkpoint; missing "
+            f"{sorted({key.rsplit('.', 1)[0] for key in info['missing_keys']})}): train one with `ecg-pma finetune`."
+        )
+    return model
+
+
 def decision_thresholds(config) -> list[float]:
     """The per-label thresholds tuned on validation and stored in the config, or 0.5 for every label where none were."""
     return list(config.decision_thresholds or [0.5] * config.num_labels)

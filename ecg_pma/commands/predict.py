@@ -27,9 +27,11 @@ def add_parser(commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
-    from ..inference import decision_thresholds, predict_records
+    from ..inference import decision_thresholds, load_trained_classifier, predict_records
 
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    model = load_trained_classifier(
+        args.model, AutoModelForSequenceClassification, trust_remote_code=args.trust_remote_code
+    )
     extractor = AutoFeatureExtractor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     predictions = predict_records(
         model, extractor, args.records, dtype=args.dtype, batch_size=args.batch_size, compile=args.compile
