@@ -248,8 +248,8 @@ class EcgPmaConfig(PreTrainedConfig):
             if not isinstance(value, (int, float)) or not 0.0 < value < math.inf:
                 raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
         thresholds = self.decision_thresholds or []
-        if not all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in thresholds):
-            raise ValueError(f"`decision_thresholds` must be probabilities in [0, 1], got {self.decision_thresholds}.")
+        if not all(isinstance(t, (int, float)) and math.isfinite(t) for t in thresholds):
+            raise ValueError(f"`decision_thresholds` must be finite numbers, got {self.decision_thresholds}.")
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
