@@ -55,6 +55,8 @@ class ConversionError(ValueError):
 
 def load_st_mem_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Reads a checkpoint with `torch.load(weights_only=True)` (tensors only, no code) and unwraps `{"model": ...}`."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

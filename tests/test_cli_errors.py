@@ -106,8 +106,8 @@ def test_pretrain_arguments_are_checked_at_parse_time(capsys, tmp_path, option, 
             "argument --opset: must be an integer >= 7 and <= 20, got '0'",
         ),
         (["demo", "--num-records", "0"], "argument --num-records: must be an integer >= 1"),
-        (["convert-st-mem", "no_such.pth", "out"], "argument checkpoint: no_such.pth does not exist"),
-        (["push", "no_such_folder", "me/repo"], "argument model_dir: no_such_folder does not exist"),
+        (["convert-st-mem", "no_such.pth", "out"], "no_such.pth: no such checkpoint file"),
+        (["push", "no_such_folder", "me/repo"], "no_such_folder is not a saved model folder (no config.json)"),
     ],
 )
 def test_other_commands_check_their_arguments(capsys, tmp_path, command, expected):

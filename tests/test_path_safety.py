@@ -126,7 +126,7 @@ def test_push_of_a_missing_folder_creates_no_repository(tmp_path):
     with LocalHub("hf_test_token") as hub:
         env = {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": "hf_test_token", "HF_HUB_OFFLINE": "0"}
         missing = cli("push", tmp_path / "no_such_model", "me/ecg", env=env)
-        assert_clean_failure(missing, "no_such_model does not exist")
+        assert_clean_failure(missing, "no_such_model is not a saved model folder (no config.json)")
         (tmp_path / "empty").mkdir()
         empty = cli("push", tmp_path / "empty", "me/ecg", env=env)
         assert_clean_failure(empty, "empty is not a saved model folder (no config.json); nothing was pushed")

@@ -67,21 +67,3 @@ def output_file(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
     output_directory(str(path.parent))
     return text
-
-
-def existing_file(text: str) -> str:
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text} does not exist")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text} is not a file")
-    return text
-
-
-def existing_directory(text: str) -> str:
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text} does not exist")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is not a folder")
-    return text

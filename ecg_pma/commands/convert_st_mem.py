@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from .argument_types import existing_file, output_directory, positive_int
+from .argument_types import output_directory, positive_int
 
 
 def add_parser(commands) -> None:
     convert = commands.add_parser("convert-st-mem", help="convert an ST-MEM checkpoint (.pth) into an ecg-pma model")
-    convert.add_argument("checkpoint", type=existing_file)
+    convert.add_argument("checkpoint")
     convert.add_argument("output_dir", type=output_directory)
     convert.add_argument("--full", action="store_true", help="the encoder + decoder file -> EcgPmaForPreTraining")
     convert.add_argument(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .argument_types import existing_directory, existing_file, positive_int
+from .argument_types import positive_int
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     from ..data import FORMATS
 
-    parser.add_argument("--data", type=existing_directory, required=True, help="root folder of the records")
+    parser.add_argument("--data", required=True, help="root folder of the records")
     parser.add_argument("--data-format", choices=FORMATS, default="ptbxl", help="layout of --data (default: ptbxl)")
     parser.add_argument(
         "--label-set",
@@ -21,10 +21,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--sampling-rate", type=positive_int, default=100, help="PTB-XL records to read: 100 or 500 Hz"
     )
     parser.add_argument(
-        "--labels-csv",
-        type=existing_file,
-        default=None,
-        help="wfdb format: CSV with record, labels (';'-separated), split",
+        "--labels-csv", default=None, help="wfdb format: CSV with record, labels (';'-separated), split"
     )
     parser.add_argument("--skip-missing", action="store_true", help="leave out listed records whose files are absent")
     parser.add_argument("--cache-dir", default=None, help="Arrow cache folder of the datasets")

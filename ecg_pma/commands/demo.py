@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .argument_types import existing_directory, output_directory, positive_int
+from .argument_types import output_directory, positive_int
 
 
 def add_parser(commands) -> None:
@@ -13,10 +13,7 @@ def add_parser(commands) -> None:
     )
     demo.add_argument("--output-dir", type=output_directory, default="outputs/demo")
     demo.add_argument(
-        "--data",
-        type=existing_directory,
-        default=None,
-        help="use the PhysioNet 2021-style records (# Dx: headers) in this folder",
+        "--data", default=None, help="use the PhysioNet 2021-style records (# Dx: headers) in this folder"
     )
     demo.add_argument("--num-records", type=positive_int, default=320)
     demo.add_argument("--pretrain-steps", type=positive_int, default=800)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from .argument_types import (
-    existing_directory,
     non_negative_float,
     non_negative_int,
     output_directory,
@@ -22,9 +21,7 @@ def add_parser(commands) -> None:
     add_data_arguments(pre)
     pre.add_argument("--output-dir", type=output_directory, required=True)
     pre.add_argument("--preset", choices=sorted(PRESETS), default="vit-b-paper")
-    pre.add_argument(
-        "--config", type=existing_directory, default=None, help="a config.json folder instead of --preset"
-    )
+    pre.add_argument("--config", default=None, help="a config.json folder instead of --preset")
     pre.add_argument("--pretraining-aggregation", choices=("last", "ipa"), default="ipa")
     pre.add_argument("--band-pass", action="store_true", help="0.67-40 Hz band-pass in the feature extractor (ST-MEM)")
     pre.add_argument(

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from .argument_types import existing_directory
-
 
 def add_parser(commands) -> None:
     push = commands.add_parser("push", help="upload a saved model (weights, code, extractor, card) to the Hub")
-    push.add_argument("model_dir", type=existing_directory)
+    push.add_argument("model_dir")
     push.add_argument("repo_id")
     push.add_argument("--token", default=None, help="default: HF_TOKEN or the stored login")
     push.add_argument("--private", action="store_true")
