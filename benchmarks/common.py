@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import tempfile
 from pathlib import Path
@@ -23,6 +24,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def significant(value: float | None, digits: int = 4) -> float | None:
+    """`value` to `digits` significant digits: small figures (a tiny model's TFLOP/s) never round to 0."""
+    if value is None or value == 0 or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits}g}")
 
 
 def machine_info() -> dict:

@@ -42,7 +42,7 @@ from ecg_pma.inference import compile_for_inference
 
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_info  # noqa: E402
+from common import machine_info, significant  # noqa: E402
 from reference_impl import reference_encoder, reference_pretraining_loss  # noqa: E402
 
 
@@ -66,7 +66,7 @@ class PeakMemory:
     def __exit__(self, *exc):
         self.running = False
         self.thread.join()
-        self.megabytes = round((self.peak - self.start) / 2**20, 1)
+        self.megabytes = significant((self.peak - self.start) / 2**20)
 
 
 def release_freed_memory() -> None:
@@ -96,7 +96,7 @@ def peak_memory(step, device: torch.device) -> float:
         start = torch.cuda.memory_allocated(device)
         step()
         synchronize(device)
-        return round((torch.cuda.max_memory_allocated(device) - start) / 2**20, 1)
+        return significant((torch.cuda.max_memory_allocated(device) - start) / 2**20)
     release_freed_memory()
     with PeakMemory() as memory:
         step()
@@ -134,7 +134,7 @@ def interleaved_timings(steps: dict, repeats: int, device: torch.device) -> dict
     return {
         name: {
             "seconds": statistics.median(seconds[name]),
-            "first_call_s": round(first_call[name], 2),
+            "first_call_s": significant(first_call[name]),
             "peak_memory_mb": peak_memory(steps[name], device),
         }
         for name in names
@@ -175,9 +175,9 @@ def main() -> None:
         for name, timing in timings.items():
             tflops = flops / timing["seconds"] / 1e12
             record(results, {
-                **key, "variant": name, "ecgs_per_s": round(key["batch"] / timing["seconds"], 2),
+                **key, "variant": name, "ecgs_per_s": significant(key["batch"] / timing["seconds"]),
                 "first_call_s": timing["first_call_s"], "peak_memory_mb": timing["peak_memory_mb"],
-                "tflops_per_s": round(tflops, 4), "mfu": round(tflops / args.peak_tflops, 4) if args.peak_tflops else None,
+                "tflops_per_s": significant(tflops), "mfu": significant(tflops / args.peak_tflops) if args.peak_tflops else None,
             })  # fmt: skip
 
     for preset in args.presets:
@@ -244,14 +244,14 @@ def main() -> None:
             continue
         key = (r["task"], r["preset"], r["batch"], r["dtype"])
         entry = {"task": key[0], "preset": key[1], "batch": key[2], "dtype": key[3],
-                 "vs_reference": round(r["ecgs_per_s"] / speed(*key, "reference"), 2)}  # fmt: skip
+                 "vs_reference": significant(r["ecgs_per_s"] / speed(*key, "reference"))}  # fmt: skip
         if r["dtype"] == "bf16" and speed(key[0], key[1], key[2], "fp32", "ours_sdpa"):
-            entry["bf16_vs_fp32"] = round(r["ecgs_per_s"] / speed(key[0], key[1], key[2], "fp32", "ours_sdpa"), 2)
+            entry["bf16_vs_fp32"] = significant(r["ecgs_per_s"] / speed(key[0], key[1], key[2], "fp32", "ours_sdpa"))
         if speed(*key, "ours_eager"):
-            entry["sdpa_vs_eager"] = round(r["ecgs_per_s"] / speed(*key, "ours_eager"), 2)
+            entry["sdpa_vs_eager"] = significant(r["ecgs_per_s"] / speed(*key, "ours_eager"))
         if speed(*key, "ours_compiled"):
-            entry["compiled_vs_reference"] = round(speed(*key, "ours_compiled") / speed(*key, "reference"), 2)
-            entry["compiled_vs_eager_mode"] = round(speed(*key, "ours_compiled") / r["ecgs_per_s"], 2)
+            entry["compiled_vs_reference"] = significant(speed(*key, "ours_compiled") / speed(*key, "reference"))
+            entry["compiled_vs_eager_mode"] = significant(speed(*key, "ours_compiled") / r["ecgs_per_s"])
         speedups.append(entry)
     print(json.dumps({"benchmark": "speed", **machine_info(), "results": results, "speedups": speedups}))
 

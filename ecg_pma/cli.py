@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -10,14 +11,73 @@ from . import register_auto_classes
 from .commands import COMMANDS
 
 
+DEBUG_ENVIRONMENT_VARIABLE = "ECG_PMA_DEBUG"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecg-pma", description="ECG foundation model with a mixture of layers (PPA / PMA / IPA)."
     )
+    debug_help = f"show the full traceback of an error (or set {DEBUG_ENVIRONMENT_VARIABLE}=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(commands)
+    for subparser in commands.choices.values():
+        # accepted after the subcommand too; SUPPRESS keeps a `--debug` given before it
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """`error` and the exceptions it was raised from, outermost first."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def describe_error(error: BaseException) -> str:
+    """
+    One or two lines for a user: what failed, naming the file or record, from our own errors and from the library
+    errors that reach the command line (datasets, huggingface_hub, safetensors, OS errors).
+    """
+    name = type(error).__name__
+    if name == "DatasetGenerationError":
+        # datasets names only the shard; the record that failed is in the error it was raised from
+        causes = [cause for cause in _chain(error)[1:] if type(cause).__name__ != "DatasetGenerationError"]
+        if causes:
+            return f"reading the dataset failed: {describe_error(causes[0])}"
+    if isinstance(error, json.JSONDecodeError):
+        return f"invalid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+    if name == "SafetensorError":
+        return f"not a readable safetensors file: {error}"
+    if name in ("HfHubHTTPError", "RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
+        return _first_line(str(error))
+    if name in ("ConnectError", "ConnectTimeout", "ConnectionError", "ReadTimeout"):
+        return f"could not reach the server: {_first_line(str(error))}"
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror or name}: {error.filename}"
+    return _first_line(str(error)) or name
+
+
+# Errors that bad input, files or settings cause; anything else is a bug and says so.
+EXPECTED_ERRORS = (ValueError, TypeError, OSError, KeyError, RuntimeError)
+# by name: datasets' and the HTTP clients' errors, without importing those libraries here
+EXPECTED_LIBRARY_ERRORS = (
+    "DatasetGenerationError",
+    "HfHubHTTPError",
+    "HTTPError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "TimeoutException",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,11 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     if not sys.stderr.isatty():  # progress bars would fill a log with one line per refresh
         os.environ.setdefault("TQDM_DISABLE", "1")
     register_auto_classes()  # the commands load and save models through the Auto classes
+    debug = args.debug or os.environ.get(DEBUG_ENVIRONMENT_VARIABLE, "") not in ("", "0")
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:  # ConversionError is a ValueError
-        print(f"ecg-pma {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"ecg-pma {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if debug:
+            raise
+        expected = isinstance(error, EXPECTED_ERRORS) or any(
+            type(cause).__name__ in EXPECTED_LIBRARY_ERRORS for cause in _chain(error)
+        )
+        prefix = "error" if expected else f"unexpected error ({type(error).__name__}, please report it)"
+        print(f"ecg-pma {args.command}: {prefix}: {describe_error(error)}", file=sys.stderr)
+        print(f"  (run with --debug or {DEBUG_ENVIRONMENT_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        return 2 if expected else 1
 
 
 if __name__ == "__main__":

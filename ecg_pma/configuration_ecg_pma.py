@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
@@ -11,6 +13,29 @@ STANDARD_LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", 
 AGGREGATIONS = ("last", "ppa", "pma", "layer")
 PRETRAINING_AGGREGATIONS = ("last", "ipa")
 HEAD_TYPES = ("linear", "mlp")
+POSITIVE_INTEGER_SETTINGS = (
+    "num_leads",
+    "sampling_rate",
+    "signal_length",
+    "patch_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "decoder_hidden_size",
+    "decoder_num_hidden_layers",
+    "decoder_num_attention_heads",
+    "decoder_intermediate_size",
+    "classifier_hidden_size",
+)
+PROBABILITY_SETTINGS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "drop_path_rate",
+    "gate_dropout",
+    "classifier_dropout",
+    "classifier_hidden_dropout",
+)
 
 # Signal settings: the PMA paper's code (100 Hz, 10 s, patch 50) and ST-MEM's (250 Hz, 9 s, patch 75).
 SIGNAL_PRESETS = {
@@ -148,6 +173,7 @@ class EcgPmaConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         """Checks that the sizes fit together and the named choices exist; raises `ValueError` otherwise."""
+        self.validate_values()
         if len(self.lead_names) != self.num_leads:
             raise ValueError(
                 f"`lead_names` has {len(self.lead_names)} names ({self.lead_names}) but `num_leads` is {self.num_leads}."
@@ -202,6 +228,36 @@ class EcgPmaConfig(PreTrainedConfig):
             raise ValueError(
                 f"`gate_hidden_sizes` must be a non-empty list of positive sizes, got {self.gate_hidden_sizes}."
             )
+
+    def validate_values(self):
+        """Each setting on its own: sizes are positive integers, rates and probabilities finite and in range."""
+        for name in POSITIVE_INTEGER_SETTINGS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if self.aggregation_layer is not None and (
+            isinstance(self.aggregation_layer, bool) or not isinstance(self.aggregation_layer, int)
+        ):
+            raise ValueError(f"`aggregation_layer` must be an integer block index, got {self.aggregation_layer!r}.")
+        for name in PROBABILITY_SETTINGS:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"`{name}` must be a probability in [0, 1), got {value!r}.")
+        for name in ("layer_norm_eps", "decoder_layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 < value < math.inf:
+                raise ValueError(f"`{name}` must be a positive finite number, got {value!r}.")
+        thresholds = self.decision_thresholds or []
+        if not all(isinstance(t, (int, float)) and math.isfinite(t) for t in thresholds):
+            raise ValueError(f"`decision_thresholds` must be finite numbers, got {self.decision_thresholds}.")
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        # `from_pretrained(path, aggregation_layer=99)` sets the overrides after construction: check them too, before
+        # any weights are loaded or any training starts.
+        result = super().from_dict(config_dict, **kwargs)
+        (result[0] if isinstance(result, tuple) else result).validate_architecture()
+        return result
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> EcgPmaConfig:

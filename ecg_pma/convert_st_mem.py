@@ -10,6 +10,7 @@ linear head (ST-MEM's downstream representation is the last block's token mean, 
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -61,7 +62,25 @@ def load_st_mem_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Reads a checkpoint with `torch.load(weights_only=True)` (tensors and plain containers only, no code) and unwraps
     `{"model": ...}`: ST-MEM's `misc.save_model` writes `{"epoch", "model", "optimizer", "scaler", "config"}`.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise ConversionError(f"{path}: not a PyTorch checkpoint ({_first_line(str(error))}).") from error
+        # torch's restricted unpickler stopped at something other than tensors: it is never loaded unrestricted
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        raise ConversionError(
+            f"{path}: refusing to unpickle it: it holds objects other than tensors and plain containers"
+            + (f" (it calls {found.group(1)})" if found else "")
+            + "."
+        ) from error
+    except Exception as error:
+        raise ConversionError(
+            f"{path}: not a readable PyTorch checkpoint (truncated, or not a .pth file?): "
+            f"{type(error).__name__}: {_first_line(str(error))[:200]}"
+        ) from error
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -91,6 +110,10 @@ def drop_shared_patch_embedding(state: dict[str, torch.Tensor]) -> dict[str, tor
             "embedding between the encoder and the pre-training module), but they differ or have no `encoder.` twin."
         )
     return {key: value for key, value in state.items() if key not in shared}
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def _count(keys, pattern: str) -> int:

@@ -64,6 +64,53 @@ ST_MEM_PREPROCESSING = {
     "window_mode": "n_crop",
     "num_crops": 3,
 }
+# Input rates accepted (Hz): ECG is recorded at 50 Hz to a few kHz; outside these, resampling is meaningless or would
+# allocate without bound.
+MIN_INPUT_SAMPLING_RATE, MAX_INPUT_SAMPLING_RATE = 1.0, 100_000.0
+# Largest amplitude accepted (mV): ECG is a few mV; beyond this the unit is wrong and float32 features would overflow.
+MAX_AMPLITUDE_MV = 1e6
+# Longest record accepted (a 24-hour Holter recording), so that a wrong rate cannot ask for an absurd allocation.
+MAX_RECORD_DURATION_S = 24 * 3600
+
+
+def check_integer(name: str, value: Any, minimum: int | None = 1, optional: bool = False) -> None:
+    """Raises `ValueError` unless `value` is an integer (not a bool) >= `minimum` (or None when `optional`)."""
+    if value is None and optional:
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"`{name}` must be an integer, got {value!r}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{name}` must be at least {minimum}, got {value!r}.")
+
+
+def check_number(
+    name: str,
+    value: Any,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+    optional: bool = False,
+) -> None:
+    """Raises `ValueError` unless `value` is a finite real number within the bounds (or None when `optional`)."""
+    if value is None and optional:
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"`{name}` must be a number, got {value!r}.")
+    too_low = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
+    if not np.isfinite(value) or too_low or (maximum is not None and value > maximum):
+        bounds = [
+            f"{'>' if exclusive_minimum else '>='} {minimum:g}" if minimum is not None else "",
+            f"<= {maximum:g}" if maximum is not None else "",
+        ]
+        expected = " and ".join(bound for bound in bounds if bound)
+        raise ValueError(f"`{name}` must be a finite number{' ' + expected if expected else ''}, got {value!r}.")
+
+
+def check_lead_names(lead_names: Any) -> None:
+    if lead_names is not None and (
+        not isinstance(lead_names, (list, tuple, np.ndarray)) or not all(isinstance(name, str) for name in lead_names)
+    ):
+        raise TypeError(f"`lead_names` must be a list of lead names (strings), got {lead_names!r}.")
 
 
 def canonical_lead_key(name: str) -> str:
@@ -182,6 +229,17 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"Unknown `window_mode` {self.window_mode!r}; expected one of {WINDOW_MODES}.")
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"Unknown `nan_policy` {self.nan_policy!r}; expected one of {NAN_POLICIES}.")
+        check_integer("sampling_rate", self.sampling_rate)
+        check_integer("signal_length", self.signal_length)
+        check_integer("stride", self.stride, optional=True)
+        check_integer("filter_order", self.filter_order)
+        check_integer("num_crops", self.num_crops, minimum=2)
+        check_number("padding_value", self.padding_value)
+        check_number("flat_lead_threshold", self.flat_lead_threshold, minimum=0)
+        check_number("min_duration", self.min_duration, minimum=0, exclusive_minimum=True, optional=True)
+        check_number("low_cut_hz", self.low_cut_hz, minimum=0, exclusive_minimum=True)
+        check_number("high_cut_hz", self.high_cut_hz, minimum=0, exclusive_minimum=True)
+        check_number("segment_seconds", self.segment_seconds, minimum=0, exclusive_minimum=True, optional=True)
         for name, value, allowed in (
             ("filter_type", self.filter_type, FILTER_TYPES),
             ("normalization", self.normalization, NORMALIZATIONS),
@@ -189,17 +247,11 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         ):
             if value not in allowed:
                 raise ValueError(f"Unknown `{name}` {value!r}; expected one of {allowed}.")
-        if not isinstance(self.num_crops, int) or self.num_crops < 2:
-            raise ValueError(f"`num_crops` must be an integer of at least 2, got {self.num_crops!r}.")
         if self.segment_seconds is not None and not self.segment_seconds * self.sampling_rate >= self.signal_length:
             raise ValueError(
                 f"`segment_seconds` ({self.segment_seconds} s) must hold a window of {self.signal_length} samples at "
                 f"{self.sampling_rate} Hz."
             )
-        if self.sampling_rate <= 0 or self.signal_length <= 0:
-            raise ValueError("`sampling_rate` and `signal_length` must be positive.")
-        if self.stride is not None and self.stride <= 0:
-            raise ValueError(f"`stride` must be a positive number of samples, got {self.stride}.")
         if self.do_filter and not 0 < self.low_cut_hz < self.high_cut_hz < self.sampling_rate / 2:
             raise ValueError(
                 f"Band-pass {self.low_cut_hz}–{self.high_cut_hz} Hz does not fit below the Nyquist frequency "
@@ -253,7 +305,10 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         if _is_wfdb_record(ecg):
             return [self._record_from_wfdb(ecg, getattr(ecg, "record_name", "record"))]
         if isinstance(ecg, torch.Tensor):
-            ecg = ecg.detach().cpu().numpy()
+            if ecg.is_complex() or ecg.dtype == torch.bool:
+                raise TypeError(f"An ECG tensor must hold real numbers, got dtype {ecg.dtype}.")
+            # numpy has no bfloat16: widen to float64, as every input is anyway
+            ecg = ecg.detach().cpu().to(torch.float64).numpy()
         if isinstance(ecg, np.ndarray):
             if ecg.ndim == 2:
                 arrays = [ecg]
@@ -286,10 +341,12 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
                 "`sampling_rate=` is required for array input: the model runs at "
                 f"{self.sampling_rate} Hz and the input is resampled from the rate you give."
             )
+        check_lead_names(lead_names)
         records = []
         for index, array in enumerate(arrays):
-            if not np.issubdtype(np.asarray(array).dtype, np.number):
-                raise ValueError(f"Input {index}: ECG samples must be numbers, got dtype {np.asarray(array).dtype}.")
+            dtype = np.asarray(array).dtype
+            if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+                raise ValueError(f"Input {index}: ECG samples must be numbers (real), got dtype {dtype}.")
             records.append(
                 {
                     "name": f"input {index}",
@@ -353,7 +410,11 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
 
     @staticmethod
     def to_millivolts(signal: np.ndarray, units: str | list[str], name: str) -> np.ndarray:
+        if not isinstance(units, (str, list, tuple)) or not all(isinstance(unit, str) for unit in units):
+            raise TypeError(f"{name}: `units` must be a unit name or a list of them (one per lead), got {units!r}.")
         units = [units] * signal.shape[0] if isinstance(units, str) else list(units)
+        if len(units) != signal.shape[0]:
+            raise ValueError(f"{name}: {len(units)} units {units} for {signal.shape[0]} leads; give one per lead.")
         factors = []
         for unit in units:
             key = str(unit).strip().lower()
@@ -435,15 +496,32 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         fs = record["fs"]
         if fs is None or isinstance(fs, bool) or not isinstance(fs, (int, float, np.number)) or not 0 < fs < np.inf:
             raise ValueError(f"{name}: unknown or invalid sampling rate {fs!r}; give the input's rate in Hz.")
+        if not MIN_INPUT_SAMPLING_RATE <= fs <= MAX_INPUT_SAMPLING_RATE:
+            raise ValueError(
+                f"{name}: sampling rate {fs:g} Hz is outside the {MIN_INPUT_SAMPLING_RATE:g}-"
+                f"{MAX_INPUT_SAMPLING_RATE:g} Hz accepted for ECG; give the input's rate in Hz."
+            )
         signal = np.asarray(record["signal"], dtype=np.float64)
         if signal.ndim != 2:
             raise ValueError(f"{name}: an ECG must be (leads, samples), got shape {signal.shape}.")
         signal = self.to_millivolts(signal, record["units"], name)
+        with np.errstate(invalid="ignore"):
+            amplitude = np.max(np.abs(signal), initial=0.0, where=np.isfinite(signal))
+        if amplitude > MAX_AMPLITUDE_MV:
+            raise ValueError(
+                f"{name}: amplitudes up to {amplitude:g} mV, beyond the {MAX_AMPLITUDE_MV:g} mV accepted; "
+                "is the unit right (`units=`, or the header's)?"
+            )
         signal = self.handle_non_finite(signal, name, record["leads"])
         signal = self.reorder_leads(signal, record["leads"], name)
         present = ~np.isnan(signal).all(axis=1)
         signal[~present] = 0.0
         duration = signal.shape[1] / fs
+        if duration > MAX_RECORD_DURATION_S:
+            raise ValueError(
+                f"{name}: record is {duration:g} s long ({signal.shape[1]} samples at {fs:g} Hz), more than the "
+                f"{MAX_RECORD_DURATION_S} s accepted; is the sampling rate right?"
+            )
         min_duration = self.min_duration if self.min_duration is not None else self.signal_length / self.sampling_rate
         if duration < min_duration:
             raise ValueError(
@@ -557,15 +635,26 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         window_mode = window_mode or self.window_mode
         if window_mode not in WINDOW_MODES:
             raise ValueError(f"Unknown `window_mode` {window_mode!r}; expected one of {WINDOW_MODES}.")
+        check_integer("stride", stride, optional=True)
+        check_integer("seed", seed, minimum=0, optional=True)
         rng = np.random.default_rng(seed)
         records = self._as_records(ecg, sampling_rate, lead_names, units)
+        if not records:
+            raise ValueError("Empty batch: no ECG was given.")
         signals, record_index = [], []
         for index, record in enumerate(records):
             segments, present = self.preprocess_segments(record)
             for segment in segments:
                 windows = self.windows(segment, window_mode, stride, rng)
                 windows[:, ~present] = self.padding_value
-                signals.append(windows.astype(np.float32))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    windows = windows.astype(np.float32)
+                if not np.isfinite(windows).all():
+                    raise ValueError(
+                        f"{record['name']}: the features are not finite: amplitudes up to "
+                        f"{np.nanmax(np.abs(record['signal'])):g} overflow float32 (ECG samples are expected in mV)."
+                    )
+                signals.append(windows)
                 record_index += [index] * len(windows)
         features = BatchFeature(
             {"signals": np.concatenate(signals), "record_index": np.asarray(record_index, dtype=np.int64)}

@@ -94,12 +94,15 @@ def push_to_hub(
     needed). The endpoint and token follow `huggingface_hub` (`HF_ENDPOINT`, `HF_TOKEN`, the stored login) unless
     given. Returns the commit.
     """
+    if not (Path(model_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a saved model folder (no config.json); nothing was pushed.")
     api = HfApi(endpoint=endpoint, token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    if revision is not None and revision != "main":
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
     with tempfile.TemporaryDirectory() as staging:
+        # staged (the model loaded and checked) before anything is created on the Hub
         stage_model(model_dir, staging, repo_id, datasets)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision is not None and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
         return api.upload_folder(
             folder_path=staging,
             repo_id=repo_id,

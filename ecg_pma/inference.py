@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import AutoConfig
 
 from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from .modeling_ecg_pma import EcgPmaForSequenceClassification
@@ -25,16 +26,6 @@ class RecordPrediction:
     num_windows: int
 
 
-def require_classifier(config, source) -> None:
-    """Refuses, in plain words, a folder that holds a pre-trained model rather than a trained classifier."""
-    architectures = config.architectures or []
-    if not any(name.endswith("ForSequenceClassification") for name in architectures):
-        raise ValueError(
-            f"{source} is not a classifier ({', '.join(architectures) or 'no architecture in its config'}): it is a "
-            f"pre-trained model without a trained head. Train one first: ecg-pma finetune --model {source} ..."
-        )
-
-
 def autocast_context(dtype: str, device: torch.device):
     """bf16 autocast (CPU or GPU) or nothing for fp32."""
     if dtype not in DTYPES:
@@ -42,6 +33,30 @@ def autocast_context(dtype: str, device: torch.device):
     if dtype == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def load_trained_classifier(model_dir, loader=None, **kwargs) -> EcgPmaForSequenceClassification:
+    """
+    A classifier for prediction or export: `loader.from_pretrained(model_dir)` (default
+    `EcgPmaForSequenceClassification`), refusing a checkpoint without a trained gate and head (a pre-training or encoder
+    checkpoint), which would otherwise predict with random ones.
+    """
+    loader = loader or EcgPmaForSequenceClassification
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=kwargs.get("trust_remote_code"))
+    architectures = config.architectures or []
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise ValueError(
+            f"{model_dir} is not a classifier ({', '.join(architectures) or 'no architecture in its config'}): it is a "
+            f"pre-trained model without a trained head. Train one first: ecg-pma finetune --model {model_dir} ..."
+        )
+    model, info = loader.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+    if info["missing_keys"]:
+        architectures = ", ".join(getattr(model.config, "architectures", None) or ["unknown"])
+        raise ValueError(
+            f"{model_dir} has no trained classifier ({architectures} checkpoint; missing "
+            f"{sorted({key.rsplit('.', 1)[0] for key in info['missing_keys']})}): train one with `ecg-pma finetune`."
+        )
+    return model
 
 
 def decision_thresholds(config) -> list[float]:

@@ -9,6 +9,8 @@ This file is self-contained (torch, transformers and the configuration module on
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,10 +21,12 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
 from .configuration_ecg_pma import EcgPmaConfig
 
+
+logger = logging.get_logger(__name__)
 
 # One saved directory should load with any of these Auto classes, whichever class saved it.
 _AUTO_MAP = {
@@ -432,6 +436,42 @@ class EcgPmaEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+_loading_report = threading.local()
+
+
+def check_loaded_keys(model: nn.Module, missing_keys, unexpected_keys, source: str = "the checkpoint") -> None:
+    """
+    Raises `ValueError` when a checkpoint has weights that a module of `model` does not use, or lacks weights it
+    needs; a checkpoint without any weight of the new-head modules (a pre-trained encoder under a new classifier)
+    only warns, naming them. Checkpoint weights of modules `model` does not have (a classifier's head when loading
+    the encoder alone) are left out as usual.
+    """
+    modules = {name for name, _ in model.named_children()}
+    unused = sorted(key for key in unexpected_keys if key.split(".")[0] in modules)
+    heads = [name for name in model._new_head_modules if name in modules]
+    head_keys = [key for key in model.state_dict() if key.split(".")[0] in heads]
+    new_heads = bool(head_keys) and set(head_keys) <= set(missing_keys) and not unused
+    lacking = sorted(key for key in missing_keys if not (new_heads and key.split(".")[0] in heads))
+    if unused or lacking:
+        raise ValueError(
+            f"{source} does not fit the config of {type(model).__name__}: "
+            + "; ".join(
+                part
+                for part in (
+                    f"weights the config does not use: {unused[:8]}" if unused else "",
+                    f"weights it needs but lacks: {lacking[:8]}" if lacking else "",
+                )
+                if part
+            )
+            + " (was config.json edited, e.g. `head_type`, `qkv_bias` or `aggregation`?)."
+        )
+    if new_heads:
+        logger.warning(
+            f"{type(model).__name__}: {sorted({key.rsplit('.', 1)[0] for key in head_keys})} are new (the checkpoint is "
+            "a pre-trained encoder without them) and randomly initialised: train them before use."
+        )
+
+
 class EcgPmaPreTrainedModel(PreTrainedModel):
     config: EcgPmaConfig
     config_class = EcgPmaConfig
@@ -454,6 +494,52 @@ class EcgPmaPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
         if isinstance(module, (EcgPmaEmbeddings, EcgPmaDecoder, EcgPmaGateOutput)):
             module.initialize_weights()
+
+    # Modules a checkpoint may lack entirely (a new head, gate or decoder on a pre-trained encoder); every other
+    # missing weight, and any checkpoint weight that a module of this model does not use, fails the load.
+    _new_head_modules = ("aggregator", "classifier", "decoder")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """
+        `PreTrainedModel.from_pretrained`, strict: safetensors weights only (a pickled `pytorch_model.bin` is refused,
+        never unpickled), unreadable weight files and weights that do not fit the config fail with the file named.
+        """
+        path = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(path) and not any(name.endswith(".safetensors") for name in os.listdir(path)):
+            pickled = sorted(name for name in os.listdir(path) if name.endswith((".bin", ".pt", ".pth", ".pkl")))
+            if pickled:
+                raise ValueError(
+                    f"{os.path.join(path, pickled[0])}: refusing to unpickle it (a pickle can run any code); "
+                    "ecg-pma loads safetensors weights only (model.safetensors)."
+                )
+        kwargs.setdefault("use_safetensors", True)
+        _loading_report.mismatched, _loading_report.source = [], path
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error) or not _loading_report.mismatched:
+                raise
+            shown = ", ".join(
+                f"{key} {tuple(old)} -> {tuple(new)}" for key, old, new in _loading_report.mismatched[:5]
+            )
+            raise ValueError(
+                f"{path}: weights do not fit the config: {shown}; pass `ignore_mismatched_sizes=True` to "
+                "re-initialise them."
+            ) from error
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":
+                raise
+            raise ValueError(
+                f"{path}: model.safetensors is not a readable safetensors file (truncated or corrupt?): {error}"
+            ) from error
+
+    def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
+        # Called by `from_pretrained` (every Auto class and pipeline loads through it) once the weights are in.
+        super()._adjust_missing_and_unexpected_keys(loading_info)
+        _loading_report.mismatched = sorted(loading_info.mismatched_keys)
+        source = getattr(_loading_report, "source", "the checkpoint")
+        check_loaded_keys(self, loading_info.missing_keys, loading_info.unexpected_keys, source)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .inference import load_trained_classifier
 from .modeling_ecg_pma import EcgPmaForSequenceClassification
 
 
@@ -30,7 +31,7 @@ def export_onnx(model_dir: str | Path, output_path: str | Path, opset: int = DEF
     (`dynamo=False`), which needs only the `onnx` package, not `onnxscript`; attention is exported on the eager path,
     which is the same maths as SDPA but traces with a dynamic batch size.
     """
-    model = EcgPmaForSequenceClassification.from_pretrained(model_dir)
+    model = load_trained_classifier(model_dir)
     model.set_attn_implementation("eager")
     wrapper = _ExportWrapper(model).eval()  # the wrapper too: the exporter restores the mode of what it is given
     config = model.config

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from .argument_types import output_directory, positive_int
+
 
 def add_parser(commands) -> None:
     convert = commands.add_parser("convert-st-mem", help="convert an ST-MEM checkpoint (.pth) into an ecg-pma model")
     convert.add_argument("checkpoint")
-    convert.add_argument("output_dir")
+    convert.add_argument("output_dir", type=output_directory)
     convert.add_argument("--full", action="store_true", help="the encoder + decoder file -> EcgPmaForPreTraining")
     convert.add_argument(
-        "--sampling-rate", type=int, default=250, help="the rate the weights were trained at (ST-MEM: 250)"
+        "--sampling-rate", type=positive_int, default=250, help="the rate the weights were trained at (ST-MEM: 250)"
     )
     convert.add_argument(
         "--no-band-pass",

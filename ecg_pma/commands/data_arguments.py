@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .argument_types import positive_int
+
 
 # `ecg_pma.data.FORMATS`, written out so that building the parser imports no data library (tests/test_cli.py checks
 # that the two agree).
@@ -34,13 +36,17 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="records shorter than the model window: drop them (default; named in the log and the run's results), "
         "zero-pad them, or stop with an error",
     )
-    parser.add_argument("--sampling-rate", type=int, default=100, help="PTB-XL records to read: 100 or 500 Hz")
+    parser.add_argument(
+        "--sampling-rate", type=positive_int, default=100, help="PTB-XL records to read: 100 or 500 Hz"
+    )
     parser.add_argument(
         "--labels-csv", default=None, help="wfdb format: CSV with record, labels (';'-separated), split"
     )
     parser.add_argument("--skip-missing", action="store_true", help="leave out listed records whose files are absent")
     parser.add_argument("--cache-dir", default=None, help="Arrow cache folder of the datasets")
-    parser.add_argument("--num-proc", type=int, default=None, help="processes for reading and feature extraction")
+    parser.add_argument(
+        "--num-proc", type=positive_int, default=None, help="processes for reading and feature extraction"
+    )
 
 
 def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:

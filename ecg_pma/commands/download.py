@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .argument_types import output_directory
+
 
 def add_parser(commands) -> None:
     download = commands.add_parser(
@@ -13,7 +15,7 @@ def add_parser(commands) -> None:
         "database",
         help="a PhysioNet database slug (challenge-2021, ptb-xl, ...) or physionet2021-sample (40 real records, 5 MB)",
     )
-    download.add_argument("output_dir")
+    download.add_argument("output_dir", type=output_directory)
     download.add_argument(
         "--index-url",
         default=None,

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .argument_types import output_file, positive_int
 from .data_arguments import add_data_arguments, load_windows
 
 
@@ -14,29 +15,22 @@ def add_parser(commands) -> None:
     add_data_arguments(evaluate)
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--split", choices=("train", "validation", "test"), default="test")
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--output", default=None, help="write the JSON result here too")
+    evaluate.add_argument("--batch-size", type=positive_int, default=64)
+    evaluate.add_argument("--output", type=output_file, default=None, help="write the JSON result here too")
     evaluate.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from transformers import (
-        AutoConfig,
-        AutoFeatureExtractor,
-        AutoModelForSequenceClassification,
-        Trainer,
-        TrainingArguments,
-    )
+    from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification, Trainer, TrainingArguments
 
     from ..data import id2label
-    from ..inference import require_classifier
+    from ..inference import load_trained_classifier
     from ..training.collator import EcgDataCollator
     from ..training.finetune import RecordMetrics
 
-    require_classifier(AutoConfig.from_pretrained(args.model), args.model)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model)
+    model = load_trained_classifier(args.model, AutoModelForSequenceClassification)
     extractor = AutoFeatureExtractor.from_pretrained(args.model)
     raw, windows = load_windows(args, extractor)
     labels = id2label(raw)

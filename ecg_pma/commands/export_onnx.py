@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 
+from .argument_types import int_in_range, output_file
+
+
+# The opsets torch.onnx's TorchScript exporter writes (torch.onnx._constants; a test keeps these in step), here
+# rather than imported so that `--help` does not import torch. 17 is `ecg_pma.onnx_export.DEFAULT_OPSET`.
+MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 7, 20, 17
+
 
 def add_parser(commands) -> None:
     export = commands.add_parser("export-onnx", help="export a saved classifier to ONNX (dynamic batch)")
     export.add_argument("model_dir")
-    export.add_argument("output")
-    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("output", type=output_file)
+    export.add_argument("--opset", type=int_in_range(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET)
     export.set_defaults(handler=run)
 
 

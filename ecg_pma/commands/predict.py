@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .argument_types import positive_int
+
 
 def add_parser(commands) -> None:
     predict = commands.add_parser("predict", help="per-label probabilities and layer weights for WFDB records")
@@ -12,7 +14,7 @@ def add_parser(commands) -> None:
     predict.add_argument("records", nargs="+", help="WFDB record paths (with or without .hea)")
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=positive_int, default=32)
     predict.add_argument(
         "--compile",
         action="store_true",
@@ -23,12 +25,13 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForSequenceClassification
+    from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
-    from ..inference import decision_thresholds, predict_records, require_classifier
+    from ..inference import decision_thresholds, load_trained_classifier, predict_records
 
-    require_classifier(AutoConfig.from_pretrained(args.model, trust_remote_code=args.trust_remote_code), args.model)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    model = load_trained_classifier(
+        args.model, AutoModelForSequenceClassification, trust_remote_code=args.trust_remote_code
+    )
     extractor = AutoFeatureExtractor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
     predictions = predict_records(
         model, extractor, args.records, dtype=args.dtype, batch_size=args.batch_size, compile=args.compile

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from .argument_types import (
+    non_negative_float,
+    non_negative_int,
+    output_directory,
+    positive_float,
+    positive_int,
+)
 from .data_arguments import add_data_arguments, add_training_data_arguments, load_training_data
 
 
@@ -15,7 +22,7 @@ def add_parser(commands) -> None:
     pre = commands.add_parser("pretrain", help="masked-modeling pre-training with Accelerate (last or IPA)")
     add_data_arguments(pre)
     add_training_data_arguments(pre)
-    pre.add_argument("--output-dir", required=True)
+    pre.add_argument("--output-dir", type=output_directory, required=True)
     pre.add_argument("--preset", choices=PRESET_NAMES, default="vit-b-paper")
     pre.add_argument("--config", default=None, help="a config.json folder instead of --preset")
     pre.add_argument(
@@ -34,18 +41,18 @@ def add_parser(commands) -> None:
     pre.add_argument(
         "--all-splits", action="store_true", help="pre-train on train + validation + test (no labels used)"
     )
-    pre.add_argument("--batch-size", type=int, default=64, help="per device")
-    pre.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    pre.add_argument("--base-learning-rate", type=float, default=1.2e-3, help="x effective batch / 256")
-    pre.add_argument("--epochs", type=float, default=800)
-    pre.add_argument("--max-steps", type=int, default=None)
-    pre.add_argument("--warmup-epochs", type=float, default=40)
-    pre.add_argument("--warmup-steps", type=int, default=None)
+    pre.add_argument("--batch-size", type=positive_int, default=64, help="per device")
+    pre.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
+    pre.add_argument("--base-learning-rate", type=positive_float, default=1.2e-3, help="x effective batch / 256")
+    pre.add_argument("--epochs", type=positive_float, default=800)
+    pre.add_argument("--max-steps", type=positive_int, default=None)
+    pre.add_argument("--warmup-epochs", type=non_negative_float, default=40)
+    pre.add_argument("--warmup-steps", type=non_negative_int, default=None)
     pre.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
     pre.add_argument("--torch-compile", action="store_true", help="compile the Transformer blocks with torch.compile")
-    pre.add_argument("--save-steps", type=int, default=1000)
+    pre.add_argument("--save-steps", type=non_negative_int, default=1000)
     pre.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
-    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--seed", type=non_negative_int, default=0)
     pre.set_defaults(handler=run)
 
 
@@ -55,8 +62,25 @@ def run(args: argparse.Namespace) -> int:
     from ..configuration_ecg_pma import EcgPmaConfig
     from ..feature_extraction_ecg_pma import ST_MEM_PREPROCESSING, EcgPmaFeatureExtractor
     from ..modeling_ecg_pma import EcgPmaForPreTraining
-    from ..training.pretrain import PretrainingArguments, pretrain
+    from ..training.pretrain import PretrainingArguments, pretrain, resolve_mixed_precision
 
+    # every setting checked before any record is read
+    training_args = PretrainingArguments(
+        output_dir=args.output_dir,
+        per_device_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        base_learning_rate=args.base_learning_rate,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        warmup_epochs=args.warmup_epochs,
+        warmup_steps=args.warmup_steps,
+        mixed_precision=args.mixed_precision,
+        torch_compile=args.torch_compile,
+        save_steps=args.save_steps,
+        resume_from_checkpoint=args.resume,
+        seed=args.seed,
+    )
+    resolve_mixed_precision(training_args.mixed_precision, training_args.use_cpu)
     set_seed(args.seed)  # before the model exists: its initial weights follow the seed too
     overrides = {"pretraining_aggregation": args.pretraining_aggregation} if args.pretraining_aggregation else {}
     if args.config:
@@ -68,26 +92,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=args.band_pass)
     _, splits, protocol = load_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
-    result = pretrain(
-        EcgPmaForPreTraining(config),
-        splits["train"],
-        PretrainingArguments(
-            output_dir=args.output_dir,
-            per_device_batch_size=args.batch_size,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            base_learning_rate=args.base_learning_rate,
-            num_train_epochs=args.epochs,
-            max_steps=args.max_steps,
-            warmup_epochs=args.warmup_epochs,
-            warmup_steps=args.warmup_steps,
-            mixed_precision=args.mixed_precision,
-            torch_compile=args.torch_compile,
-            save_steps=args.save_steps,
-            resume_from_checkpoint=args.resume,
-            seed=args.seed,
-        ),
-        extractor,
-        protocol=protocol,
-    )
+    result = pretrain(EcgPmaForPreTraining(config), splits["train"], training_args, extractor, protocol=protocol)
     print(f"Pre-trained for {result.global_step} steps; model saved to {result.output_dir}")
     return 0

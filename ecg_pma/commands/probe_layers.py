@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .argument_types import output_directory, positive_int
 from .data_arguments import add_data_arguments, load_windows
 
 
@@ -14,8 +15,8 @@ def add_parser(commands) -> None:
     )
     add_data_arguments(probe)
     probe.add_argument("--model", required=True)
-    probe.add_argument("--output-dir", required=True)
-    probe.add_argument("--epochs", type=int, default=100)
+    probe.add_argument("--output-dir", type=output_directory, required=True)
+    probe.add_argument("--epochs", type=positive_int, default=100)
     probe.add_argument(
         "--head-type",
         choices=("linear", "mlp"),
@@ -25,7 +26,7 @@ def add_parser(commands) -> None:
     probe.add_argument(
         "--probe-gate", choices=("train", "frozen"), default="train", help="the PMA probe's gate, as in finetune"
     )
-    probe.add_argument("--batch-size", type=int, default=64)
+    probe.add_argument("--batch-size", type=positive_int, default=64)
     probe.add_argument("--seed", type=int, default=0, help="seeds every probe's initial weights and batch order")
     probe.set_defaults(handler=run)
 

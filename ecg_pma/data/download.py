@@ -10,6 +10,8 @@ from pathlib import Path
 import wfdb
 from wfdb.io import download as wfdb_download
 
+from .records import path_inside
+
 
 # PhysioNet slug -> files beside the WFDB records that the loaders need. Any other slug downloads its records only.
 DATABASES = {
@@ -87,6 +89,27 @@ def flatten_records(output_dir: Path, records: list[str]) -> None:
             parent.rmdir()
 
 
+@contextlib.contextmanager
+def files_kept_inside(output_dir: Path, database: str):
+    """
+    Refuses, before anything is written, any file that the server's `RECORDS` list or a record's header would place
+    outside `output_dir` (`../../x/rec`, absolute paths). wfdb creates the folders of every file of the download in
+    one call before fetching them; that call is checked here.
+    """
+    create_folders = wfdb_download.make_local_dirs
+
+    def checked(dl_dir, dl_inputs, keep_subdirs):
+        for base_name, subdir, *_ in dl_inputs:
+            path_inside(output_dir, posixpath.join(subdir, base_name), f"{database}: a file listed by the server")
+        return create_folders(dl_dir, dl_inputs, keep_subdirs)
+
+    wfdb_download.make_local_dirs = checked
+    try:
+        yield
+    finally:
+        wfdb_download.make_local_dirs = create_folders
+
+
 def download_database(
     database: str,
     output_dir: str | os.PathLike,
@@ -130,7 +153,8 @@ def download_database(
             records = [name for name in names if name.startswith(subset)]
             if not records:
                 raise ValueError(f"{database}: no record name starts with {subset!r}.")
-        wfdb.dl_database(database, str(output_dir), records=records, annotators=None, overwrite=overwrite)
+        with files_kept_inside(output_dir, database):
+            wfdb.dl_database(database, str(output_dir), records=records, annotators=None, overwrite=overwrite)
         if sample is not None:
             flatten_records(output_dir, records)
         for name in DATABASES.get(database, []):

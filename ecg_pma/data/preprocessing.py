@@ -36,12 +36,17 @@ def extract_features(
         for record_id, signal, sampling_rate, lead_names, labels in zip(
             batch["record_id"], batch["signal"], batch["sampling_rate"], batch["lead_names"], batch["labels"]
         ):
-            windows = feature_extractor(
-                np.asarray(signal).T,
-                sampling_rate=sampling_rate,
-                lead_names=lead_names,
-                window_mode=window_mode,
-            )["signals"]
+            try:
+                windows = feature_extractor(
+                    np.asarray(signal).T,
+                    sampling_rate=sampling_rate,
+                    lead_names=lead_names,
+                    window_mode=window_mode,
+                )["signals"]
+            except (ValueError, TypeError) as error:
+                # the extractor sees one array and calls it "input 0"; the dataset knows the record's name
+                message = str(error).removeprefix("input 0: ").removeprefix("Input 0: ")
+                raise type(error)(f"Record {str(record_id)!r}: {message}") from error
             output["record_id"] += [record_id] * len(windows)
             output["signals"] += list(windows)
             output["labels"] += [labels] * len(windows)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict, Value
 
-from .records import build_splits, check_missing, multi_hot, record_features
+from .records import build_splits, check_missing, multi_hot, path_inside, record_features
 
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,14 @@ def load_ptbxl(
     label_index = {name: i for i, name in enumerate(label_names)}
     filename_column = "filename_lr" if sampling_rate == 100 else "filename_hr"
 
-    paths = {str(ecg_id): str(root / database.at[ecg_id, filename_column]) for ecg_id in database.index}
+    paths = {
+        str(ecg_id): path_inside(
+            root,
+            database.at[ecg_id, filename_column],
+            f"{root / 'ptbxl_database.csv'}, ecg_id {ecg_id} ({filename_column})",
+        )
+        for ecg_id in database.index
+    }
     absent = set(check_missing(paths, missing, f"PTB-XL at {root} ({sampling_rate} Hz)"))
     rows_by_split: dict[str, list[dict]] = {split: [] for split in ("train", "validation", "test")}
     unlabeled = 0

@@ -124,6 +124,21 @@ def build_splits(
     return DatasetDict(splits)
 
 
+def path_inside(root: str | os.PathLike, relative: str, what: str) -> str:
+    """
+    `root / relative`, refusing an absolute `relative` or one that leads out of `root` (`../`): a listing read from a
+    file or a server names files below its root and nothing else. `what` names the listing's entry in the error.
+    """
+    relative = str(relative)
+    if os.path.isabs(relative) or relative.startswith(("/", "\\")) or ":" in relative.split("/")[0]:
+        raise ValueError(f"{what}: {relative!r} is an absolute path; entries must be relative to {root}.")
+    base = os.path.abspath(root)
+    path = os.path.normpath(os.path.join(base, relative))
+    if os.path.commonpath([base, path]) != base:
+        raise ValueError(f"{what}: {relative!r} leads outside {root}; entries must stay below it.")
+    return os.path.join(str(root), relative)
+
+
 def find_records(root: str | os.PathLike) -> list[str]:
     """Every WFDB record (a `.hea` header) below `root`, as sorted paths without extension."""
     return sorted(str(path.with_suffix("")) for path in Path(root).rglob("*.hea"))

@@ -8,7 +8,15 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict
 
-from .records import build_splits, check_missing, find_records, hash_split, multi_hot, record_features
+from .records import (
+    build_splits,
+    check_missing,
+    find_records,
+    hash_split,
+    multi_hot,
+    path_inside,
+    record_features,
+)
 
 
 def load_wfdb_folder(
@@ -57,7 +65,10 @@ def load_wfdb_folder(
     ]
     label_names = sorted({label for labels in label_lists for label in labels})
     label_index = {name: i for i, name in enumerate(label_names)}
-    paths = {record: str(root / record) for record in table[record_column]}
+    paths = {
+        record: path_inside(root, record, f"{labels_csv or root}, row {row + 2} ({record_column})")
+        for row, record in enumerate(table[record_column])
+    }
     absent = set(check_missing(paths, missing, f"WFDB folder {root}"))
 
     rows_by_split: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}

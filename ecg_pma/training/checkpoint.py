@@ -2,13 +2,22 @@
 Training checkpoints as safetensors + JSON only (no pickle): model, optimizer, learning-rate schedule, progress and
 every process's random state. `accelerator.save_state` would write the optimizer, scheduler and RNG states with
 `torch.save` (pickle), which this project does not write or load.
+
+A kill at any moment leaves nothing half-written that a resume could pick up: every file is written to a temporary
+name and renamed into place, and `manifest.json` (each file's size and SHA-256) is written last. A folder without a
+manifest is unfinished; one whose files do not match it is damaged, and `--resume latest` falls back to the newest
+intact checkpoint, saying what was wrong.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
 import random
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +25,111 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+logger = logging.getLogger(__name__)
+
 CHECKPOINT_PREFIX = "step-"
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is unfinished or damaged; the message names the folder and the file."""
+
+
+def _atomic_path(path: Path, write) -> None:
+    """Calls `write(temporary_path)`, flushes it to disk and renames it to `path`: `path` is whole or absent."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    _atomic_path(Path(path), lambda temporary: Path(temporary).write_text(text))
+
+
+def save_file_atomically(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    _atomic_path(Path(path), lambda temporary: save_file(tensors, temporary))
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: str | Path) -> None:
+    """Records every file of a finished checkpoint folder (size and SHA-256); written last, it marks the folder whole."""
+    directory = Path(directory)
+    files = {
+        path.name: {"size": path.stat().st_size, "sha256": file_sha256(path)}
+        for path in sorted(directory.iterdir())
+        if path.is_file() and path.name != MANIFEST and not path.name.startswith(".")
+    }
+    write_text_atomically(directory / MANIFEST, json.dumps({"files": files}, indent=2))
+
+
+def verify_checkpoint(directory: str | Path) -> list[str]:
+    """What is wrong with a checkpoint folder against its manifest (nothing: an empty list)."""
+    directory = Path(directory)
+    try:
+        files = json.loads((directory / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return [f"no {MANIFEST} (the save did not finish)"]
+    except (ValueError, KeyError, TypeError) as error:
+        return [f"{MANIFEST} is unreadable ({error})"]
+    problems = []
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(f"{name} has {path.stat().st_size} bytes, not {expected['size']} (truncated?)")
+        elif file_sha256(path) != expected["sha256"]:
+            problems.append(f"{name} does not match its checksum (corrupted)")
+    return problems
+
+
+def resumable_checkpoint(checkpoint_dir: str | Path) -> Path:
+    """
+    The newest intact checkpoint below `checkpoint_dir`. Damaged or unfinished newer ones are passed over with a
+    warning naming what was wrong; none intact raises `FileNotFoundError` listing why.
+    """
+    rejected = []
+    for folder in reversed(list_checkpoints(checkpoint_dir, finished_only=False)):
+        problems = verify_checkpoint(folder)
+        if not problems:
+            if rejected:
+                logger.warning(f"Resuming from {folder}, the newest intact checkpoint.")
+            return folder
+        rejected.append(f"{folder.name}: {'; '.join(problems)}")
+        logger.warning(f"Checkpoint {folder} is not used: {'; '.join(problems)}.")
+    detail = f" ({' | '.join(rejected)})" if rejected else ""
+    raise FileNotFoundError(f"No intact checkpoint to resume from in {checkpoint_dir}{detail}.")
+
+
+def truncate_train_log(log_path: str | Path, global_step: int) -> None:
+    """Drops the log lines of steps after `global_step`: a resumed run logs them again."""
+    log_path = Path(log_path)
+    if not log_path.exists():
+        return
+    kept = [line for line in log_path.read_text().splitlines() if line.strip() and _logged_step(line) <= global_step]
+    write_text_atomically(log_path, "".join(line + "\n" for line in kept))
+
+
+def _logged_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62  # a line cut by a kill mid-write: dropped
 
 
 def _flatten_optimizer_state(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -73,20 +186,26 @@ def save_training_state(
     process_index: int,
     is_main_process: bool,
 ) -> None:
-    """Writes one checkpoint folder; every process writes its random state, the main process the rest."""
+    """
+    Writes one checkpoint folder's files, each atomically; every process writes its random state, the main process the
+    rest. Once every process is done, the main process calls `write_manifest`: until then the folder is unfinished.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if is_main_process:
+        (directory / MANIFEST).unlink(missing_ok=True)  # a folder being rewritten is unfinished until the end
     rng_tensors, rng_meta = random_state()
-    save_file(rng_tensors, directory / f"random_state_{process_index}.safetensors")
-    (directory / f"random_state_{process_index}.json").write_text(json.dumps(rng_meta))
+    save_file_atomically(rng_tensors, directory / f"random_state_{process_index}.safetensors")
+    write_text_atomically(directory / f"random_state_{process_index}.json", json.dumps(rng_meta))
     if not is_main_process:
         return
-    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, directory / "model.safetensors")
+    model_tensors = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
+    save_file_atomically(model_tensors, directory / "model.safetensors")
     optimizer_tensors, optimizer_meta = _flatten_optimizer_state(optimizer.state_dict())
-    save_file(optimizer_tensors, directory / "optimizer.safetensors")
-    (directory / "optimizer.json").write_text(json.dumps(optimizer_meta))
-    (directory / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
-    (directory / "progress.json").write_text(json.dumps(progress, indent=2))
+    save_file_atomically(optimizer_tensors, directory / "optimizer.safetensors")
+    write_text_atomically(directory / "optimizer.json", json.dumps(optimizer_meta))
+    write_text_atomically(directory / "scheduler.json", json.dumps(scheduler.state_dict()))
+    write_text_atomically(directory / "progress.json", json.dumps(progress, indent=2))
 
 
 def load_training_state(
@@ -94,11 +213,12 @@ def load_training_state(
 ) -> dict:
     """Restores what `save_training_state` wrote into `model`, `optimizer` and `scheduler`; returns the progress."""
     directory = Path(directory)
-    if not (directory / "progress.json").exists():
-        raise FileNotFoundError(f"{directory} is not a training checkpoint (no progress.json).")
+    problems = verify_checkpoint(directory)
+    if problems:
+        raise CheckpointError(f"Checkpoint {directory} is not intact: {'; '.join(problems)}.")
     missing, unexpected = model.load_state_dict(load_file(directory / "model.safetensors"), strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"Checkpoint {directory} does not match the model: missing {missing}, unexpected {unexpected}."
         )
     optimizer.load_state_dict(
@@ -112,16 +232,24 @@ def load_training_state(
         set_random_state(
             load_file(rng_file), json.loads((directory / f"random_state_{process_index}.json").read_text())
         )
+    else:
+        # saved by fewer processes than resume it: this one starts from the seed (not bit-identical from here on)
+        logger.warning(f"Checkpoint {directory} has no random state of process {process_index}; it starts fresh.")
     return json.loads((directory / "progress.json").read_text())
 
 
-def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
-    """Checkpoint folders, oldest first."""
+def list_checkpoints(checkpoint_dir: str | Path, finished_only: bool = True) -> list[Path]:
+    """Checkpoint folders, oldest first; only those whose manifest was written unless `finished_only=False`."""
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.exists():
         return []
     folders = [
-        p for p in checkpoint_dir.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "progress.json").exists()
+        p
+        for p in checkpoint_dir.iterdir()
+        if p.is_dir()
+        and p.name.startswith(CHECKPOINT_PREFIX)
+        and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        and (not finished_only or (p / MANIFEST).exists())
     ]
     return sorted(folders, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 

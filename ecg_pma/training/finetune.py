@@ -230,6 +230,17 @@ class FinetuneResult:
     test: dict | None
 
 
+def check_training_length(training_args: TrainingArguments) -> None:
+    """Refuses settings that would train nothing (and then save an untrained model as if it were trained)."""
+    if training_args.max_steps <= 0 and not training_args.num_train_epochs > 0:
+        raise ValueError(f"`num_train_epochs` must be positive, got {training_args.num_train_epochs}.")
+    if training_args.per_device_train_batch_size < 1 or training_args.per_device_eval_batch_size < 1:
+        raise ValueError(
+            "Batch sizes must be positive, got "
+            f"{training_args.per_device_train_batch_size} (train) and {training_args.per_device_eval_batch_size} (eval)."
+        )
+
+
 def finetune(
     model: EcgPmaForSequenceClassification,
     train_dataset: Dataset,
@@ -265,6 +276,7 @@ def finetune(
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
     if probe_gate not in PROBE_GATES:
         raise ValueError(f"Unknown `probe_gate` {probe_gate!r}; expected one of {PROBE_GATES}.")
+    check_training_length(training_args)
     if mode == "probe":
         model.freeze_encoder()
     else:

@@ -24,10 +24,12 @@ from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..modeling_ecg_pma import EcgPmaForPreTraining
 from .checkpoint import (
     CHECKPOINT_PREFIX,
-    list_checkpoints,
     load_training_state,
     prune_checkpoints,
+    resumable_checkpoint,
     save_training_state,
+    truncate_train_log,
+    write_manifest,
 )
 from .collator import EcgDataCollator
 
@@ -61,6 +63,33 @@ class PretrainingArguments:
     disable_tqdm: bool = False
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
+    def __post_init__(self):
+        # Checked here, before any data is read or any step is trained.
+        positive = {
+            "per_device_batch_size": self.per_device_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "logging_steps": self.logging_steps,
+        }
+        if self.max_steps is not None:
+            positive["max_steps"] = self.max_steps
+        for name, value in positive.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        for name in ("warmup_steps", "save_steps", "save_total_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"`{name}` must be a non-negative integer or None, got {value!r}.")
+        if not 0 < self.num_train_epochs < math.inf:
+            raise ValueError(f"`num_train_epochs` must be positive, got {self.num_train_epochs!r}.")
+        if not 0 <= self.warmup_epochs < math.inf:
+            raise ValueError(f"`warmup_epochs` must be non-negative, got {self.warmup_epochs!r}.")
+        if not 0 < self.base_learning_rate < math.inf:
+            raise ValueError(f"`base_learning_rate` must be positive, got {self.base_learning_rate!r}.")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}.")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}.")
+
     @property
     def checkpoint_dir(self) -> Path:
         return Path(self.output_dir) / "checkpoints"
@@ -73,7 +102,13 @@ class PretrainingResult:
     losses: list[dict]
 
 
-def resolve_mixed_precision(choice: str) -> str:
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+def resolve_mixed_precision(choice: str, use_cpu: bool = False) -> str:
+    on_cpu = use_cpu or not torch.cuda.is_available()
+    if choice == "fp16" and on_cpu:
+        raise ValueError("`mixed_precision='fp16'` needs a CUDA GPU; on the CPU use 'bf16' or 'no'.")
     if choice != "auto":
         return choice
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -116,7 +151,7 @@ def pretrain(
     `pretraining_data.json` and the card.
     """
     output_dir = Path(args.output_dir)
-    mixed_precision = resolve_mixed_precision(args.mixed_precision)
+    mixed_precision = resolve_mixed_precision(args.mixed_precision, args.use_cpu)
     report_to = [tracker for tracker in args.report_to if importlib.util.find_spec(tracker) is not None]
     accelerator = Accelerator(
         # Without an accelerator, `cpu=True` lets torchrun / mpirun processes form a MULTI_CPU (gloo) world.
@@ -186,10 +221,7 @@ def pretrain(
     if args.resume_from_checkpoint:
         checkpoint = Path(args.resume_from_checkpoint)
         if args.resume_from_checkpoint == "latest":
-            found = list_checkpoints(args.checkpoint_dir)
-            if not found:
-                raise FileNotFoundError(f"No checkpoint to resume from in {args.checkpoint_dir}.")
-            checkpoint = found[-1]
+            checkpoint = resumable_checkpoint(args.checkpoint_dir)
         progress = load_training_state(
             checkpoint, unwrapped(accelerator, model), optimizer, scheduler, accelerator.process_index
         )
@@ -203,6 +235,8 @@ def pretrain(
         accelerator.init_trackers("pretraining", config={"learning_rate": learning_rate, "total_steps": total_steps})
 
     log_path = output_dir / "train_log.jsonl"
+    if accelerator.is_main_process:
+        truncate_train_log(log_path, progress["global_step"])  # steps after the checkpoint are logged again
     losses: list[dict] = []
     model.train()
     bar = tqdm(
@@ -308,4 +342,5 @@ def save_checkpoint(accelerator: Accelerator, model, optimizer, scheduler, progr
     )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        write_manifest(directory)  # last: the checkpoint is whole from here on
         prune_checkpoints(args.checkpoint_dir, args.save_total_limit)
