@@ -71,6 +71,7 @@ def stage_model(
         training=results.get("training"),
         evaluation={split: results.get(split) for split in ("validation", "test")},
         dataset=results.get("dataset"),
+        base_model=results.get("base_model"),
         mean_layer_weights=scores.get("mean_layer_weights"),
         repo_id=repo_id,
         datasets=datasets,

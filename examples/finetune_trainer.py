@@ -9,7 +9,7 @@ import argparse
 
 import evaluate
 import numpy as np
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 
 from ecg_pma import EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
 from ecg_pma.data import build_training_splits, id2label, load_records
@@ -23,7 +23,9 @@ parser.add_argument("--data", default="../shared/data/physionet2021")
 parser.add_argument("--data-format", default="physionet2021", choices=("ptbxl", "physionet2021", "wfdb"))
 parser.add_argument("--output-dir", default="outputs/probe-pma")
 parser.add_argument("--epochs", type=float, default=100)
+parser.add_argument("--seed", type=int, default=42)
 args = parser.parse_args()
+set_seed(args.seed)  # before the classifier exists: its new gate and head are initialised from the seed
 
 records = load_records(args.data_format, args.data)
 labels = id2label(records)
@@ -73,6 +75,7 @@ trainer = Trainer(
         load_best_model_at_end=True,
         metric_for_best_model="macro_auroc",
         report_to="none",
+        seed=args.seed,
     ),
     train_dataset=windows["train"],
     eval_dataset=windows["validation"],

@@ -351,9 +351,12 @@ def finetune(
     return FinetuneResult(output_dir=str(output_dir), validation=validation, test=test)
 
 
-def training_protocol(mode: str, training_args: TrainingArguments, best_epoch: float | None) -> dict:
+def training_protocol(
+    mode: str, training_args: TrainingArguments, best_epoch: float | None, base: str | None = None
+) -> dict:
     """The settings that produced a classifier's numbers, as its `results.json` and model card list them."""
     return {
+        "starting weights": base,
         "mode": f"{mode} ({'encoder frozen' if mode == 'probe' else 'every weight trained'})",
         "epochs": training_args.num_train_epochs,
         "best epoch (by validation macro AUROC)": best_epoch,
@@ -383,6 +386,7 @@ def save_classifier(
     from ..modelcard import write_model_card
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    base = model.config._name_or_path or None  # the folder or Hub id the weights were loaded from
     extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(model.config)
     save_shareable(model, extractor, output_dir)
     labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
@@ -391,7 +395,9 @@ def save_classifier(
         "aggregation": model.config.aggregation,
         "labels": labels,  # the order of every per-label list below
         "dataset": data_info,
-        "training": training_protocol(mode, training_args, best_epoch),
+        # A Hub id (not a local folder) is the card's `base_model`.
+        "base_model": base if base and not Path(base).exists() else None,
+        "training": training_protocol(mode, training_args, best_epoch, base),
         "protocol": protocol or {},
         "validation": validation,
         "test": test,
@@ -405,6 +411,7 @@ def save_classifier(
         training={**results["training"], **card_protocol(protocol)},
         evaluation={"validation": validation, "test": test},
         dataset=data_info,
+        base_model=results["base_model"],
         mean_layer_weights=(test or validation).get("mean_layer_weights"),
     )
 
