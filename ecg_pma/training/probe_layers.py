@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..feature_extraction_ecg_pma import check_integer
 from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaClassificationHead, EcgPmaLayerAggregator, EcgPmaModel
 
@@ -156,6 +157,8 @@ def probe_layers(
     The study: `splits` holds `train`, `validation` and optionally `test` (model-ready rows). Writes `layer_cache/`,
     `layerwise_probe.json`, `layerwise_probe.md` and `layerwise_probe.png` to `output_dir`; returns the table rows.
     """
+    check_integer("epochs", epochs)  # 0 epochs would leave every score at its initial -inf
+    check_integer("batch_size", batch_size)
     output_dir = Path(output_dir)
     caches = {}
     for split, dataset in splits.items():
