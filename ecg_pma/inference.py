@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig
 
-from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor, check_integer
 from .modeling_ecg_pma import EcgPmaForSequenceClassification
 
 
@@ -107,6 +107,7 @@ def predict_records(
     [`compile_for_inference`]; the last batch is then padded with zero windows to `batch_size` (and their outputs
     discarded) so that one compiled graph serves every batch.
     """
+    check_integer("batch_size", batch_size)
     model.eval()
     features = feature_extractor(records, window_mode="sliding", return_tensors="pt", **extractor_kwargs)
     device = next(model.parameters()).device

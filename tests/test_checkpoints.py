@@ -92,6 +92,12 @@ def test_damaged_newest_checkpoint_falls_back_with_a_warning_naming_the_problem(
         load_training_state(newest, model, optimizer, scheduler, 0)
 
 
+def test_resuming_from_a_folder_that_is_not_there_says_so(tmp_path):
+    model, optimizer, scheduler = _parts()
+    with pytest.raises(FileNotFoundError, match="No checkpoint folder .*step-9"):
+        load_training_state(tmp_path / "step-9", model, optimizer, scheduler, 0)
+
+
 def test_unfinished_checkpoints_are_never_picked_up(tmp_path, caplog):
     _save(tmp_path, 2)
     _save(tmp_path, 4, finish=False)  # killed before the manifest: files may be from any moment

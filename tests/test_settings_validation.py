@@ -95,3 +95,15 @@ def test_finetuning_that_would_train_nothing_is_refused_before_the_trainer_start
     with pytest.raises(ValueError, match=re.escape(expected)):
         finetune(model, None, None, arguments, feature_extractor=EcgPmaFeatureExtractor())
     assert not (tmp_path / "out").exists()
+
+
+def test_python_entry_points_check_batch_sizes_and_epochs_too():
+    from ecg_pma import EcgPmaForSequenceClassification, EcgPmaModel
+    from ecg_pma.inference import predict_records
+    from ecg_pma.training.probe_layers import probe_layers
+
+    config = EcgPmaConfig.from_preset("tiny", num_labels=2)
+    with pytest.raises(ValueError, match="`batch_size` must be at least 1, got 0"):
+        predict_records(EcgPmaForSequenceClassification(config), EcgPmaFeatureExtractor(), [], batch_size=0)
+    with pytest.raises(ValueError, match="`epochs` must be at least 1, got 0"):
+        probe_layers(EcgPmaModel(config), {}, "unused", epochs=0)

@@ -213,6 +213,8 @@ def load_training_state(
 ) -> dict:
     """Restores what `save_training_state` wrote into `model`, `optimizer` and `scheduler`; returns the progress."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"No checkpoint folder {directory}.")
     problems = verify_checkpoint(directory)
     if problems:
         raise CheckpointError(f"Checkpoint {directory} is not intact: {'; '.join(problems)}.")

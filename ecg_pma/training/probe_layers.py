@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..feature_extraction_ecg_pma import check_integer
 from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaClassificationHead, EcgPmaLayerAggregator, EcgPmaModel
 
@@ -232,6 +233,8 @@ def probe_layers(
     `head_type` defaults to the encoder config's, the head `finetune --mode probe` trains; `probe_gate` as there.
     """
     head_type = head_type or encoder.config.head_type
+    check_integer("epochs", epochs)  # 0 epochs would leave every score at its initial -inf
+    check_integer("batch_size", batch_size)
     output_dir = Path(output_dir)
     model_hash = model_fingerprint(encoder)
     caches = {
