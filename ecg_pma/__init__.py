@@ -13,7 +13,7 @@ from transformers import (
 )
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_ecg_pma import PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig
+from .configuration_ecg_pma import LEAD_SETS, PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig, resolve_lead_set
 from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from .modeling_ecg_pma import (
     EcgPmaForPreTraining,
@@ -42,6 +42,7 @@ PIPELINE_REGISTRY.register_pipeline(
 )
 
 __all__ = [
+    "LEAD_SETS",
     "PRESETS",
     "STANDARD_LEAD_NAMES",
     "EcgClassificationPipeline",
@@ -51,4 +52,5 @@ __all__ = [
     "EcgPmaForSequenceClassification",
     "EcgPmaModel",
     "EcgPmaPreTrainedModel",
+    "resolve_lead_set",
 ]
