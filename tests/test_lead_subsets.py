@@ -1,5 +1,6 @@
 """Reduced-lead support in the model: any subset of the config's leads, per sample, through a `lead_mask`."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -196,3 +197,27 @@ def test_resolve_lead_set():
     assert resolve_lead_set(["avr", "II"], names) == ["II", "aVR"]
     with pytest.raises(ValueError, match=r"\['MLII'\]"):
         resolve_lead_set(["MLII"], names)
+
+
+@pytest.mark.parametrize("aggregation", ["pma", "ppa"])
+def test_onnx_export_with_the_lead_mask_matches_pytorch(tmp_path, aggregation):
+    import onnxruntime
+
+    from ecg_pma.onnx_export import export_onnx
+
+    model = make_model(EcgPmaForSequenceClassification, aggregation, None, "sdpa")
+    model.save_pretrained(tmp_path / "model")
+    spec = export_onnx(tmp_path / "model", tmp_path / "model.onnx")
+    assert spec["inputs"]["lead_mask"] == ["batch", 12]
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["signals", "lead_mask"]
+    signals, lead_mask = mixed_batch(model.config)
+    assert signals[~lead_mask].isnan().any()  # the graph zeroes absent slots, NaN included
+    for rows in (slice(0, 7), slice(2, 3), slice(0, 2)):  # dynamic batch: mixed, one reduced sample, 12 + 6 leads
+        logits, layer_weights = session.run(
+            None, {"signals": signals[rows].numpy(), "lead_mask": lead_mask[rows].numpy()}
+        )
+        with torch.no_grad():
+            expected = model(signals[rows], lead_mask=lead_mask[rows])
+        np.testing.assert_allclose(logits, expected.logits.numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(layer_weights, expected.layer_weights.numpy(), atol=1e-4, rtol=0)
