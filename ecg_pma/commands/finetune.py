@@ -21,6 +21,14 @@ def add_parser(commands) -> None:
     fine.add_argument("--batch-size", type=int, default=None)
     fine.add_argument("--learning-rate", type=float, default=None)
     fine.add_argument("--seed", type=int, default=None)
+    fine.add_argument(
+        "--lead-sets",
+        nargs="+",
+        default=None,
+        metavar="SET",
+        help="train on random lead subsets: each training sample keeps one of these lead sets (12 6 4 3 2, or names "
+        "joined by commas such as I,II), drawn with --seed; validation and test read every lead",
+    )
     fine.set_defaults(handler=run)
 
 
@@ -44,7 +52,14 @@ def run(args: argparse.Namespace) -> int:
     }
     training_args = reference_training_arguments(args.mode, args.output_dir, **overrides)
     result = finetune(
-        model, windows["train"], windows["validation"], training_args, args.mode, windows["test"], extractor
+        model,
+        windows["train"],
+        windows["validation"],
+        training_args,
+        args.mode,
+        windows["test"],
+        extractor,
+        lead_sets=args.lead_sets,
     )
     print((Path(result.output_dir) / "results.md").read_text())
     return 0

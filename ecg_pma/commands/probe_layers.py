@@ -18,6 +18,11 @@ def add_parser(commands) -> None:
     probe.add_argument("--epochs", type=int, default=100)
     probe.add_argument("--head-type", choices=("linear", "mlp"), default="linear")
     probe.add_argument("--batch-size", type=int, default=64)
+    probe.add_argument(
+        "--lead-set",
+        default=None,
+        help="probe on these leads only: a lead set (12, 6, 4, 3, 2) or names joined by commas (I,II)",
+    )
     probe.set_defaults(handler=run)
 
 
@@ -31,7 +36,13 @@ def run(args: argparse.Namespace) -> int:
     encoder = EcgPmaModel.from_pretrained(args.model)
     splits = {split: windows[split] for split in ("train", "validation", "test") if len(windows[split])}
     probe_layers(
-        encoder, splits, args.output_dir, epochs=args.epochs, head_type=args.head_type, batch_size=args.batch_size
+        encoder,
+        splits,
+        args.output_dir,
+        epochs=args.epochs,
+        head_type=args.head_type,
+        batch_size=args.batch_size,
+        lead_set=args.lead_set,
     )
     output = Path(args.output_dir)
     print((output / "layerwise_probe.md").read_text())

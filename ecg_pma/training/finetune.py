@@ -72,15 +72,21 @@ def reference_training_arguments(mode: str, output_dir: str, **overrides) -> Tra
 
 class EcgTrainer(Trainer):
     """A Trainer that drops the last incomplete *training* batch: the MLP head's BatchNorm cannot train on a batch of
-    one. (`dataloader_drop_last` would drop evaluation windows too.)"""
+    one. (`dataloader_drop_last` would drop evaluation windows too.) `train_data_collator`, when given, batches the
+    training rows only (e.g. one drawing random lead sets), evaluation keeping `data_collator`."""
+
+    def __init__(self, *args, train_data_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_data_collator = train_data_collator
 
     def get_train_dataloader(self):
-        drop_last = self.args.dataloader_drop_last
+        drop_last, collator = self.args.dataloader_drop_last, self.data_collator
         self.args.dataloader_drop_last = True
+        self.data_collator = self.train_data_collator or collator
         try:
             return super().get_train_dataloader()
         finally:
-            self.args.dataloader_drop_last = drop_last
+            self.args.dataloader_drop_last, self.data_collator = drop_last, collator
 
 
 class SafetensorsOnlyCallback(TrainerCallback):
@@ -146,13 +152,16 @@ def finetune(
     test_dataset: Dataset | None = None,
     feature_extractor: EcgPmaFeatureExtractor | None = None,
     quiet: bool = False,
+    lead_sets: list[str] | None = None,
 ) -> FinetuneResult:
     """
     Trains `model` (`mode="probe"`: encoder frozen, gate and head trained; `"finetune"`: everything) on model-ready
     rows (`signals`, `labels`, `record_id`, as `ecg_pma.data.extract_features` makes them), keeps the checkpoint with
     the best validation macro AUROC, tunes per-label F1 thresholds on validation, scores `test_dataset` with them,
     and saves the model (thresholds in its config), feature extractor, model card and `results.json` / `results.md`
-    to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs.
+    to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs. `lead_sets` (e.g.
+    `["12", "6", "4", "3", "2"]`): every training sample keeps the leads of one lead set drawn at random (seeded by
+    `training_args.seed`); validation and test read the leads the records have.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
@@ -171,6 +180,9 @@ def finetune(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=EcgDataCollator(config=model.config),
+        train_data_collator=EcgDataCollator(config=model.config, lead_sets=lead_sets, seed=training_args.seed)
+        if lead_sets
+        else None,
         compute_metrics=validation_metrics,
         callbacks=[SafetensorsOnlyCallback()],
     )
@@ -190,11 +202,13 @@ def finetune(
 
     output_dir = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
-        save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args)
+        save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args, lead_sets)
     return FinetuneResult(output_dir=str(output_dir), validation=validation, test=test)
 
 
-def save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args) -> None:
+def save_classifier(
+    output_dir, model, feature_extractor, mode, validation, test, training_args, lead_sets=None
+) -> None:
     from ..modelcard import write_model_card
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +232,7 @@ def save_classifier(output_dir, model, feature_extractor, mode, validation, test
             "mode": mode,
             "epochs": training_args.num_train_epochs,
             "learning_rate": training_args.learning_rate,
+            **({"lead sets (one drawn per training sample)": ", ".join(lead_sets)} if lead_sets else {}),
         },
         results=headline,
         mean_layer_weights=(test or validation).get("mean_layer_weights"),

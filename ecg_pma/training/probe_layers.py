@@ -19,8 +19,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..configuration_ecg_pma import resolve_lead_set
 from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaClassificationHead, EcgPmaLayerAggregator, EcgPmaModel
+from .collator import EcgDataCollator
 
 
 @dataclass
@@ -56,14 +58,32 @@ class LayerCache:
 
 
 @torch.no_grad()  # not inference_mode: the cached tensors are trained on afterwards
-def encode_layers(encoder: EcgPmaModel, dataset: Dataset, batch_size: int = 64, desc: str = "Encoding") -> LayerCache:
-    """Runs the frozen encoder once over model-ready rows (`signals`, `labels`, `record_id`)."""
+def encode_layers(
+    encoder: EcgPmaModel,
+    dataset: Dataset,
+    batch_size: int = 64,
+    desc: str = "Encoding",
+    lead_set: str | list[str] | None = None,
+) -> LayerCache:
+    """
+    Runs the frozen encoder once over model-ready rows (`signals`, `labels`, `record_id`, optional `lead_mask`),
+    reading only the leads of `lead_set` (a name of `ecg_pma.LEAD_SETS` or lead names) when given.
+    """
     encoder.eval()
     device = next(encoder.parameters()).device
     layers, inputs = [], []
-    rows = dataset.with_format("torch", columns=["signals"])
+    rows = dataset.with_format("torch", columns=[c for c in ("signals", "lead_mask") if c in dataset.column_names])
+    collator = EcgDataCollator(encoder.config, with_labels=False, lead_sets=[lead_set] if lead_set else None)
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False):
-        output = encoder(rows[start : start + batch_size]["signals"].to(device))
+        batch = rows[start : start + batch_size]
+        lead_mask = batch.get("lead_mask")
+        if collator.lead_set_masks is not None:
+            lead_mask = collator.draw_lead_mask(
+                lead_mask if lead_mask is not None else torch.ones(batch["signals"].shape[:2], dtype=torch.bool)
+            )
+        output = encoder(
+            batch["signals"].to(device), lead_mask=None if lead_mask is None else lead_mask.bool().to(device)
+        )
         layers.append(output.layer_representations.float().cpu())
         inputs.append(output.input_representation.float().cpu())
     labels = torch.as_tensor(np.asarray(dataset.with_format("numpy")["labels"][:]), dtype=torch.float32)
@@ -151,19 +171,27 @@ def probe_layers(
     batch_size: int = 64,
     learning_rate: float = 1e-3,
     seed: int = 0,
+    lead_set: str | list[str] | None = None,
 ) -> list[dict]:
     """
     The study: `splits` holds `train`, `validation` and optionally `test` (model-ready rows). Writes `layer_cache/`,
     `layerwise_probe.json`, `layerwise_probe.md` and `layerwise_probe.png` to `output_dir`; returns the table rows.
+    `lead_set` (e.g. `"2"` or `["I"]`): the encoder reads only those leads (cached apart from the full-lead features).
     """
     output_dir = Path(output_dir)
+    cache_dir = output_dir / "layer_cache"
+    if lead_set:
+        leads = resolve_lead_set(lead_set, encoder.config.lead_names)
+        cache_dir = cache_dir / ("leads-" + "-".join(leads))
     caches = {}
     for split, dataset in splits.items():
-        path = output_dir / "layer_cache" / f"{split}.safetensors"
+        path = cache_dir / f"{split}.safetensors"
         if path.exists():
             caches[split] = LayerCache.load(path)
         else:
-            caches[split] = encode_layers(encoder, dataset, batch_size=batch_size, desc=f"Encoding {split}")
+            caches[split] = encode_layers(
+                encoder, dataset, batch_size=batch_size, desc=f"Encoding {split}", lead_set=lead_set
+            )
             caches[split].save(path)
     num_labels = caches["train"].labels.shape[1]
     depth = encoder.config.num_hidden_layers
