@@ -255,8 +255,8 @@ def validate_signals(
     if is_exporting():
         return lead_mask
     finite = torch.isfinite(signals)
-    if lead_mask is not None:
-        finite = finite | ~lead_mask[..., None]
+    if lead_mask is not None and not bool(finite.all()):
+        finite = finite | ~lead_mask[..., None]  # absent leads may hold anything
     if not bool(finite.all()):
         sample, lead, position = (int(i) for i in (~finite).nonzero()[0])
         raise ValueError(

@@ -1,6 +1,8 @@
 """Training and studying on lead subsets: the collator's seeded lead-set draws, pre-training and finetuning with
 `lead_sets`, and the layer-wise probe on one lead set, on the real challenge records."""
 
+import json
+
 import pytest
 import torch
 from conftest import shared_data_dir
@@ -113,10 +115,23 @@ def test_finetuning_draws_lead_sets_for_training_batches_only(tmp_path, windows)
     assert eval_batch["lead_mask"].all()
 
     result = finetune(
-        model, rows["train"], rows["validation"], args, "probe", None, extractor, quiet=True, lead_sets=["12", "2"]
+        model,
+        rows["train"],
+        rows["validation"],
+        args,
+        "probe",
+        rows["test"],
+        extractor,
+        quiet=True,
+        lead_sets=["12", "2"],
     )
-    assert 0 <= result.validation["macro_auroc"] <= 1
-    assert "lead sets (one drawn per training sample): 12, 2" in (tmp_path / "probe" / "README.md").read_text()
+    # the test split is scored per lead set too; its 12-lead row is the plain test evaluation
+    by_lead_set = json.loads((tmp_path / "probe" / "results.json").read_text())["test_by_lead_set"]
+    assert by_lead_set["12"]["macro_auroc"] == pytest.approx(result.test["macro_auroc"], abs=1e-12)
+    assert by_lead_set["2"]["per_label_auroc"] != by_lead_set["12"]["per_label_auroc"]
+    assert "| 2 | I, II |" in (tmp_path / "probe" / "results.md").read_text()
+    card = (tmp_path / "probe" / "README.md").read_text()
+    assert "lead sets (one drawn per training sample): 12, 2" in card and "test macro_auroc, lead set 2" in card
 
 
 def test_layerwise_probe_on_a_lead_set(tmp_path, windows):

@@ -48,28 +48,12 @@ def score_split(model, split, batch_size: int, lead_set: str | None = None) -> d
     return metrics.last
 
 
-def lead_set_table(results: dict[str, dict], lead_names: list[str]) -> str:
-    """One Markdown row per lead set: macro AUROC, macro F1, mAP."""
-    from ..configuration_ecg_pma import resolve_lead_set
-
-    lines = [
-        "| lead set | leads | macro AUROC | macro F1 | mAP | records |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for lead_set, scores in results.items():
-        leads = ", ".join(resolve_lead_set(lead_set, lead_names))
-        lines.append(
-            f"| {lead_set} | {leads} | {scores['macro_auroc']:.4f} | {scores['macro_f1']:.4f} | "
-            f"{scores['macro_average_precision']:.4f} | {scores['num_records']} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
     from ..configuration_ecg_pma import resolve_lead_set
     from ..data import id2label
+    from ..training.finetune import lead_set_table
 
     model = AutoModelForSequenceClassification.from_pretrained(args.model)
     for lead_set in args.lead_sets or []:

@@ -17,6 +17,7 @@ from datasets import Dataset
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from ..configuration_ecg_pma import resolve_lead_set
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
@@ -200,14 +201,56 @@ def finetune(
         trainer.evaluate(test_dataset, metric_key_prefix="test")
         test = trainer.compute_metrics.last
 
+    test_by_lead_set = None
+    if lead_sets and test_dataset is not None:
+        test_by_lead_set = evaluate_lead_sets(trainer, test_dataset, lead_sets, validation["thresholds"])
+
     output_dir = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
-        save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args, lead_sets)
+        save_classifier(
+            output_dir, model, feature_extractor, mode, validation, test, training_args, lead_sets, test_by_lead_set
+        )
     return FinetuneResult(output_dir=str(output_dir), validation=validation, test=test)
 
 
+def evaluate_lead_sets(trainer: Trainer, dataset: Dataset, lead_sets: list, thresholds: list[float]) -> dict:
+    """Record-level scores of the trained model on `dataset` once per lead set (the other leads masked out)."""
+    config, collator = trainer.model.config, trainer.data_collator
+    scores = {}
+    for index, lead_set in enumerate(lead_sets):
+        trainer.data_collator = EcgDataCollator(config=config, lead_sets=[lead_set])
+        trainer.compute_metrics = RecordMetrics(dataset["record_id"], thresholds=thresholds)
+        trainer.evaluate(dataset, metric_key_prefix=f"test_lead_set_{index}")
+        scores[lead_set if isinstance(lead_set, str) else ",".join(lead_set)] = trainer.compute_metrics.last
+    trainer.data_collator = collator
+    return scores
+
+
+def lead_set_table(results: dict[str, dict], lead_names: list[str]) -> str:
+    """One Markdown row per lead set: macro AUROC, macro F1, mAP."""
+    lines = [
+        "| lead set | leads | macro AUROC | macro F1 | mAP | records |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for lead_set, scores in results.items():
+        leads = ", ".join(resolve_lead_set(lead_set, lead_names))
+        lines.append(
+            f"| {lead_set} | {leads} | {scores['macro_auroc']:.4f} | {scores['macro_f1']:.4f} | "
+            f"{scores['macro_average_precision']:.4f} | {scores['num_records']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def save_classifier(
-    output_dir, model, feature_extractor, mode, validation, test, training_args, lead_sets=None
+    output_dir,
+    model,
+    feature_extractor,
+    mode,
+    validation,
+    test,
+    training_args,
+    lead_sets=None,
+    test_by_lead_set=None,
 ) -> None:
     from ..modelcard import write_model_card
 
@@ -216,14 +259,20 @@ def save_classifier(
     extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(model.config)
     extractor.save_pretrained(output_dir)
     results = {"mode": mode, "aggregation": model.config.aggregation, "validation": validation, "test": test}
+    markdown = results_markdown(results, model.config.id2label)
+    if test_by_lead_set:
+        results["test_by_lead_set"] = test_by_lead_set
+        markdown += "\n## Test split by lead set\n\n" + lead_set_table(test_by_lead_set, model.config.lead_names)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (output_dir / "results.md").write_text(results_markdown(results, model.config.id2label))
+    (output_dir / "results.md").write_text(markdown)
     headline = {
         f"{split} {key}": round(scores[key], 4)
         for split, scores in (("validation", validation), ("test", test))
         if scores
         for key in ("macro_auroc", "macro_average_precision", "macro_f1")
     }
+    for lead_set, scores in (test_by_lead_set or {}).items():
+        headline[f"test macro_auroc, lead set {lead_set}"] = round(scores["macro_auroc"], 4)
     write_model_card(
         output_dir,
         model.config,
