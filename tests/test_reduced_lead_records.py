@@ -144,3 +144,30 @@ def test_required_lead_set_is_enforced_and_saved(tmp_path, classifier):
         EcgPmaFeatureExtractor(lead_aliases={"MLII": "Z"})
     with pytest.raises(ValueError, match=r"\['X'\]"):
         EcgPmaFeatureExtractor(required_leads=["I", "X"])
+
+
+def test_predict_command_reads_a_holter_style_record_with_an_alias(tmp_path, classifier):
+    import json
+    import subprocess
+    import sys
+
+    classifier.save_pretrained(tmp_path / "model")
+    EcgPmaFeatureExtractor.from_model_config(classifier.config).save_pretrained(tmp_path / "model")
+    path = cut_record(tmp_path, ["II", "V1"], name="100", sig_name=["MLII", "V1"], fs=360)
+
+    def predict(*options):
+        command = [sys.executable, "-m", "ecg_pma.cli", "predict", str(tmp_path / "model"), path, "--json", *options]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    refused = predict()
+    assert refused.returncode == 2 and "unknown lead names ['MLII']" in refused.stderr
+    result = predict("--lead-alias", "MLII=II", "--required-leads", "II,V1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (prediction,) = json.loads(result.stdout)
+    extractor = EcgPmaFeatureExtractor.from_model_config(
+        classifier.config, required_leads="II,V1", lead_aliases={"MLII": "II"}
+    )
+    (expected,) = predict_records(classifier, extractor, [path])
+    assert prediction["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+    bad = predict("--lead-alias", "MLII")
+    assert bad.returncode == 2 and "expected NAME=LEAD" in bad.stderr
