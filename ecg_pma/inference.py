@@ -96,7 +96,8 @@ def predict_records(
             if compile and num_windows < batch_size:
                 signals = torch.cat([signals, signals.new_zeros(batch_size - num_windows, *signals.shape[1:])])
                 lead_mask = torch.cat([lead_mask, lead_mask.new_ones(batch_size - num_windows, *lead_mask.shape[1:])])
-            output = forward(signals, lead_mask=lead_mask)
+            # Complete records take the plain path (a compiled graph would otherwise always carry the mask).
+            output = forward(signals, lead_mask=None if bool(lead_mask.all()) else lead_mask)
             logits = output.logits[:num_windows].float()
             single_label = model.config.problem_type == "single_label_classification"
             probabilities.append((logits.softmax(-1) if single_label else logits.sigmoid()).cpu())
