@@ -172,7 +172,7 @@ def is_exporting() -> bool:
 def validate_lead_mask(lead_mask: torch.Tensor, signals: torch.Tensor, config: EcgPmaConfig) -> torch.Tensor:
     """Raises `ValueError` unless `lead_mask` is `(batch, leads)` 0/1 or bool with a present lead per sample."""
     if is_exporting():
-        return lead_mask.bool()
+        return lead_mask.to(device=signals.device, dtype=torch.bool)
     expected = f"({signals.shape[0]}, {config.num_leads}) (batch, leads), True where the lead is present"
     if not isinstance(lead_mask, torch.Tensor):
         raise ValueError(f"`lead_mask` must be a torch.Tensor of shape {expected}, got {type(lead_mask).__name__}.")
@@ -182,7 +182,7 @@ def validate_lead_mask(lead_mask: torch.Tensor, signals: torch.Tensor, config: E
         raise ValueError(f"`lead_mask` must be bool (or 0/1 integers), got dtype {lead_mask.dtype}.")
     if lead_mask.dtype != torch.bool and bool(((lead_mask != 0) & (lead_mask != 1)).any()):
         raise ValueError(f"`lead_mask` must hold only 0 and 1, got values {sorted(set(lead_mask.unique().tolist()))}.")
-    lead_mask = lead_mask.bool()
+    lead_mask = lead_mask.to(device=signals.device, dtype=torch.bool)
     empty = (~lead_mask.any(dim=1)).nonzero()
     if len(empty):
         raise ValueError(
