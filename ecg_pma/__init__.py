@@ -16,7 +16,9 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _LAZY_EXPORTS = {
+    "LEAD_SETS": "configuration_ecg_pma",
     "PRESETS": "configuration_ecg_pma",
+    "resolve_lead_set": "configuration_ecg_pma",
     "STANDARD_LEAD_NAMES": "configuration_ecg_pma",
     "EcgPmaConfig": "configuration_ecg_pma",
     "EcgPmaFeatureExtractor": "feature_extraction_ecg_pma",

@@ -9,6 +9,14 @@ from transformers import PreTrainedConfig
 
 
 STANDARD_LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+# The lead sets scored by the PhysioNet/CinC Challenge 2021 ("Will two do?"), by name.
+LEAD_SETS = {
+    "12": STANDARD_LEAD_NAMES,
+    "6": ("I", "II", "III", "aVR", "aVL", "aVF"),
+    "4": ("I", "II", "III", "V2"),
+    "3": ("I", "II", "V2"),
+    "2": ("I", "II"),
+}
 
 AGGREGATIONS = ("last", "ppa", "pma", "layer")
 PRETRAINING_AGGREGATIONS = ("last", "ipa")
@@ -270,4 +278,25 @@ class EcgPmaConfig(PreTrainedConfig):
         return cls(**{**PRESETS[name], **kwargs})
 
 
-__all__ = ["EcgPmaConfig", "PRESETS", "STANDARD_LEAD_NAMES"]
+def resolve_lead_set(lead_set: str | list[str] | tuple[str, ...], lead_names: list[str]) -> list[str]:
+    """
+    The leads of `lead_set` as `lead_names` spells them, in `lead_names` order. `lead_set` is a name of
+    [`LEAD_SETS`] (`"12"`, `"6"`, `"4"`, `"3"`, `"2"`), a list of lead names, or lead names joined by commas
+    (`"I,II,V2"`); names match case-insensitively. Raises `ValueError` for a lead `lead_names` lacks.
+    """
+    if isinstance(lead_set, str):
+        names = LEAD_SETS[lead_set] if lead_set in LEAD_SETS else [name.strip() for name in lead_set.split(",")]
+    else:
+        names = list(lead_set)
+    known = {name.lower(): name for name in lead_names}
+    unknown = [name for name in names if str(name).lower() not in known]
+    if unknown or not names:
+        raise ValueError(
+            f"Lead set {lead_set!r}: {'leads ' + str(unknown) + ' are' if unknown else 'no lead is'} not among the "
+            f"model's leads {list(lead_names)}; give one of {sorted(LEAD_SETS, key=int, reverse=True)} or lead names."
+        )
+    wanted = {str(name).lower() for name in names}
+    return [name for name in lead_names if name.lower() in wanted]
+
+
+__all__ = ["EcgPmaConfig", "LEAD_SETS", "PRESETS", "STANDARD_LEAD_NAMES", "resolve_lead_set"]

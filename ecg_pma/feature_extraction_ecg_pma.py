@@ -21,7 +21,7 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import logging
 
-from .configuration_ecg_pma import STANDARD_LEAD_NAMES
+from .configuration_ecg_pma import STANDARD_LEAD_NAMES, resolve_lead_set
 
 
 logger = logging.get_logger(__name__)
@@ -161,15 +161,23 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             window is required.
         nan_policy (`str`): `"raise"` (default), `"interpolate"` (linear in time, per lead) or `"zero"` for NaN/inf
             samples. A lead that is entirely NaN always raises.
-        allow_missing_leads (`bool`): accept records lacking some of `lead_names`; the missing leads are filled with
-            `padding_value` (zero after standardisation) and logged. Off by default.
+        allow_missing_leads (`bool`): accept records with any subset of `lead_names` (at least one); the missing
+            leads are filled with `padding_value` and marked absent in `lead_mask`, so the model ignores them. Off by
+            default.
+        required_leads (`str` or `list[str]`, *optional*): the leads a record must have; the model's other leads may
+            be missing (absent in `lead_mask`). A lead set by name (`"12"`, `"6"`, `"4"`, `"3"`, `"2"`, see
+            `ecg_pma.LEAD_SETS`) or lead names. By default all of `lead_names` (or, with `allow_missing_leads`, any one).
+        lead_aliases (`dict[str, str]`, *optional*): non-standard lead names a user vouches for, mapped to the model's
+            names, e.g. `{"MLII": "II", "ML1": "I"}` for MIT-BIH or Holter records. Names are never guessed: a lead
+            that is neither a standard name nor an alias is an error.
         padding_value (`float`): value used for padding and missing leads.
 
-    Calling it returns a [`BatchFeature`] with `signals` `(windows, leads, signal_length)` float32 and
-    `record_index` `(windows,)`: which input record each window came from, to average predictions per record.
+    Calling it returns a [`BatchFeature`] with `signals` `(windows, leads, signal_length)` float32, `lead_mask`
+    `(windows, leads)` bool (True where the record has the lead; pass it to the model) and `record_index`
+    `(windows,)`: which input record each window came from, to average predictions per record.
     """
 
-    model_input_names = ["signals"]
+    model_input_names = ["signals", "lead_mask"]
 
     def __init__(
         self,
@@ -194,6 +202,8 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         nan_policy: str = "raise",
         allow_missing_leads: bool = False,
         padding_value: float = 0.0,
+        required_leads: str | list[str] | None = None,
+        lead_aliases: dict[str, str] | None = None,
         **kwargs,
     ):
         lead_names = list(lead_names) if lead_names is not None else list(STANDARD_LEAD_NAMES)
@@ -220,7 +230,28 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         self.min_duration = min_duration
         self.nan_policy = nan_policy
         self.allow_missing_leads = allow_missing_leads
+        self.required_leads = required_leads if isinstance(required_leads, (str, type(None))) else list(required_leads)
+        self.lead_aliases = dict(lead_aliases or {})
         self._check_settings()
+        self._check_lead_settings()
+
+    def _check_lead_settings(self) -> None:
+        if self.required_leads is not None:
+            resolve_lead_set(self.required_leads, self.lead_names)
+        model_keys = {canonical_lead_key(lead): lead for lead in self.lead_names}
+        for alias, target in self.lead_aliases.items():
+            if canonical_lead_key(target) not in model_keys:
+                raise ValueError(
+                    f"`lead_aliases` maps {alias!r} to {target!r}, which is not one of the model's leads "
+                    f"{list(self.lead_names)}."
+                )
+
+    def required_lead_names(self) -> list[str]:
+        """The leads every record must have (model spelling): `required_leads`, else all (or none, if missing leads
+        are allowed)."""
+        if self.required_leads is not None:
+            return resolve_lead_set(self.required_leads, self.lead_names)
+        return [] if self.allow_missing_leads else list(self.lead_names)
 
     def _check_settings(self) -> None:
         if len({canonical_lead_key(name) for name in self.lead_names}) != len(self.lead_names):
@@ -373,35 +404,50 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
     # ----------------------------------------------------------------------------------------------------- steps
 
     def reorder_leads(self, signal: np.ndarray, lead_names: list[str], name: str) -> np.ndarray:
-        """`(leads_in, samples)` in any lead order -> `(model_leads, samples)` in model order, by lead name."""
+        """
+        `(leads_in, samples)` in any lead order -> `(model_leads, samples)` in model order, by lead name (or a
+        `lead_aliases` name); the model's leads the record lacks are rows of NaN.
+        """
         if signal.shape[0] != len(lead_names):
             raise ValueError(
                 f"{name}: {signal.shape[0]} leads in the signal but {len(lead_names)} lead names {lead_names}; "
                 "an ECG array is (leads, samples)."
             )
-        given = [canonical_lead_key(lead) for lead in lead_names]
+        aliases = {
+            canonical_lead_key(alias): canonical_lead_key(target) for alias, target in self.lead_aliases.items()
+        }
+        given = [aliases.get(canonical_lead_key(lead), canonical_lead_key(lead)) for lead in lead_names]
         duplicated = sorted({lead for lead, key in zip(lead_names, given) if given.count(key) > 1})
         if duplicated:
-            raise ValueError(f"{name}: lead names appear more than once: {duplicated}.")
+            raise ValueError(f"{name}: lead names appear more than once: {duplicated} (aliases included).")
         model_keys = [canonical_lead_key(lead) for lead in self.lead_names]
         standard_keys = {canonical_lead_key(lead) for lead in STANDARD_LEAD_NAMES}
         unknown = [lead for lead, key in zip(lead_names, given) if key not in model_keys and key not in standard_keys]
         if unknown:
             raise ValueError(
                 f"{name}: unknown lead names {unknown}; expected names among {list(self.lead_names)} "
-                "(case-insensitive: 'AVR', 'aVR' and 'avr' are the same lead)."
+                "(case-insensitive: 'AVR', 'aVR' and 'avr' are the same lead). For non-standard names, say which "
+                "lead each one is with `lead_aliases`, e.g. lead_aliases={'MLII': 'II'}."
+            )
+        if not any(key in given for key in model_keys):
+            raise ValueError(
+                f"{name}: none of the model's leads {list(self.lead_names)} is in the record, whose leads are "
+                f"{list(lead_names)}."
             )
         missing = [lead for lead, key in zip(self.lead_names, model_keys) if key not in given]
-        if missing and not self.allow_missing_leads:
+        required = self.required_lead_names()
+        missing_required = [lead for lead in missing if lead in required]
+        if missing_required:
             raise ValueError(
-                f"{name}: missing leads {missing}; the model needs {list(self.lead_names)} "
-                "(set `allow_missing_leads=True` to fill them with zeros)."
+                f"{name}: missing leads {missing_required}; the record has {list(lead_names)} and the feature "
+                f"extractor requires {required} (set `required_leads` to a smaller lead set, e.g. '2', or "
+                "`allow_missing_leads=True` to accept any subset; absent leads are masked out of the model)."
             )
         extra = [lead for lead, key in zip(lead_names, given) if key not in model_keys]
         if extra:
             logger.warning(f"{name}: leads {extra} are not used by the model and are left out.")
         if missing:
-            logger.warning(f"{name}: missing leads {missing} are filled with {self.padding_value}.")
+            logger.info(f"{name}: leads {missing} are absent; they are filled with {self.padding_value} and masked.")
         ordered = np.full((len(self.lead_names), signal.shape[1]), np.nan)
         for row, key in enumerate(model_keys):
             if key in given:
@@ -630,7 +676,8 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             seed: seeds the random crop.
             return_tensors: `"pt"`, `"np"` or None (numpy).
         Returns:
-            `BatchFeature` with `signals (windows, leads, signal_length)` float32 and `record_index (windows,)`.
+            `BatchFeature` with `signals (windows, leads, signal_length)` float32, `lead_mask (windows, leads)` bool
+            and `record_index (windows,)`.
         """
         window_mode = window_mode or self.window_mode
         if window_mode not in WINDOW_MODES:
@@ -641,7 +688,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         records = self._as_records(ecg, sampling_rate, lead_names, units)
         if not records:
             raise ValueError("Empty batch: no ECG was given.")
-        signals, record_index = [], []
+        signals, lead_mask, record_index = [], [], []
         for index, record in enumerate(records):
             segments, present = self.preprocess_segments(record)
             for segment in segments:
@@ -655,9 +702,14 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
                         f"{np.nanmax(np.abs(record['signal'])):g} overflow float32 (ECG samples are expected in mV)."
                     )
                 signals.append(windows)
+                lead_mask.append(np.broadcast_to(present, windows.shape[:2]))
                 record_index += [index] * len(windows)
         features = BatchFeature(
-            {"signals": np.concatenate(signals), "record_index": np.asarray(record_index, dtype=np.int64)}
+            {
+                "signals": np.concatenate(signals),
+                "lead_mask": np.concatenate(lead_mask),
+                "record_index": np.asarray(record_index, dtype=np.int64),
+            }
         )
         return features.convert_to_tensors(return_tensors) if return_tensors else features
 

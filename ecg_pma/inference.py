@@ -117,10 +117,13 @@ def predict_records(
     with autocast_context(dtype, device):
         for start in range(0, len(features["signals"]), batch_size):
             signals = features["signals"][start : start + batch_size].to(device)
+            lead_mask = features["lead_mask"][start : start + batch_size].to(device)
             num_windows = len(signals)
             if compile and num_windows < batch_size:
                 signals = torch.cat([signals, signals.new_zeros(batch_size - num_windows, *signals.shape[1:])])
-            output = forward(signals)
+                lead_mask = torch.cat([lead_mask, lead_mask.new_ones(batch_size - num_windows, *lead_mask.shape[1:])])
+            # Complete records take the plain path (a compiled graph would otherwise always carry the mask).
+            output = forward(signals, lead_mask=None if bool(lead_mask.all()) else lead_mask)
             logits = output.logits[:num_windows].float()
             single_label = model.config.problem_type == "single_label_classification"
             probabilities.append((logits.softmax(-1) if single_label else logits.sigmoid()).cpu())

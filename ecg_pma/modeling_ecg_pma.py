@@ -59,6 +59,9 @@ class EcgPmaModelOutput(ModelOutput):
         hidden_states (`tuple` of `depth + 1` tensors `(batch, tokens, hidden)`, *optional*): embeddings, then every
             block's raw output.
         attentions (`tuple` of `depth` tensors `(batch, heads, tokens, tokens)`, *optional*).
+        present_leads (`(kept_leads,)`, *optional*): set when a `lead_mask` left some leads absent from every sample
+            of the batch: those leads' tokens were not computed, and the token outputs above (`last_hidden_state`,
+            `hidden_states`, `attentions`) hold only the leads listed here (indices into `config.lead_names`).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -67,6 +70,7 @@ class EcgPmaModelOutput(ModelOutput):
     input_representation: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    present_leads: torch.LongTensor | None = None
 
 
 @dataclass
@@ -77,7 +81,8 @@ class EcgPmaForPreTrainingOutput(ModelOutput):
     Args:
         loss (`()`): mean squared error over masked patches only (per-patch normalised targets if `norm_pix_loss`).
         reconstruction (`(batch, leads, patches, patch_size)`): the decoder's prediction of every patch.
-        mask (`(batch, leads, patches)`): 1 where a patch was masked (dropped from the encoder), 0 where kept.
+        mask (`(batch, leads, patches)`): 1 where a patch was masked (dropped from the encoder) and is scored, 0 where
+            kept (and on absent leads).
         ids_restore (`(batch, leads, patches)`): the permutation that puts kept and masked patches back in order.
         aggregated_hidden_state (`(batch, leads * (kept + 2), hidden)`): what the decoder reads: the last block's
             tokens, or with IPA every token's mean over all blocks, each after the final LayerNorm.
@@ -134,20 +139,101 @@ def sincos_position_table(num_patches: int, dim: int) -> torch.Tensor:
     return table.float()
 
 
-def mean_over_patch_tokens(tokens: torch.Tensor, num_leads: int) -> torch.Tensor:
+def mean_over_patch_tokens(
+    tokens: torch.Tensor, num_leads: int, lead_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """
-    Mean over the non-SEP tokens.
+    Mean over the non-SEP tokens (of the present leads only, when a `lead_mask` is given).
 
     Args:
         tokens: `(batch, leads * (patches + 2), hidden)`, each lead framed by its two SEP tokens.
+        lead_mask: `(batch, leads)` bool, True where a lead is present; None when all are.
     Returns:
         `(batch, hidden)`.
     """
-    return tokens.unflatten(1, (num_leads, -1))[:, :, 1:-1].mean(dim=(1, 2))
+    patch_tokens = tokens.unflatten(1, (num_leads, -1))[:, :, 1:-1]
+    if lead_mask is None:
+        return patch_tokens.mean(dim=(1, 2))
+    # Every lead has the same number of patches, so the mean of the present leads' means is the token mean.
+    weights = lead_mask.to(tokens.dtype)[..., None]
+    return (patch_tokens.mean(dim=2) * weights).sum(dim=1) / weights.sum(dim=1)
 
 
-def validate_signals(signals: torch.Tensor, config: EcgPmaConfig) -> None:
-    """Raises `ValueError` naming what was expected when `signals` is not a finite `(batch, leads, samples)` batch."""
+def attention_mask_from_lead_mask(lead_mask: torch.Tensor, tokens_per_lead: int) -> torch.Tensor:
+    """
+    `(batch, leads)` bool -> `(batch, 1, 1, leads * tokens_per_lead)` bool, True where a key may be attended to: no
+    token (present or absent) attends to an absent lead's tokens.
+    """
+    keys = lead_mask[:, :, None].expand(-1, -1, tokens_per_lead).flatten(1)
+    return keys[:, None, None, :]
+
+
+def is_exporting() -> bool:
+    """True while tracing, compiling or exporting, where data-dependent checks and shapes are not allowed."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
+def validate_lead_mask(lead_mask: torch.Tensor, signals: torch.Tensor, config: EcgPmaConfig) -> torch.Tensor:
+    """Raises `ValueError` unless `lead_mask` is `(batch, leads)` 0/1 or bool with a present lead per sample."""
+    if is_exporting():
+        return lead_mask.to(device=signals.device, dtype=torch.bool)
+    expected = f"({signals.shape[0]}, {config.num_leads}) (batch, leads), True where the lead is present"
+    if not isinstance(lead_mask, torch.Tensor):
+        raise ValueError(f"`lead_mask` must be a torch.Tensor of shape {expected}, got {type(lead_mask).__name__}.")
+    if tuple(lead_mask.shape) != (signals.shape[0], config.num_leads):
+        raise ValueError(f"`lead_mask` must have shape {expected}, got {tuple(lead_mask.shape)}.")
+    if lead_mask.is_floating_point() or lead_mask.is_complex():
+        raise ValueError(f"`lead_mask` must be bool (or 0/1 integers), got dtype {lead_mask.dtype}.")
+    if lead_mask.dtype != torch.bool and bool(((lead_mask != 0) & (lead_mask != 1)).any()):
+        raise ValueError(f"`lead_mask` must hold only 0 and 1, got values {sorted(set(lead_mask.unique().tolist()))}.")
+    lead_mask = lead_mask.to(device=signals.device, dtype=torch.bool)
+    empty = (~lead_mask.any(dim=1)).nonzero()
+    if len(empty):
+        raise ValueError(
+            f"`lead_mask` leaves batch item {int(empty[0])} without any lead; every sample needs at least one of "
+            f"{list(config.lead_names)}."
+        )
+    return lead_mask
+
+
+def select_present_leads(
+    signals: torch.Tensor, lead_mask: torch.Tensor | None, drop_absent_leads: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """
+    Prepares a batch whose samples may lack leads. Absent slots are zeroed, so their content (even NaN) cannot reach
+    any output. With `drop_absent_leads`, the leads absent from every sample are cut out of the batch (fewer tokens:
+    a uniformly 2-lead batch runs 2 leads' tokens); outside tracing only, where shapes may depend on data.
+
+    Args:
+        signals: `(batch, leads, samples)`. lead_mask: `(batch, leads)` bool (validated) or None.
+    Returns:
+        signals `(batch, kept_leads, samples)`; the lead mask over the kept leads, or None when every kept lead is
+        present in every sample (then no attention mask is needed); the kept leads' indices, or None for all leads.
+    """
+    if lead_mask is None:
+        return signals, None, None
+    if is_exporting():
+        return signals.masked_fill(~lead_mask[..., None], 0.0), lead_mask, None
+    if bool(lead_mask.all()):
+        return signals, None, None
+    signals = signals.masked_fill(~lead_mask[..., None], 0.0)
+    lead_indices = None
+    present_somewhere = lead_mask.any(dim=0)
+    if drop_absent_leads and not bool(present_somewhere.all()):
+        lead_indices = present_somewhere.nonzero()[:, 0]
+        signals, lead_mask = signals[:, lead_indices], lead_mask[:, lead_indices]
+        if bool(lead_mask.all()):
+            lead_mask = None
+    return signals, lead_mask, lead_indices
+
+
+def validate_signals(
+    signals: torch.Tensor, config: EcgPmaConfig, lead_mask: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """
+    Raises `ValueError` naming what was expected when `signals` is not a finite `(batch, leads, samples)` batch
+    (absent leads, per `lead_mask`, may hold anything). Returns the validated lead mask as bool, or None.
+    """
     expected = f"(batch, {config.num_leads}, {config.signal_length})"
     if not isinstance(signals, torch.Tensor):
         raise ValueError(f"`signals` must be a torch.Tensor of shape {expected}, got {type(signals).__name__}.")
@@ -167,16 +253,21 @@ def validate_signals(signals: torch.Tensor, config: EcgPmaConfig) -> None:
             f"({config.signal_length / config.sampling_rate:g} s at {config.sampling_rate} Hz); resample and crop with "
             "EcgPmaFeatureExtractor."
         )
+    if lead_mask is not None:
+        lead_mask = validate_lead_mask(lead_mask, signals, config)
     # Data-dependent checks cannot be traced or compiled; exported graphs skip them.
-    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-        return
+    if is_exporting():
+        return lead_mask
     finite = torch.isfinite(signals)
+    if lead_mask is not None and not bool(finite.all()):
+        finite = finite | ~lead_mask[..., None]  # absent leads may hold anything
     if not bool(finite.all()):
         sample, lead, position = (int(i) for i in (~finite).nonzero()[0])
         raise ValueError(
             f"`signals` contains NaN or inf (first at batch item {sample}, lead {config.lead_names[lead]}, "
             f"sample {position}); clean or interpolate the record before the model."
         )
+    return lead_mask
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -264,8 +355,13 @@ class EcgPmaEmbeddings(nn.Module):
         return kept, mask, ids_restore
 
     def forward(
-        self, signals: torch.Tensor, mask_ratio: float = 0.0, noise: torch.Tensor | None = None
+        self,
+        signals: torch.Tensor,
+        mask_ratio: float = 0.0,
+        noise: torch.Tensor | None = None,
+        lead_indices: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """`lead_indices` (`(leads_in,)`, *optional*): which of the config's leads the rows of `signals` are."""
         patches = self.patch_embeddings(signals) + self.position_embeddings[:, 1:-1]
         mask = ids_restore = None
         if mask_ratio > 0:
@@ -274,7 +370,8 @@ class EcgPmaEmbeddings(nn.Module):
         left_sep = (self.sep_embedding + self.position_embeddings[:, :1]).expand_as(patches[:, :, :1])
         right_sep = (self.sep_embedding + self.position_embeddings[:, -1:]).expand_as(patches[:, :, :1])
         tokens = torch.cat([left_sep, patches, right_sep], dim=2)
-        tokens = tokens + self.lead_embeddings[None, :, None, :]
+        lead_embeddings = self.lead_embeddings if lead_indices is None else self.lead_embeddings[lead_indices]
+        tokens = tokens + lead_embeddings[None, :, None, :]
         return tokens, mask, ids_restore
 
 
@@ -295,7 +392,9 @@ def eager_attention_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain softmax attention that also returns the attention maps. `(batch, heads, tokens, head_dim)` in."""
     attention_scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        attention_scores = attention_scores.masked_fill(~attention_mask, torch.finfo(attention_scores.dtype).min)
+    elif attention_mask is not None:
         attention_scores = attention_scores + attention_mask
     attention_probs = nn.functional.softmax(attention_scores, dim=-1, dtype=torch.float32).to(query.dtype)
     attention_probs = nn.functional.dropout(attention_probs, p=dropout, training=module.training)
@@ -319,8 +418,9 @@ class EcgPmaAttention(nn.Module):
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`attention_mask` (`(batch, 1, 1, tokens)` bool, *optional*): True where a key may be attended to."""
         query, key, value = (
             self.qkv(hidden_states)
             .unflatten(-1, (3, self.num_attention_heads, self.head_dim))
@@ -335,7 +435,7 @@ class EcgPmaAttention(nn.Module):
             query,
             key,
             value,
-            None,
+            attention_mask,
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
         )
@@ -394,9 +494,11 @@ class EcgPmaLayer(GradientCheckpointingLayer):
         self.drop_path = EcgPmaDropPath(drop_path)
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attention_output, attention_probs = self.attention(self.layernorm_before(hidden_states), output_attentions)
+        attention_output, attention_probs = self.attention(
+            self.layernorm_before(hidden_states), output_attentions, attention_mask
+        )
         hidden_states = hidden_states + self.drop_path(attention_output)
         hidden_states = hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
         return hidden_states, attention_probs
@@ -420,12 +522,15 @@ class EcgPmaEncoder(nn.Module):
         )
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, attention_mask: torch.Tensor | None = None
     ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...] | None]:
-        """`(batch, tokens, hidden)` -> (depth outputs `(batch, tokens, hidden)`, depth attention maps or None)."""
+        """
+        `(batch, tokens, hidden)` -> (depth outputs `(batch, tokens, hidden)`, depth attention maps or None).
+        `attention_mask` (`(batch, 1, 1, tokens)` bool, *optional*): True where a key may be attended to.
+        """
         layer_outputs, attentions = [], []
         for layer in self.layers:
-            hidden_states, attention_probs = layer(hidden_states, output_attentions)
+            hidden_states, attention_probs = layer(hidden_states, output_attentions, attention_mask)
             layer_outputs.append(hidden_states)
             attentions.append(attention_probs)
         return tuple(layer_outputs), tuple(attentions) if output_attentions else None
@@ -572,6 +677,7 @@ class EcgPmaModel(EcgPmaPreTrainedModel):
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
         record_index: torch.Tensor | None = None,
+        lead_mask: torch.Tensor | None = None,
     ) -> EcgPmaModelOutput | tuple:
         r"""
         Args:
@@ -579,29 +685,37 @@ class EcgPmaModel(EcgPmaPreTrainedModel):
             record_index (`(batch,)`, *optional*): which record each window came from, as the feature extractor
                 returns it; accepted so that `model(**features)` works, and not used by the model (average the
                 windows' predictions per record with it).
+            lead_mask (`(batch, leads)` bool, *optional*): True where a lead is present. Absent leads' slots may hold
+                anything: their tokens are left out of attention and of every mean, so each sample's outputs equal
+                those of that sample run alone on its present leads. None (all present) is the plain 12-lead path.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        validate_signals(signals, self.config)
+        lead_mask = validate_signals(signals, self.config, lead_mask)
+        signals, lead_mask, lead_indices = select_present_leads(signals, lead_mask)
 
-        embeddings, _, _ = self.embeddings(signals)
-        num_leads = embeddings.shape[1]
+        embeddings, _, _ = self.embeddings(signals, lead_indices=lead_indices)
+        num_leads, tokens_per_lead = embeddings.shape[1:3]
         embeddings = embeddings.flatten(1, 2)
-        layer_outputs, attentions = self.encoder(embeddings, output_attentions=output_attentions)
+        attention_mask = None if lead_mask is None else attention_mask_from_lead_mask(lead_mask, tokens_per_lead)
+        layer_outputs, attentions = self.encoder(
+            embeddings, output_attentions=output_attentions, attention_mask=attention_mask
+        )
 
         layer_representations = torch.stack(
-            [mean_over_patch_tokens(layer_output, num_leads) for layer_output in layer_outputs], dim=1
+            [mean_over_patch_tokens(layer_output, num_leads, lead_mask) for layer_output in layer_outputs], dim=1
         )
         output = EcgPmaModelOutput(
             last_hidden_state=self.layernorm(layer_outputs[-1]),
             pooler_output=self.layernorm(layer_representations[:, -1]),
             layer_representations=layer_representations,
-            input_representation=mean_over_patch_tokens(embeddings, num_leads),
+            input_representation=mean_over_patch_tokens(embeddings, num_leads, lead_mask),
             hidden_states=(embeddings, *layer_outputs) if output_hidden_states else None,
             attentions=attentions,
+            present_leads=lead_indices,
         )
         return output if return_dict else output.to_tuple()
 
@@ -707,6 +821,7 @@ class EcgPmaForPreTraining(EcgPmaPreTrainedModel):
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
         record_index: torch.Tensor | None = None,
+        lead_mask: torch.Tensor | None = None,
     ) -> EcgPmaForPreTrainingOutput | tuple:
         r"""
         Args:
@@ -714,17 +829,28 @@ class EcgPmaForPreTraining(EcgPmaPreTrainedModel):
             noise (`(batch, leads, patches)`, *optional*): fixes which patches are kept (the smallest noise values),
                 for reproducible masks.
             record_index (`(batch,)`, *optional*): accepted from the feature extractor's output and not used.
+            lead_mask (`(batch, leads)` bool, *optional*): True where a lead is present. Absent leads take no part in
+                attention and are not scored: `mask` is 0 on them and the loss covers the present leads' masked
+                patches only.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        validate_signals(signals, self.config)
+        lead_mask = validate_signals(signals, self.config, lead_mask)
+        # Absent leads stay in the batch here (the decoder and `mask` keep the config's lead layout).
+        signals, lead_mask, _ = select_present_leads(signals, lead_mask, drop_absent_leads=False)
 
         embeddings, mask, ids_restore = self.ecg_pma.embeddings(signals, self.config.mask_ratio, noise)
+        attention_mask = None
+        if lead_mask is not None:
+            attention_mask = attention_mask_from_lead_mask(lead_mask, embeddings.shape[2])
+            mask = mask * lead_mask[..., None].to(mask.dtype)
         embeddings = embeddings.flatten(1, 2)
-        layer_outputs, attentions = self.ecg_pma.encoder(embeddings, output_attentions=output_attentions)
+        layer_outputs, attentions = self.ecg_pma.encoder(
+            embeddings, output_attentions=output_attentions, attention_mask=attention_mask
+        )
         aggregated = self.aggregate_layers(layer_outputs)
         reconstruction = self.decoder(aggregated, ids_restore)
         loss = self.forward_loss(signals, reconstruction, mask)
@@ -926,6 +1052,7 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
         record_index: torch.Tensor | None = None,
+        lead_mask: torch.Tensor | None = None,
     ) -> EcgPmaSequenceClassifierOutput | tuple:
         r"""
         Args:
@@ -934,6 +1061,8 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
                 `(batch,)` values for regression.
             record_index (`(batch,)`, *optional*): accepted from the feature extractor's output and not used; the
                 logits are per window.
+            lead_mask (`(batch, leads)` bool, *optional*): True where a lead is present; see [`EcgPmaModel`]. The gate
+                and every aggregation read the present leads only.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         # No graph through a frozen encoder: the gate reads the (frozen) input embeddings, not a trainable path.
@@ -943,6 +1072,7 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
                 output_hidden_states=output_hidden_states,
                 output_attentions=output_attentions,
                 return_dict=True,
+                lead_mask=lead_mask,
             )
         fused, layer_weights = self.aggregator(outputs.layer_representations, outputs.input_representation)
         pooled_output = self.ecg_pma.layernorm(fused)

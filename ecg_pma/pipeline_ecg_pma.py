@@ -42,10 +42,11 @@ class EcgClassificationPipeline(Pipeline):
 
     def preprocess(self, inputs: Any, **extractor_kwargs) -> dict[str, torch.Tensor]:
         features = self.feature_extractor(inputs, window_mode="sliding", return_tensors="pt", **extractor_kwargs)
-        return {"signals": features["signals"]}
+        return {"signals": features["signals"], "lead_mask": features["lead_mask"]}
 
     def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        output = self.model(signals=model_inputs["signals"])
+        # Records lacking some of the model's leads run on the leads they have (the extractor's `lead_mask`).
+        output = self.model(signals=model_inputs["signals"], lead_mask=model_inputs["lead_mask"])
         return {"logits": output.logits, "layer_weights": output.layer_weights}
 
     def postprocess(

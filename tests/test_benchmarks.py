@@ -86,3 +86,20 @@ def test_data_benchmarks_run_on_the_challenge_records(script, arguments, reporte
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert report[reported] > 0
+
+
+@pytest.mark.slow
+def test_lead_subset_benchmark_reports_the_mask_and_two_lead_rows():
+    """The lead-mask benchmark runs (tiny model), its 'before' model loaded from git and checked equal to today's."""
+    command = [
+        sys.executable, str(REPO_ROOT / "benchmarks" / "lead_subsets.py"),
+        "--preset", "tiny", "--batch", "2", "--repeats", "1", "--baseline-rev", "HEAD",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(report["ecgs_per_s"]) == {
+        "12_leads_mask_none", "12_leads_mask_all_true", "12_leads_before", "2_leads_uniform", "mixed_lead_sets",
+    }  # fmt: skip
+    assert all(report[key] > 0 for key in ("mask_none_vs_before", "all_true_mask_vs_none", "two_leads_vs_twelve"))

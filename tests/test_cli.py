@@ -91,6 +91,31 @@ def test_predict_prints_probabilities_and_layer_weights(workspace):
 
 
 @pytest.mark.slow
+def test_evaluate_by_lead_set_prints_one_table_whose_12_lead_row_is_the_plain_evaluation(workspace):
+    root, data = workspace
+    plain = ecg_pma("evaluate", *data, "--model", root / "probed", "--output", root / "plain.json")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    by_set = ecg_pma(
+        "evaluate", *data, "--model", root / "probed", "--lead-sets", "12", "6", "4", "3", "2", "I,V2",
+        "--output", root / "lead_sets.json",
+    )  # fmt: skip
+    assert by_set.returncode == 0, by_set.stderr[-3000:]
+    assert "| lead set | leads | macro AUROC | macro F1 | mAP | records |" in by_set.stdout
+    for row in ("| 12 | I, II, III", "| 6 | I, II, III, aVR, aVL, aVF |", "| 4 | I, II, III, V2 |", "| 3 | I, II, V2 |",
+                "| 2 | I, II |", "| I,V2 | I, V2 |"):  # fmt: skip
+        assert row in by_set.stdout, row
+    scores = json.loads((root / "lead_sets.json").read_text())["lead_sets"]
+    reference = json.loads((root / "plain.json").read_text())
+    for key in ("macro_auroc", "macro_f1", "macro_average_precision", "num_records"):
+        assert scores["12"][key] == pytest.approx(reference[key], abs=1e-9), key
+    # fewer leads, other predictions: the lead sets are really applied
+    assert scores["2"]["per_label_auroc"] != scores["12"]["per_label_auroc"]
+
+    unknown = ecg_pma("evaluate", *data, "--model", root / "probed", "--lead-sets", "7")
+    assert unknown.returncode == 2 and "Lead set '7'" in unknown.stderr
+
+
+@pytest.mark.slow
 def test_probe_layers_command(workspace):
     root, data = workspace
     result = ecg_pma(

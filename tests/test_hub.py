@@ -84,12 +84,13 @@ def test_onnx_export_matches_pytorch(trained_model):
     spec = json.loads((trained_model / "onnx_export.json").read_text())
     assert spec["opset"] == 17 and spec["inputs"]["signals"] == ["batch", 12, 1000]
     session = onnxruntime.InferenceSession(str(trained_model / "model.onnx"))
-    assert [i.name for i in session.get_inputs()] == ["signals"]
+    assert [i.name for i in session.get_inputs()] == ["signals", "lead_mask"]
     assert [o.name for o in session.get_outputs()] == ["logits", "layer_weights"]
     model = EcgPmaForSequenceClassification.from_pretrained(trained_model).eval()
     for batch in (1, 3, 7):  # the batch dimension is dynamic
         signals = torch.randn(batch, 12, 1000, generator=torch.Generator().manual_seed(batch))
-        logits, layer_weights = session.run(None, {"signals": signals.numpy()})
+        lead_mask = np.ones((batch, 12), dtype=bool)
+        logits, layer_weights = session.run(None, {"signals": signals.numpy(), "lead_mask": lead_mask})
         with torch.no_grad():
             expected = model(signals)
         assert np.abs(logits - expected.logits.numpy()).max() < 1e-4

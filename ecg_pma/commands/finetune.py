@@ -63,6 +63,14 @@ class FinetuneArguments:
             "partial sine, partial white noise; level 10; p 0.5)"
         },
     )
+    lead_sets: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "train on random lead subsets: each training sample keeps one of these lead sets (12 6 4 3 2, or "
+            "names joined by commas such as I,II), drawn with --seed; validation and test read every lead",
+            "nargs": "+",
+        },
+    )
     single_class_auroc: Literal["exclude", "half"] = field(
         default="exclude",
         metadata={
@@ -159,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         single_class_auroc=options.single_class_auroc,
         protocol=protocol,
         data_info=dataset,
+        lead_sets=options.lead_sets,
     )
     print((Path(result.output_dir) / "results.md").read_text())
     return 0

@@ -53,6 +53,14 @@ def add_parser(commands) -> None:
     pre.add_argument("--save-steps", type=non_negative_int, default=1000)
     pre.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
     pre.add_argument("--seed", type=non_negative_int, default=0)
+    pre.add_argument(
+        "--lead-sets",
+        nargs="+",
+        default=None,
+        metavar="SET",
+        help="train on random lead subsets: each sample keeps one of these lead sets (12 6 4 3 2, or names joined by "
+        "commas such as I,II), drawn with --seed",
+    )
     pre.set_defaults(handler=run)
 
 
@@ -79,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         save_steps=args.save_steps,
         resume_from_checkpoint=args.resume,
         seed=args.seed,
+        lead_sets=args.lead_sets,
     )
     resolve_mixed_precision(training_args.mixed_precision, training_args.use_cpu)
     set_seed(args.seed)  # before the model exists: its initial weights follow the seed too

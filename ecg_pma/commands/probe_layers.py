@@ -28,6 +28,11 @@ def add_parser(commands) -> None:
     )
     probe.add_argument("--batch-size", type=positive_int, default=64)
     probe.add_argument("--seed", type=int, default=0, help="seeds every probe's initial weights and batch order")
+    probe.add_argument(
+        "--lead-set",
+        default=None,
+        help="probe on these leads only: a lead set (12, 6, 4, 3, 2) or names joined by commas (I,II)",
+    )
     probe.set_defaults(handler=run)
 
 
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         probe_gate=args.probe_gate,
         seed=args.seed,
+        lead_set=args.lead_set,
     )
     output = Path(args.output_dir)
     print((output / "layerwise_probe.md").read_text())

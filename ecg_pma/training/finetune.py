@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from ..configuration_ecg_pma import resolve_lead_set
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..metrics import load_ecg_multilabel
 from ..modelcard import card_protocol
@@ -102,15 +103,22 @@ class EcgTrainer(Trainer):
     one; `dataloader_drop_last` would drop evaluation windows too), and checkpoints its optimizer, learning-rate
     schedule, gradient scaler and random states as safetensors + JSON (`ecg_pma.training.checkpoint`'s format)
     instead of the Trainer's `torch.save` pickles, so that `train(resume_from_checkpoint=...)` works without them.
+    `train_data_collator`, when given, batches the training rows only (e.g. one drawing random lead sets),
+    evaluation keeping `data_collator`.
     """
 
+    def __init__(self, *args, train_data_collator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_data_collator = train_data_collator
+
     def get_train_dataloader(self):
-        drop_last = self.args.dataloader_drop_last
+        drop_last, collator = self.args.dataloader_drop_last, self.data_collator
         self.args.dataloader_drop_last = True
+        self.data_collator = self.train_data_collator or collator
         try:
             return super().get_train_dataloader()
         finally:
-            self.args.dataloader_drop_last = drop_last
+            self.args.dataloader_drop_last, self.data_collator = drop_last, collator
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         if not self.args.should_save:
@@ -254,6 +262,7 @@ def finetune(
     single_class_auroc: str = "exclude",
     protocol: dict | None = None,
     data_info: dict | None = None,
+    lead_sets: list[str] | None = None,
 ) -> FinetuneResult:
     """
     Trains `model` (`mode="probe"`: encoder frozen, head trained, PMA gate trained or not by `probe_gate`;
@@ -268,6 +277,9 @@ def finetune(
     convention for a label with one class in a split (`"exclude"` it, or count it as `"half"` = 0.5, the authors').
     `protocol` (the data choices: windows, short records, label set, ...) is written into the results and the card.
     `data_info` says what the rows are (`name`, `description`, optional Hub `id`) for `results.json` and the card.
+    `lead_sets` (e.g. `["12", "6", "4", "3", "2"]`): every training sample keeps the leads of one lead set drawn at
+    random (seeded by `training_args.seed`); validation reads the leads the records have, and the test split is
+    scored once with every lead and once per lead set.
 
     Set the seed (`transformers.set_seed(training_args.seed)`) before creating `model`: its new gate and head are
     initialised then. `training_args.resume_from_checkpoint` (a checkpoint folder, or `"last"`) continues a run.
@@ -301,6 +313,9 @@ def finetune(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=EcgDataCollator(config=model.config),
+        train_data_collator=EcgDataCollator(config=model.config, lead_sets=lead_sets, seed=training_args.seed)
+        if lead_sets
+        else None,
         compute_metrics=validation_metrics,
         callbacks=callbacks,
     )
@@ -321,10 +336,17 @@ def finetune(
         trainer.evaluate(test_dataset, metric_key_prefix="test")
         test = trainer.compute_metrics.last
 
+    test_by_lead_set = None
+    if lead_sets and test_dataset is not None:
+        test_by_lead_set = evaluate_lead_sets(
+            trainer, test_dataset, lead_sets, validation["thresholds"], single_class_auroc
+        )
+
     output_dir = Path(training_args.output_dir)
     protocol = {
         **({"probe_gate": probe_gate if gate is not None else "no gate"} if mode == "probe" else {}),
         **(protocol or {}),
+        **({"lead_sets (one drawn per training sample)": ", ".join(map(str, lead_sets))} if lead_sets else {}),
         "macro_auroc_single_class_labels": single_class_auroc,
     }
     if trainer.is_world_process_zero():
@@ -347,6 +369,7 @@ def finetune(
             data_info,
             best_epoch,
             protocol,
+            test_by_lead_set,
         )
     return FinetuneResult(output_dir=str(output_dir), validation=validation, test=test)
 
@@ -370,6 +393,38 @@ def training_protocol(
     }
 
 
+def evaluate_lead_sets(
+    trainer: Trainer, dataset: Dataset, lead_sets: list, thresholds: list[float], single_class_auroc: str = "exclude"
+) -> dict:
+    """Record-level scores of the trained model on `dataset` once per lead set (the other leads masked out)."""
+    config, collator = trainer.model.config, trainer.data_collator
+    scores = {}
+    for index, lead_set in enumerate(lead_sets):
+        trainer.data_collator = EcgDataCollator(config=config, lead_sets=[lead_set])
+        trainer.compute_metrics = RecordMetrics(
+            dataset["record_id"], thresholds=thresholds, single_class_auroc=single_class_auroc
+        )
+        trainer.evaluate(dataset, metric_key_prefix=f"test_lead_set_{index}")
+        scores[lead_set if isinstance(lead_set, str) else ",".join(lead_set)] = trainer.compute_metrics.last
+    trainer.data_collator = collator
+    return scores
+
+
+def lead_set_table(results: dict[str, dict], lead_names: list[str]) -> str:
+    """One Markdown row per lead set: macro AUROC, macro F1, mAP."""
+    lines = [
+        "| lead set | leads | macro AUROC | macro F1 | mAP | records |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for lead_set, scores in results.items():
+        leads = ", ".join(resolve_lead_set(lead_set, lead_names))
+        lines.append(
+            f"| {lead_set} | {leads} | {scores['macro_auroc']:.4f} | {scores['macro_f1']:.4f} | "
+            f"{scores['macro_average_precision']:.4f} | {scores['num_records']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def save_classifier(
     output_dir,
     model,
@@ -381,6 +436,7 @@ def save_classifier(
     data_info=None,
     best_epoch=None,
     protocol=None,
+    test_by_lead_set=None,
 ) -> None:
     from ..hub import save_shareable
     from ..modelcard import write_model_card
@@ -402,14 +458,20 @@ def save_classifier(
         "validation": validation,
         "test": test,
     }
+    markdown = results_markdown(results, model.config.id2label)
+    evaluation = {"validation": validation, "test": test}
+    if test_by_lead_set:
+        results["test_by_lead_set"] = test_by_lead_set
+        markdown += "\n## Test split by lead set\n\n" + lead_set_table(test_by_lead_set, model.config.lead_names)
+        evaluation |= {f"test, leads {lead_set}": scores for lead_set, scores in test_by_lead_set.items()}
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (output_dir / "results.md").write_text(results_markdown(results, model.config.id2label))
+    (output_dir / "results.md").write_text(markdown)
     write_model_card(
         output_dir,
         model.config,
         extractor,
         training={**results["training"], **card_protocol(protocol)},
-        evaluation={"validation": validation, "test": test},
+        evaluation=evaluation,
         dataset=data_info,
         base_model=results["base_model"],
         mean_layer_weights=(test or validation).get("mean_layer_weights"),

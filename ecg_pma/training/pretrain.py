@@ -62,6 +62,9 @@ class PretrainingArguments:
     torch_compile: bool = False
     disable_tqdm: bool = False
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    # Train on random lead subsets: each sample keeps one lead set drawn from these (e.g. ["12", "6", "2"]), seeded by
+    # `seed`; masking then applies to the present leads only. None: the leads the records have.
+    lead_sets: list[str] | None = None
 
     def __post_init__(self):
         # Checked here, before any data is read or any step is trained.
@@ -174,7 +177,7 @@ def pretrain(
         batch_size=args.per_device_batch_size,
         shuffle=not streamed,
         drop_last=True,
-        collate_fn=EcgDataCollator(config=config, with_labels=False),
+        collate_fn=EcgDataCollator(config=config, with_labels=False, lead_sets=args.lead_sets, seed=args.seed),
         num_workers=args.dataloader_num_workers,
         # Its own generator: starting an epoch must not draw from the global random state, which a resumed run
         # restores from the checkpoint (an extra draw there would change dropout from then on).
@@ -264,7 +267,7 @@ def pretrain(
                 accelerator.process_index,
             ).to(signals.device)
             with accelerator.accumulate(model):
-                loss = model(signals, noise=noise).loss
+                loss = model(signals, noise=noise, lead_mask=batch.get("lead_mask")).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -313,7 +316,11 @@ def pretrain(
         extractor.save_pretrained(output_dir)
         from ..modelcard import card_protocol, write_model_card
 
-        training = {"pretraining_steps": progress["global_step"], **card_protocol(protocol)}
+        training = {
+            "pretraining_steps": progress["global_step"],
+            **card_protocol(protocol),
+            **({"lead sets (one drawn per sample)": ", ".join(args.lead_sets)} if args.lead_sets else {}),
+        }
         write_model_card(output_dir, final_model.config, extractor, training=training)
     accelerator.end_training()
     return PretrainingResult(output_dir=str(output_dir), global_step=progress["global_step"], losses=losses)

@@ -21,9 +21,11 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..configuration_ecg_pma import resolve_lead_set
 from ..feature_extraction_ecg_pma import check_integer
 from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaClassificationHead, EcgPmaLayerAggregator, EcgPmaModel
+from .collator import EcgDataCollator
 
 
 logger = logging.get_logger(__name__)
@@ -95,7 +97,13 @@ def layer_cache_key(model_hash: str, dataset: Dataset, split: str) -> dict:
 
 
 def load_or_encode(
-    encoder: EcgPmaModel, dataset: Dataset, path: Path, split: str, model_hash: str, batch_size: int = 64
+    encoder: EcgPmaModel,
+    dataset: Dataset,
+    path: Path,
+    split: str,
+    model_hash: str,
+    batch_size: int = 64,
+    lead_set: str | list[str] | None = None,
 ) -> LayerCache:
     """The split's cache at `path` when it was made from this encoder and these rows; else encodes and saves anew."""
     key = layer_cache_key(model_hash, dataset, split)
@@ -105,21 +113,39 @@ def load_or_encode(
             return cache
         changed = sorted(name for name in key if cache.key.get(name) != key[name])
         logger.warning(f"{path} was made from another {' / '.join(changed)}; encoding the {split} split again.")
-    cache = encode_layers(encoder, dataset, batch_size=batch_size, desc=f"Encoding {split}")
+    cache = encode_layers(encoder, dataset, batch_size=batch_size, desc=f"Encoding {split}", lead_set=lead_set)
     cache.key = key
     cache.save(path)
     return cache
 
 
 @torch.no_grad()  # not inference_mode: the cached tensors are trained on afterwards
-def encode_layers(encoder: EcgPmaModel, dataset: Dataset, batch_size: int = 64, desc: str = "Encoding") -> LayerCache:
-    """Runs the frozen encoder once over model-ready rows (`signals`, `labels`, `record_id`)."""
+def encode_layers(
+    encoder: EcgPmaModel,
+    dataset: Dataset,
+    batch_size: int = 64,
+    desc: str = "Encoding",
+    lead_set: str | list[str] | None = None,
+) -> LayerCache:
+    """
+    Runs the frozen encoder once over model-ready rows (`signals`, `labels`, `record_id`, optional `lead_mask`),
+    reading only the leads of `lead_set` (a name of `ecg_pma.LEAD_SETS` or lead names) when given.
+    """
     encoder.eval()
     device = next(encoder.parameters()).device
     layers, inputs = [], []
-    rows = dataset.with_format("torch", columns=["signals"])
+    rows = dataset.with_format("torch", columns=[c for c in ("signals", "lead_mask") if c in dataset.column_names])
+    collator = EcgDataCollator(encoder.config, with_labels=False, lead_sets=[lead_set] if lead_set else None)
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False):
-        output = encoder(rows[start : start + batch_size]["signals"].to(device))
+        batch = rows[start : start + batch_size]
+        lead_mask = batch.get("lead_mask")
+        if collator.lead_set_masks is not None:
+            lead_mask = collator.draw_lead_mask(
+                lead_mask if lead_mask is not None else torch.ones(batch["signals"].shape[:2], dtype=torch.bool)
+            )
+        output = encoder(
+            batch["signals"].to(device), lead_mask=None if lead_mask is None else lead_mask.bool().to(device)
+        )
         layers.append(output.layer_representations.float().cpu())
         inputs.append(output.input_representation.float().cpu())
     labels = torch.as_tensor(np.asarray(dataset.with_format("numpy")["labels"][:]), dtype=torch.float32)
@@ -225,21 +251,26 @@ def probe_layers(
     learning_rate: float = 1e-3,
     seed: int = 0,
     probe_gate: str = "train",
+    lead_set: str | list[str] | None = None,
 ) -> list[dict]:
     """
     The study: `splits` holds `train`, `validation` and optionally `test` (model-ready rows). Writes `layer_cache/`
     (reused only when made from the same encoder weights and the same rows, see `layer_cache_key`),
     `layerwise_probe.json`, `layerwise_probe.md` and `layerwise_probe.png` to `output_dir`; returns the table rows.
     `head_type` defaults to the encoder config's, the head `finetune --mode probe` trains; `probe_gate` as there.
+    `lead_set` (e.g. `"2"` or `["I"]`): the encoder reads only those leads (cached apart from the full-lead features).
     """
     head_type = head_type or encoder.config.head_type
     check_integer("epochs", epochs)  # 0 epochs would leave every score at its initial -inf
     check_integer("batch_size", batch_size)
     output_dir = Path(output_dir)
     model_hash = model_fingerprint(encoder)
+    cache_dir = output_dir / "layer_cache"
+    if lead_set:
+        cache_dir = cache_dir / ("leads-" + "-".join(resolve_lead_set(lead_set, encoder.config.lead_names)))
     caches = {
         split: load_or_encode(
-            encoder, dataset, output_dir / "layer_cache" / f"{split}.safetensors", split, model_hash, batch_size
+            encoder, dataset, cache_dir / f"{split}.safetensors", split, model_hash, batch_size, lead_set=lead_set
         )
         for split, dataset in splits.items()
     }

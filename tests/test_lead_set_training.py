@@ -1,0 +1,148 @@
+"""Training and studying on lead subsets: the collator's seeded lead-set draws, pre-training and finetuning with
+`lead_sets`, and the layer-wise probe on one lead set, on the real challenge records."""
+
+import json
+
+import pytest
+import torch
+from conftest import shared_data_dir
+
+from ecg_pma import LEAD_SETS, EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaModel
+from ecg_pma.data import extract_features, id2label, load_physionet2021
+from ecg_pma.training import EcgDataCollator, PretrainingArguments, pretrain
+from ecg_pma.training.finetune import EcgTrainer, finetune, load_classifier, reference_training_arguments
+from ecg_pma.training.probe_layers import LayerCache, probe_layers
+
+
+CONFIG = EcgPmaConfig.from_preset("tiny")
+CHALLENGE_SETS = ["12", "6", "4", "3", "2"]
+
+
+def set_mask(lead_set) -> torch.Tensor:
+    leads = LEAD_SETS[lead_set] if isinstance(lead_set, str) else lead_set
+    return torch.tensor([name in leads for name in CONFIG.lead_names])
+
+
+@pytest.fixture(scope="module")
+def windows(tmp_path_factory):
+    raw = load_physionet2021(shared_data_dir("physionet2021"), cache_dir=tmp_path_factory.mktemp("cache"))
+    extractor = EcgPmaFeatureExtractor.from_model_config(CONFIG)
+    return raw, extract_features(raw, extractor, window_mode="sliding"), extractor
+
+
+def test_extracted_rows_carry_the_lead_mask(windows):
+    _, rows, _ = windows
+    assert rows["train"][0]["lead_mask"].dtype == torch.bool and rows["train"][0]["lead_mask"].all()
+
+
+def test_collator_draws_one_lead_set_per_sample_seeded(windows):
+    _, rows, _ = windows
+    batch_rows = [rows["train"][i] for i in range(8)]
+    masks = {name: set_mask(name) for name in CHALLENGE_SETS}
+
+    def draws(seed, batches=12):
+        collator = EcgDataCollator(CONFIG, with_labels=False, lead_sets=CHALLENGE_SETS, seed=seed)
+        return torch.cat([collator(batch_rows)["lead_mask"] for _ in range(batches)])
+
+    drawn = draws(5)
+    names = [next(name for name, mask in masks.items() if torch.equal(row, mask)) for row in drawn]  # each is a set
+    assert set(names) == set(CHALLENGE_SETS)  # 96 draws cover all five
+    assert torch.equal(draws(5), drawn)
+    assert not torch.equal(draws(6), drawn)
+    # the signals themselves are untouched: the mask tells the model what to ignore
+    assert torch.equal(
+        EcgDataCollator(CONFIG, with_labels=False, lead_sets=["2"])(batch_rows)["signals"],
+        EcgDataCollator(CONFIG, with_labels=False)(batch_rows)["signals"],
+    )
+
+
+def test_collator_draws_within_the_leads_a_record_has(windows):
+    _, rows, _ = windows
+    record = dict(rows["train"][0])
+    record["lead_mask"] = set_mask(["I", "V1", "V2"])  # e.g. a record that lacks the other leads
+    collator = EcgDataCollator(CONFIG, with_labels=False, lead_sets=["3", "2", ["II"]], seed=0)
+    drawn = collator([record] * 64)["lead_mask"]
+    assert not (drawn & ~record["lead_mask"]).any()
+    # "3" gives I + V2, "2" gives I; ["II"] shares no lead with the record and is never drawn
+    assert {tuple(row.nonzero()[:, 0].tolist()) for row in drawn} == {(0, 7), (0,)}
+    only_v1 = dict(record, lead_mask=set_mask(["V1"]))
+    assert torch.equal(collator([only_v1])["lead_mask"][0], set_mask(["V1"]))  # no set fits: it keeps its leads
+    with pytest.raises(ValueError, match=r"\['X'\]"):
+        EcgDataCollator(CONFIG, lead_sets=["X"])
+
+
+def test_pretraining_with_lead_sets_masks_leads_and_says_so(tmp_path, windows):
+    _, rows, extractor = windows
+
+    def run(output, lead_sets):
+        torch.manual_seed(0)
+        args = PretrainingArguments(
+            output_dir=str(output),
+            per_device_batch_size=8,
+            max_steps=3,
+            save_steps=None,
+            report_to=[],
+            seed=1,
+            lead_sets=lead_sets,
+        )
+        return pretrain(EcgPmaForPreTraining(CONFIG), rows["train"], args, extractor)
+
+    plain = run(tmp_path / "plain", None)
+    subsets = run(tmp_path / "subsets", ["2", "3"])
+    # same initial weights, data order and masking noise: only the lead sets differ, and they reach the loss
+    assert plain.losses[0]["loss"] != pytest.approx(subsets.losses[0]["loss"], rel=1e-4)
+    assert "lead sets (one drawn per sample): 2, 3" in (tmp_path / "subsets" / "README.md").read_text()
+
+
+def test_finetuning_draws_lead_sets_for_training_batches_only(tmp_path, windows):
+    raw, rows, extractor = windows
+    EcgPmaModel(CONFIG).save_pretrained(tmp_path / "encoder")
+    model = load_classifier(tmp_path / "encoder", id2label(raw))
+    args = reference_training_arguments(
+        "probe", str(tmp_path / "probe"), num_train_epochs=1, per_device_train_batch_size=8
+    )
+    trainer = EcgTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows["train"],
+        eval_dataset=rows["validation"],
+        data_collator=EcgDataCollator(config=model.config),
+        train_data_collator=EcgDataCollator(config=model.config, lead_sets=["2"]),
+    )
+    train_batch = next(iter(trainer.get_train_dataloader()))
+    assert torch.equal(train_batch["lead_mask"], set_mask("2").expand(8, -1))
+    eval_batch = next(iter(trainer.get_eval_dataloader()))
+    assert eval_batch["lead_mask"].all()
+
+    result = finetune(
+        model,
+        rows["train"],
+        rows["validation"],
+        args,
+        "probe",
+        rows["test"],
+        extractor,
+        quiet=True,
+        lead_sets=["12", "2"],
+    )
+    # the test split is scored per lead set too; its 12-lead row is the plain test evaluation
+    by_lead_set = json.loads((tmp_path / "probe" / "results.json").read_text())["test_by_lead_set"]
+    assert by_lead_set["12"]["macro_auroc"] == pytest.approx(result.test["macro_auroc"], abs=1e-12)
+    assert by_lead_set["2"]["per_label_auroc"] != by_lead_set["12"]["per_label_auroc"]
+    assert "| 2 | I, II |" in (tmp_path / "probe" / "results.md").read_text()
+    card = (tmp_path / "probe" / "README.md").read_text()
+    assert "lead sets (one drawn per training sample): 12, 2" in card and "test macro_auroc, lead set 2" in card
+
+
+def test_layerwise_probe_on_a_lead_set(tmp_path, windows):
+    _, rows, _ = windows
+    encoder = EcgPmaModel(CONFIG).eval()
+    splits = {split: rows[split] for split in ("train", "validation")}
+    probe_layers(encoder, splits, tmp_path, epochs=1, lead_set="2")
+    cache = LayerCache.load(tmp_path / "layer_cache" / "leads-I-II" / "validation.safetensors")
+    signals = torch.stack([rows["validation"][i]["signals"] for i in range(3)])
+    with torch.no_grad():
+        two_leads = encoder(signals, lead_mask=set_mask("2").expand(3, -1)).layer_representations
+        all_leads = encoder(signals).layer_representations
+    torch.testing.assert_close(cache.layer_representations[:3], two_leads)
+    assert not torch.allclose(cache.layer_representations[:3], all_leads, atol=1e-4)

@@ -1,0 +1,173 @@
+"""Real challenge records cut to fewer leads (each challenge lead set, one lead, an MIT-BIH-style pair) through the
+feature extractor, the pipeline and `predict_records`."""
+
+import numpy as np
+import pytest
+import torch
+import wfdb
+from conftest import shared_data_dir
+from scipy import signal as scipy_signal
+from transformers import pipeline
+
+from ecg_pma import LEAD_SETS, EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
+from ecg_pma.inference import predict_records
+
+
+RECORD = "HR06009"  # PTB-XL ecg_id 6009, 500 Hz, 10 s
+
+
+def cut_record(tmp_path, leads, name=None, sig_name=None, fs=None):
+    """Writes the real record with only `leads` (same digital samples and gains), optionally renamed / resampled."""
+    source = wfdb.rdrecord(str(shared_data_dir("physionet2021") / RECORD), physical=False)
+    columns = [source.sig_name.index(lead) for lead in leads]
+    name = name or f"{RECORD}_{len(leads)}leads"
+    if fs is None:
+        wfdb.wrsamp(
+            name,
+            fs=source.fs,
+            units=[source.units[c] for c in columns],
+            sig_name=list(sig_name or leads),
+            d_signal=source.d_signal[:, columns],
+            adc_gain=[source.adc_gain[c] for c in columns],
+            baseline=[source.baseline[c] for c in columns],
+            fmt=["16"] * len(columns),
+            write_dir=str(tmp_path),
+        )
+    else:  # e.g. MIT-BIH's 360 Hz
+        physical = wfdb.rdrecord(str(shared_data_dir("physionet2021") / RECORD)).p_signal[:, columns]
+        resampled = scipy_signal.resample_poly(physical, fs, source.fs, axis=0)
+        wfdb.wrsamp(
+            name,
+            fs=fs,
+            units=["mV"] * len(columns),
+            sig_name=list(sig_name),
+            p_signal=resampled,
+            fmt=["212"] * len(columns),
+            write_dir=str(tmp_path),
+        )
+    return str(tmp_path / name)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    config = EcgPmaConfig.from_preset(
+        "tiny", aggregation="pma", head_type="linear", id2label={0: "NSR", 1: "AF", 2: "STach"}
+    )
+    torch.manual_seed(0)
+    model = EcgPmaForSequenceClassification(config).eval()
+    with torch.no_grad():  # a gate that is not uniform, whatever the initialisation
+        model.aggregator.gate.gate[-1].weight.normal_(std=1.0)
+    return model
+
+
+def full_record():
+    return str(shared_data_dir("physionet2021") / RECORD)
+
+
+@pytest.mark.parametrize("lead_set", ["12", "6", "4", "3", "2"])
+def test_challenge_lead_sets_through_extractor_and_pipeline(tmp_path, classifier, lead_set):
+    leads = LEAD_SETS[lead_set]
+    path = cut_record(tmp_path, leads)
+    extractor = EcgPmaFeatureExtractor.from_model_config(classifier.config, required_leads=lead_set)
+    features = extractor(path, window_mode="sliding", return_tensors="pt")
+    expected_mask = torch.tensor([name in leads for name in classifier.config.lead_names])
+    assert torch.equal(features["lead_mask"], expected_mask.expand(len(features["signals"]), -1))
+    full = extractor(full_record(), window_mode="sliding", return_tensors="pt")
+    # the cut record's present leads are exactly the full record's; its absent slots are padding
+    torch.testing.assert_close(features["signals"][:, expected_mask], full["signals"][:, expected_mask])
+    assert not features["signals"][:, ~expected_mask].any()
+
+    classify = pipeline("ecg-classification", model=classifier, feature_extractor=extractor)
+    scores = {entry["label"]: entry["score"] for entry in classify(path, top_k=3)}
+    with torch.no_grad():
+        # the full record with the other leads masked out: the same prediction as the cut record
+        expected = classifier(full["signals"], lead_mask=features["lead_mask"]).logits.sigmoid().mean(dim=0)
+        if lead_set != "12":  # and not the 12-lead prediction
+            assert not torch.allclose(expected, classifier(full["signals"]).logits.sigmoid().mean(dim=0), atol=1e-4)
+    for index, label in classifier.config.id2label.items():
+        assert scores[label] == pytest.approx(float(expected[index]), abs=1e-6)
+
+
+def test_single_lead_record(tmp_path, classifier):
+    path = cut_record(tmp_path, ["I"])
+    with pytest.raises(ValueError, match=r"HR06009_1leads.*missing leads \['II', 'III'.*the record has \['I'\]"):
+        EcgPmaFeatureExtractor.from_model_config(classifier.config)(path)
+    extractor = EcgPmaFeatureExtractor.from_model_config(classifier.config, required_leads=["I"])
+    (prediction,) = predict_records(classifier, extractor, [path])
+    full = extractor(full_record(), window_mode="sliding", return_tensors="pt")
+    lead_mask = torch.zeros(len(full["signals"]), 12, dtype=torch.bool)
+    lead_mask[:, 0] = True
+    with torch.no_grad():
+        expected = classifier(full["signals"], lead_mask=lead_mask)
+    probabilities = expected.logits.sigmoid().mean(dim=0)
+    for index, label in classifier.config.id2label.items():
+        assert prediction.probabilities[label] == pytest.approx(float(probabilities[index]), abs=1e-6)
+    np.testing.assert_allclose(prediction.layer_weights, expected.layer_weights.mean(dim=0), atol=1e-6)
+
+
+def test_mit_bih_style_record_needs_an_opt_in_alias(tmp_path, classifier):
+    path = cut_record(tmp_path, ["II", "V1"], name="100", sig_name=["MLII", "V1"], fs=360)
+    plain = EcgPmaFeatureExtractor.from_model_config(classifier.config, allow_missing_leads=True)
+    with pytest.raises(ValueError, match=r"100.*unknown lead names \['MLII'\].*lead_aliases"):
+        plain(path)
+
+    extractor = EcgPmaFeatureExtractor.from_model_config(
+        classifier.config, required_leads=["II", "V1"], lead_aliases={"MLII": "II"}
+    )
+    features = extractor(path, return_tensors="pt")
+    assert [classifier.config.lead_names[i] for i in features["lead_mask"][0].nonzero()[:, 0]] == ["II", "V1"]
+    reference = extractor(full_record(), return_tensors="pt")["signals"][0]
+    for row in (1, 6):  # II and V1, read back from 360 Hz: the same waveform
+        assert np.corrcoef(features["signals"][0, row], reference[row])[0, 1] > 0.99
+    classify = pipeline("ecg-classification", model=classifier, feature_extractor=extractor)
+    assert len(classify(path, top_k=3)) == 3
+
+
+def test_record_without_any_model_lead_names_its_leads(tmp_path):
+    path = cut_record(tmp_path, ["V1", "V2"])
+    extractor = EcgPmaFeatureExtractor(lead_names=["I", "II"], allow_missing_leads=True)
+    with pytest.raises(ValueError, match=r"HR06009_2leads.*none of the model's leads \['I', 'II'\].*\['V1', 'V2'\]"):
+        extractor(path)
+
+
+def test_required_lead_set_is_enforced_and_saved(tmp_path, classifier):
+    path = cut_record(tmp_path, LEAD_SETS["4"])
+    extractor = EcgPmaFeatureExtractor.from_model_config(
+        classifier.config, required_leads="6", lead_aliases={"ML1": "I"}
+    )
+    with pytest.raises(ValueError, match=r"missing leads \['aVR', 'aVL', 'aVF'\]"):
+        extractor(path)
+    extractor.save_pretrained(tmp_path / "saved")
+    loaded = EcgPmaFeatureExtractor.from_pretrained(tmp_path / "saved")
+    assert loaded.required_leads == "6" and loaded.lead_aliases == {"ML1": "I"}
+    with pytest.raises(ValueError, match="not one of the model's leads"):
+        EcgPmaFeatureExtractor(lead_aliases={"MLII": "Z"})
+    with pytest.raises(ValueError, match=r"\['X'\]"):
+        EcgPmaFeatureExtractor(required_leads=["I", "X"])
+
+
+def test_predict_command_reads_a_holter_style_record_with_an_alias(tmp_path, classifier):
+    import json
+    import subprocess
+    import sys
+
+    classifier.save_pretrained(tmp_path / "model")
+    EcgPmaFeatureExtractor.from_model_config(classifier.config).save_pretrained(tmp_path / "model")
+    path = cut_record(tmp_path, ["II", "V1"], name="100", sig_name=["MLII", "V1"], fs=360)
+
+    def predict(*options):
+        command = [sys.executable, "-m", "ecg_pma.cli", "predict", str(tmp_path / "model"), path, "--json", *options]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+    refused = predict()
+    assert refused.returncode == 2 and "unknown lead names ['MLII']" in refused.stderr
+    result = predict("--lead-alias", "MLII=II", "--required-leads", "II,V1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (prediction,) = json.loads(result.stdout)
+    extractor = EcgPmaFeatureExtractor.from_model_config(
+        classifier.config, required_leads="II,V1", lead_aliases={"MLII": "II"}
+    )
+    (expected,) = predict_records(classifier, extractor, [path])
+    assert prediction["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+    bad = predict("--lead-alias", "MLII")
+    assert bad.returncode == 2 and "expected NAME=LEAD" in bad.stderr
