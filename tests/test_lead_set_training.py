@@ -131,7 +131,9 @@ def test_finetuning_draws_lead_sets_for_training_batches_only(tmp_path, windows)
     assert by_lead_set["2"]["per_label_auroc"] != by_lead_set["12"]["per_label_auroc"]
     assert "| 2 | I, II |" in (tmp_path / "probe" / "results.md").read_text()
     card = (tmp_path / "probe" / "README.md").read_text()
-    assert "lead sets (one drawn per training sample): 12, 2" in card and "test macro_auroc, lead set 2" in card
+    assert "lead_sets (one drawn per training sample): 12, 2" in card
+    # the per-lead-set test scores are rows of the results table and entries of the model-index
+    assert "| test, leads 2 |" in card and "dataset:" in card and "split: test, leads 2" in card
 
 
 def test_layerwise_probe_on_a_lead_set(tmp_path, windows):
