@@ -81,9 +81,10 @@ EXPECTED_LIBRARY_ERRORS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Before parsing: `finetune`'s parser imports transformers, and tqdm reads TQDM_* settings when it is imported.
     if not sys.stderr.isatty():  # progress bars would fill a log with one line per refresh
         os.environ.setdefault("TQDM_DISABLE", "1")
+    args = build_parser().parse_args(argv)
     register_auto_classes()  # the commands load and save models through the Auto classes
     debug = args.debug or os.environ.get(DEBUG_ENVIRONMENT_VARIABLE, "") not in ("", "0")
     try:
