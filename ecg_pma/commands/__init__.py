@@ -4,6 +4,7 @@ Heavy libraries (torch, transformers, datasets) are imported inside `run`, so `e
 """
 
 from . import (
+    app,
     convert_st_mem,
     demo,
     download,
@@ -18,4 +19,16 @@ from . import (
 
 
 # The order in which `ecg-pma --help` lists them.
-COMMANDS = (demo, pretrain, finetune, probe_layers, predict, evaluate, push, export_onnx, convert_st_mem, download)
+COMMANDS = (
+    demo,
+    pretrain,
+    finetune,
+    probe_layers,
+    predict,
+    evaluate,
+    push,
+    export_onnx,
+    convert_st_mem,
+    download,
+    app,
+)
