@@ -183,7 +183,9 @@ class EcgPmaDemo:
     def record_from_inputs(self, files, example: str | None) -> str:
         if files:
             staging = Path(tempfile.mkdtemp(prefix="upload-", dir=self.work_dir))
-            return stage_upload([getattr(file, "name", file) for file in files], staging)
+            # Gradio gives paths; older versions gave temporary-file objects with the path in `.name`
+            paths = [file if isinstance(file, (str, os.PathLike)) else file.name for file in files]
+            return stage_upload(paths, staging)
         if example:
             if example not in self.examples:
                 raise RecordUploadError(f"Unknown example record {example!r}; choose one of {self.examples}.")
@@ -252,7 +254,9 @@ def build_app(model, examples_dir: str | os.PathLike | None = None, trust_remote
                 labels = gr.HTML(elem_id="ecg-pma-labels-box")
                 preprocessing = gr.Markdown(elem_id="ecg-pma-preprocessing")
             with gr.Column(scale=3):
-                plot = gr.Image(label="12-lead ECG, explanation and PMA layer weights", type="filepath")
+                plot = gr.Image(
+                    label="12-lead ECG, explanation and PMA layer weights", type="filepath", show_label=False
+                )
 
         def analyse(uploaded, chosen_example, chosen_label):
             result = demo_state.analyse(uploaded, chosen_example, chosen_label)
