@@ -10,6 +10,7 @@ Offline by design: Gradio's analytics are off, no share link is made, fonts are 
 from __future__ import annotations
 
 import html
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from pathlib import Path
 
 # Before gradio is imported anywhere: no telemetry, no version check against the internet.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+logger = logging.getLogger(__name__)
 
 TOP_LABEL = "(most likely label)"
 SIGNAL_SUFFIXES = (".dat", ".mat")
@@ -180,9 +183,8 @@ class EcgPmaDemo:
             return []
         return sorted(path.stem for path in self.examples_dir.glob("*.hea"))
 
-    def record_from_inputs(self, files, example: str | None) -> str:
+    def record_from_inputs(self, files, example: str | None, staging: Path) -> str:
         if files:
-            staging = Path(tempfile.mkdtemp(prefix="upload-", dir=self.work_dir))
             # Gradio gives paths; older versions gave temporary-file objects with the path in `.name`
             paths = [file if isinstance(file, (str, os.PathLike)) else file.name for file in files]
             return stage_upload(paths, staging)
@@ -194,22 +196,27 @@ class EcgPmaDemo:
 
     def analyse(self, files=None, example: str | None = None, label: str | None = None) -> AnalysisResult:
         """Everything the page shows for one record; any failure becomes a message, never a traceback."""
+        staging = Path(tempfile.mkdtemp(prefix="upload-", dir=self.work_dir))
         try:
-            return self._analyse(files, example, label)
+            return self._analyse(files, example, label, staging)
         except Exception as error:  # the page must show a message whatever went wrong
             message = (
                 str(error)
                 if isinstance(error, (ValueError, FileNotFoundError))
                 else f"{type(error).__name__}: {error}"
             )
+            if not isinstance(error, (ValueError, FileNotFoundError)):
+                logger.exception("ecg-pma app: unexpected error")  # the traceback goes to the server log only
             return AnalysisResult(None, "", "", error_block(f"Could not analyse this record: {message}"))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # an upload is read once; the plot stays for Gradio to serve
 
-    def _analyse(self, files, example, label) -> AnalysisResult:
+    def _analyse(self, files, example, label, staging: Path) -> AnalysisResult:
         from .explain import plot_prediction
         from .inference import decision_thresholds, predict_records
         from .plotting import save_figure
 
-        record_path = self.record_from_inputs(files, example)
+        record_path = self.record_from_inputs(files, example, staging)
         prediction = predict_records(self.model, self.extractor, [record_path])[0]
         figure, explanation = plot_prediction(
             self.model,
