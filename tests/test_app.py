@@ -192,6 +192,30 @@ print(json.dumps(result.labels_html))
         assert f'data-label="{name}"' in labels_html and f"{probability:.3f}</td>" in labels_html
 
 
+@pytest.mark.slow
+def test_the_space_app_loads_the_model_by_repo_id(classifier_dir, tmp_path):
+    from hub_server import LocalHub
+
+    from ecg_pma.hub import push_to_hub
+    from ecg_pma.space import write_space
+
+    repo_id, token = "cardio-lab/ecg-pma-demo", "hf_test_token"
+    space = write_space(tmp_path / "space", repo_id)
+    assert 'os.environ.get("ECG_PMA_MODEL", "cardio-lab/ecg-pma-demo")' in (space / "app.py").read_text()
+    script = f"""
+import json, sys
+sys.modules.pop("ecg_pma", None)
+sys.path.insert(0, {str(space)!r})
+import app
+print(json.dumps(app.demo.ecg_pma.label_names))
+"""
+    with LocalHub(token) as hub:
+        push_to_hub(classifier_dir, repo_id, token=token, endpoint=hub.endpoint)
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": token, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+        result = run_without_package(tmp_path, script, env={**env, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == LABELS
+
+
 # --------------------------------------------------------------------------------------------------------- browser
 
 CHROME_FLAGS = (
