@@ -4,6 +4,7 @@ Heavy libraries (torch, transformers, datasets) are imported inside `run`, so `e
 """
 
 from . import (
+    app,
     convert_st_mem,
     demo,
     download,
@@ -30,5 +31,6 @@ COMMANDS = (
     export_onnx,
     convert_st_mem,
     download,
+    app,
     simulate,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .argument_types import positive_int
 
@@ -22,6 +23,13 @@ def add_parser(commands) -> None:
     )
     predict.add_argument("--trust-remote-code", action="store_true", help="load the code saved with the model")
     add_lead_arguments(predict)
+    predict.add_argument(
+        "--plot",
+        default=None,
+        metavar="OUT.png",
+        help="also write the 12-lead plot with the predictions, the explanation of the top label and the layer "
+        "weights (.png/.svg/.pdf; with several records, one file each: OUT_<record>.png)",
+    )
     predict.set_defaults(handler=run)
 
 
@@ -73,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
     predictions = predict_records(
         model, extractor, args.records, dtype=args.dtype, batch_size=args.batch_size, compile=args.compile
     )
+    if args.plot:
+        from ..explain import write_prediction_plots
+
+        for path in write_prediction_plots(model, extractor, args.records, predictions, args.plot):
+            print(f"plot written to {path}", file=sys.stderr)
     if args.json:
         print(json.dumps([prediction.__dict__ for prediction in predictions], indent=2))
         return 0
