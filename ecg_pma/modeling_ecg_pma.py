@@ -142,6 +142,17 @@ def mean_over_patch_tokens(tokens: torch.Tensor, num_leads: int) -> torch.Tensor
     return tokens.unflatten(1, (num_leads, -1))[:, :, 1:-1].mean(dim=(1, 2))
 
 
+def linear_drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:
+    """
+    Stochastic-depth rate of each block, rising linearly from 0 to `drop_path_rate` (the values of
+    `torch.linspace(0, drop_path_rate, num_layers)`). Plain Python, so that a model can be built under
+    `torch.device("meta")` or `accelerate.init_empty_weights()`, where a tensor has no values to read.
+    """
+    if num_layers == 1:
+        return [0.0]
+    return [drop_path_rate * index / (num_layers - 1) for index in range(num_layers)]
+
+
 def validate_signals(signals: torch.Tensor, config: EcgPmaConfig) -> None:
     """Raises `ValueError` naming what was expected when `signals` is not a finite `(batch, leads, samples)` batch."""
     expected = f"(batch, {config.num_leads}, {config.signal_length})"
@@ -403,7 +414,7 @@ class EcgPmaEncoder(nn.Module):
 
     def __init__(self, config: EcgPmaConfig):
         super().__init__()
-        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        drop_path_rates = linear_drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
         self.layers = nn.ModuleList(
             EcgPmaLayer(
                 config,
@@ -478,6 +489,14 @@ class EcgPmaModel(EcgPmaPreTrainedModel):
         self.encoder = EcgPmaEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
+
+    def get_input_embeddings(self) -> EcgPmaPatchEmbeddings:
+        """
+        The patch embedding, as in ViT / ViTMAE: what `enable_input_require_grads()` hooks so that gradients reach
+        trainable weights inside the encoder (adapters) under reentrant gradient checkpointing. The task models find
+        it through their base model.
+        """
+        return self.embeddings.patch_embeddings
 
     def forward(
         self,
