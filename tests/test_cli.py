@@ -89,6 +89,23 @@ def test_predict_prints_probabilities_and_layer_weights(workspace):
 
 
 @pytest.mark.slow
+def test_lora_finetune_saves_an_adapter_and_a_merged_model_that_predicts(workspace):
+    root, data = workspace
+    result = ecg_pma(
+        "finetune", *data, "--model", root / "probed", "--output-dir", root / "lora",
+        "--mode", "lora", "--lora-rank", "2", "--epochs", "1", "--batch-size", "8",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| test |" in result.stdout
+    adapter_config = json.loads((root / "lora" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 2 and adapter_config["base_model_name_or_path"] == str(root / "probed")
+    assert json.loads((root / "lora" / "results.json").read_text())["mode"] == "lora"
+    predicted = ecg_pma("predict", root / "lora", shared_data_dir("physionet2021") / "E07500", "--json")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert len(json.loads(predicted.stdout)[0]["probabilities"]) == 26
+
+
+@pytest.mark.slow
 def test_probe_layers_command(workspace):
     root, data = workspace
     result = ecg_pma(

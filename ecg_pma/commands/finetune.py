@@ -9,14 +9,20 @@ from .data_arguments import add_data_arguments, load_windows
 
 
 def add_parser(commands) -> None:
-    fine = commands.add_parser("finetune", help="linear probing or finetuning with the Trainer")
+    from ..configuration_ecg_pma import AGGREGATIONS, HEAD_TYPES
+    from ..training.finetune import MODES
+
+    fine = commands.add_parser("finetune", help="linear probing, finetuning or LoRA finetuning with the Trainer")
     add_data_arguments(fine)
     fine.add_argument("--model", required=True, help="a pre-trained (or, for --mode finetune, a probed) model folder")
     fine.add_argument("--output-dir", required=True)
-    fine.add_argument("--mode", choices=("probe", "finetune"), default="probe")
-    fine.add_argument("--aggregation", choices=("last", "ppa", "pma", "layer"), default=None)
+    fine.add_argument("--mode", choices=MODES, default="probe")
+    fine.add_argument("--aggregation", choices=AGGREGATIONS, default=None)
     fine.add_argument("--aggregation-layer", type=int, default=None)
-    fine.add_argument("--head-type", choices=("linear", "mlp"), default=None)
+    fine.add_argument("--head-type", choices=HEAD_TYPES, default=None)
+    fine.add_argument("--lora-rank", type=int, default=8, help="--mode lora: rank of the adapters (default: 8)")
+    fine.add_argument("--lora-alpha", type=float, default=None, help="--mode lora: scale (default: 2 x rank)")
+    fine.add_argument("--lora-dropout", type=float, default=0.0, help="--mode lora: dropout before the adapters")
     fine.add_argument("--epochs", type=float, default=None, help="default: the paper's 100")
     fine.add_argument("--batch-size", type=int, default=None)
     fine.add_argument("--learning-rate", type=float, default=None)
@@ -44,7 +50,16 @@ def run(args: argparse.Namespace) -> int:
     }
     training_args = reference_training_arguments(args.mode, args.output_dir, **overrides)
     result = finetune(
-        model, windows["train"], windows["validation"], training_args, args.mode, windows["test"], extractor
+        model,
+        windows["train"],
+        windows["validation"],
+        training_args,
+        args.mode,
+        windows["test"],
+        extractor,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
     )
     print((Path(result.output_dir) / "results.md").read_text())
     return 0

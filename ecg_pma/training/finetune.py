@@ -21,16 +21,19 @@ from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
 from .collator import EcgDataCollator
+from .lora import add_lora, save_lora_adapter
 
 
-MODES = ("probe", "finetune")
+MODES = ("probe", "finetune", "lora")
 BEST_METRIC = "macro_auroc"
 
 
 def reference_training_arguments(mode: str, output_dir: str, **overrides) -> TrainingArguments:
     """
     The PMA paper's schedules. probe: 100 epochs, batch 64, AdamW lr 1e-3 constant, wd 0.05. finetune: 100 epochs,
-    batch 16, lr 1e-3 x batch / 256, 5 warm-up epochs then cosine, wd 0.05. `overrides` replace any of them.
+    batch 16, lr 1e-3 x batch / 256, 5 warm-up epochs then cosine, wd 0.05. lora (our choice, not the paper's): the
+    finetune schedule at lr 1e-3, the usual order of magnitude for low-rank adapters. `overrides` replace any of
+    them.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
@@ -45,7 +48,7 @@ def reference_training_arguments(mode: str, output_dir: str, **overrides) -> Tra
         defaults = {
             "num_train_epochs": 100,
             "per_device_train_batch_size": 16,
-            "learning_rate": 1e-3 * 16 / 256,
+            "learning_rate": 1e-3 * 16 / 256 if mode == "finetune" else 1e-3,
             "lr_scheduler_type": "cosine",
             "warmup_steps": 0.05,  # a ratio: 5 of 100 epochs
         }
@@ -146,13 +149,19 @@ def finetune(
     test_dataset: Dataset | None = None,
     feature_extractor: EcgPmaFeatureExtractor | None = None,
     quiet: bool = False,
+    lora_rank: int = 8,
+    lora_alpha: float | None = None,
+    lora_dropout: float = 0.0,
 ) -> FinetuneResult:
     """
-    Trains `model` (`mode="probe"`: encoder frozen, gate and head trained; `"finetune"`: everything) on model-ready
+    Trains `model` (`mode="probe"`: encoder frozen, gate and head trained; `"finetune"`: everything; `"lora"`:
+    rank-`lora_rank` adapters on the encoder's projections, gate and head in full, see `ecg_pma.training.lora`;
+    `lora_alpha` defaults to `2 * lora_rank`) on model-ready
     rows (`signals`, `labels`, `record_id`, as `ecg_pma.data.extract_features` makes them), keeps the checkpoint with
     the best validation macro AUROC, tunes per-label F1 thresholds on validation, scores `test_dataset` with them,
     and saves the model (thresholds in its config), feature extractor, model card and `results.json` / `results.md`
-    to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs.
+    to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs. With LoRA, the adapter
+    is saved under `output_dir/adapter` and `model` becomes (is merged into) the plain classifier saved beside it.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
@@ -164,9 +173,11 @@ def finetune(
         if dataset is not None and "record_id" not in dataset.column_names:
             raise ValueError(f"The {name} dataset needs a `record_id` column (see ecg_pma.data.extract_features).")
 
+    trained = add_lora(model, lora_rank, lora_alpha, lora_dropout) if mode == "lora" else model
+
     validation_metrics = RecordMetrics(eval_dataset["record_id"], tune_thresholds=True)
     trainer = EcgTrainer(
-        model=model,
+        model=trained,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
@@ -189,6 +200,10 @@ def finetune(
         test = trainer.compute_metrics.last
 
     output_dir = Path(training_args.output_dir)
+    if mode == "lora":
+        if trainer.is_world_process_zero():
+            save_lora_adapter(trained, output_dir)
+        trained.merge_and_unload()  # folds the adapters into `model`'s own Linears, in place
     if trainer.is_world_process_zero():
         save_classifier(output_dir, model, feature_extractor, mode, validation, test, training_args)
     return FinetuneResult(output_dir=str(output_dir), validation=validation, test=test)
