@@ -129,3 +129,30 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     assert summary["probe_macro_auroc"]["pma"]["test"] > 0.65
     assert (tmp_path / "probe-pma" / "model.safetensors").exists()
     print(result.stdout)
+
+
+def test_option_choices_are_the_package_constants():
+    from ecg_pma.cli import build_parser
+    from ecg_pma.configuration_ecg_pma import AGGREGATIONS, HEAD_TYPES, PRETRAINING_AGGREGATIONS
+    from ecg_pma.data.records import SPLITS
+    from ecg_pma.inference import DTYPES
+    from ecg_pma.training.finetune import MODES
+    from ecg_pma.training.pretrain import MIXED_PRECISIONS
+
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    choices = {
+        (name, action.dest): tuple(action.choices)
+        for name, subparser in subcommands.items()
+        for action in subparser._actions
+        if action.choices is not None
+    }
+    assert choices[("finetune", "mode")] == MODES and "lora" in MODES
+    assert choices[("finetune", "aggregation")] == AGGREGATIONS
+    assert choices[("finetune", "head_type")] == choices[("probe-layers", "head_type")] == HEAD_TYPES
+    assert choices[("pretrain", "pretraining_aggregation")] == PRETRAINING_AGGREGATIONS
+    assert choices[("pretrain", "mixed_precision")] == MIXED_PRECISIONS
+    assert choices[("evaluate", "split")] == SPLITS
+    assert choices[("predict", "dtype")] == DTYPES
+    args = build_parser().parse_args(["finetune", "--data", "d", "--model", "m", "--output-dir", "o", "--mode", "lora",
+                                      "--lora-rank", "4"])  # fmt: skip
+    assert (args.mode, args.lora_rank, args.lora_alpha, args.lora_dropout) == ("lora", 4, None, 0.0)

@@ -10,10 +10,12 @@ from .data_arguments import add_data_arguments, load_windows
 
 
 def add_parser(commands) -> None:
+    from ..data.records import SPLITS
+
     evaluate = commands.add_parser("evaluate", help="score a saved classifier on a dataset split")
     add_data_arguments(evaluate)
     evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    evaluate.add_argument("--split", choices=SPLITS, default="test")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--output", default=None, help="write the JSON result here too")
     evaluate.set_defaults(handler=run)

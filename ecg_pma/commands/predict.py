@@ -7,11 +7,13 @@ import json
 
 
 def add_parser(commands) -> None:
+    from ..inference import DTYPES
+
     predict = commands.add_parser("predict", help="per-label probabilities and layer weights for WFDB records")
     predict.add_argument("model")
     predict.add_argument("records", nargs="+", help="WFDB record paths (with or without .hea)")
     predict.add_argument("--json", action="store_true")
-    predict.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    predict.add_argument("--dtype", choices=DTYPES, default="fp32")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument(
         "--compile",

@@ -8,14 +8,15 @@ from .data_arguments import add_data_arguments, load_windows
 
 
 def add_parser(commands) -> None:
-    from ..configuration_ecg_pma import PRESETS
+    from ..configuration_ecg_pma import PRESETS, PRETRAINING_AGGREGATIONS
+    from ..training.pretrain import MIXED_PRECISIONS
 
     pre = commands.add_parser("pretrain", help="masked-modeling pre-training with Accelerate (last or IPA)")
     add_data_arguments(pre)
     pre.add_argument("--output-dir", required=True)
     pre.add_argument("--preset", choices=sorted(PRESETS), default="vit-b-paper")
     pre.add_argument("--config", default=None, help="a config.json folder instead of --preset")
-    pre.add_argument("--pretraining-aggregation", choices=("last", "ipa"), default="ipa")
+    pre.add_argument("--pretraining-aggregation", choices=PRETRAINING_AGGREGATIONS, default="ipa")
     pre.add_argument("--band-pass", action="store_true", help="0.67-40 Hz band-pass in the feature extractor (ST-MEM)")
     pre.add_argument(
         "--all-splits", action="store_true", help="pre-train on train + validation + test (no labels used)"
@@ -27,7 +28,7 @@ def add_parser(commands) -> None:
     pre.add_argument("--max-steps", type=int, default=None)
     pre.add_argument("--warmup-epochs", type=float, default=40)
     pre.add_argument("--warmup-steps", type=int, default=None)
-    pre.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
+    pre.add_argument("--mixed-precision", choices=MIXED_PRECISIONS, default="auto")
     pre.add_argument("--torch-compile", action="store_true", help="compile the Transformer blocks with torch.compile")
     pre.add_argument("--save-steps", type=int, default=1000)
     pre.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")

@@ -9,6 +9,8 @@ from .data_arguments import add_data_arguments, load_windows
 
 
 def add_parser(commands) -> None:
+    from ..configuration_ecg_pma import HEAD_TYPES
+
     probe = commands.add_parser(
         "probe-layers", help="the layer-wise probing study: a probe per layer plus PPA and PMA"
     )
@@ -16,7 +18,7 @@ def add_parser(commands) -> None:
     probe.add_argument("--model", required=True)
     probe.add_argument("--output-dir", required=True)
     probe.add_argument("--epochs", type=int, default=100)
-    probe.add_argument("--head-type", choices=("linear", "mlp"), default="linear")
+    probe.add_argument("--head-type", choices=HEAD_TYPES, default="linear")
     probe.add_argument("--batch-size", type=int, default=64)
     probe.set_defaults(handler=run)
 

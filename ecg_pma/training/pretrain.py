@@ -73,6 +73,9 @@ class PretrainingResult:
     losses: list[dict]
 
 
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
 def resolve_mixed_precision(choice: str) -> str:
     if choice != "auto":
         return choice
