@@ -456,7 +456,10 @@ class EcgPmaPreTrainedModel(PreTrainedModel):
     _keys_to_ignore_on_load_unexpected = [r"^decoder\."]
 
     def _init_weights(self, module: nn.Module):
-        # Linear layers as in MAE (xavier, zero bias); norms through the base class.
+        # Linear layers as in ST-MEM / MAE (Xavier-uniform, zero bias), independent of `initializer_range`; norms
+        # through the base class; the learnable vectors (SEP, leads, mask token) normal with std `initializer_range`
+        # (see the config's docstring). Children are initialised before their parent, so a branch for a parent
+        # module (a gate whose last Linear starts at zero, say) overrides the generic Linear init of its children.
         if isinstance(module, nn.Linear):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:

@@ -1,5 +1,8 @@
 """Hugging Face conventions: meta-device construction, input embeddings for adapters under gradient checkpointing."""
 
+import ast
+import re
+
 import accelerate
 import pytest
 import torch
@@ -86,3 +89,48 @@ def test_enable_input_require_grads_makes_gradients_flow_under_reentrant_checkpo
     model(signals, labels=labels).loss.backward()
     assert inner.grad is not None
     torch.testing.assert_close(inner.grad, expected, atol=1e-6, rtol=1e-5)
+
+
+def documented_arguments() -> dict[str, tuple[str, str | None]]:
+    """`name -> (type, default text)` from the config docstring's transformers-style `Args:` entries."""
+    entry = re.compile(r"^ {8}(\w+) \(`([^`]+)`, \*optional\*(?:, defaults to (.+))?\):$", re.MULTILINE)
+    return {name: (kind, default) for name, kind, default in entry.findall(EcgPmaConfig.__doc__)}
+
+
+def test_config_docstring_documents_every_argument_with_type_and_default():
+    documented = documented_arguments()
+    own_fields = [name for name in EcgPmaConfig.__annotations__ if not name.startswith("_") and name != "model_type"]
+    assert sorted(documented) == sorted(own_fields)
+    defaults = EcgPmaConfig()
+    for name, (_, default_text) in documented.items():
+        if default_text is None:  # documented as optional without a default: it must be None
+            assert getattr(EcgPmaConfig, name, None) is None, name
+            continue
+        try:
+            stated = ast.literal_eval(default_text.strip("`"))
+        except (ValueError, SyntaxError):
+            continue  # described in words (lead_names)
+        assert getattr(defaults, name) == stated, name
+
+
+def test_initializer_range_sets_the_learnable_vectors_and_nothing_else():
+    def build(initializer_range):
+        torch.manual_seed(0)
+        config = EcgPmaConfig.from_preset(
+            "tiny", hidden_size=256, decoder_hidden_size=256, initializer_range=initializer_range
+        )
+        return EcgPmaForPreTraining(config)
+
+    narrow, wide = build(0.01), build(0.2)
+    vectors = ("ecg_pma.embeddings.sep_embedding", "ecg_pma.embeddings.lead_embeddings", "decoder.mask_token")
+    for name, parameter in narrow.named_parameters():
+        other = dict(wide.named_parameters())[name]
+        if name in vectors:
+            assert parameter.std().item() == pytest.approx(0.01, rel=0.2), name
+            assert other.std().item() == pytest.approx(0.2, rel=0.2), name
+        else:
+            # the same seed and the same draws: everything else does not depend on initializer_range
+            torch.testing.assert_close(parameter, other, msg=name)
+    projection = narrow.ecg_pma.encoder.layers[0].mlp.fc1.weight  # Xavier-uniform: bound sqrt(6 / (fan_in + fan_out))
+    bound = (6 / sum(projection.shape)) ** 0.5
+    assert projection.abs().max().item() <= bound and projection.abs().max().item() > 0.9 * bound
