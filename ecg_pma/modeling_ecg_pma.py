@@ -19,7 +19,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_ecg_pma import EcgPmaConfig
 
@@ -55,6 +55,10 @@ class EcgPmaModelOutput(ModelOutput):
         hidden_states (`tuple` of `depth + 1` tensors `(batch, tokens, hidden)`, *optional*): embeddings, then every
             block's raw output.
         attentions (`tuple` of `depth` tensors `(batch, heads, tokens, tokens)`, *optional*).
+        mask (`(batch, leads, patches)`, *optional*): with `mask_ratio > 0`, 1 where a patch was masked (dropped
+            from the encoder), 0 where kept; the token dimension then holds `leads * (kept + 2)` tokens.
+        ids_restore (`(batch, leads, patches)`, *optional*): with `mask_ratio > 0`, the permutation that puts kept
+            and masked patches back in order.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -63,6 +67,8 @@ class EcgPmaModelOutput(ModelOutput):
     input_representation: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    mask: torch.FloatTensor | None = None
+    ids_restore: torch.LongTensor | None = None
 
 
 @dataclass
@@ -469,6 +475,16 @@ class EcgPmaPreTrainedModel(PreTrainedModel):
         if isinstance(module, (EcgPmaEmbeddings, EcgPmaDecoder)):
             module.initialize_weights()
 
+    def resolve_output_flags(
+        self, output_hidden_states: bool | None, output_attentions: bool | None
+    ) -> tuple[bool, bool]:
+        """The call's `output_hidden_states` / `output_attentions`, or the config's where the call leaves them unset.
+        (`return_dict` is resolved by `can_return_tuple` on every forward.)"""
+        return (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            self.config.output_attentions if output_attentions is None else output_attentions,
+        )
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_AUTO_MAP}
@@ -501,29 +517,31 @@ class EcgPmaModel(EcgPmaPreTrainedModel):
         """
         return self.embeddings.patch_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         signals: torch.Tensor,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        record_index: torch.Tensor | None = None,
-    ) -> EcgPmaModelOutput | tuple:
+        noise: torch.Tensor | None = None,
+        mask_ratio: float = 0.0,
+    ) -> EcgPmaModelOutput:
         r"""
         Args:
-            signals (`(batch, leads, samples)`): standardised ECG windows, as produced by `EcgPmaFeatureExtractor`.
-            record_index (`(batch,)`, *optional*): which record each window came from, as the feature extractor
-                returns it; accepted so that `model(**features)` works, and not used by the model (average the
-                windows' predictions per record with it).
+            signals (`(batch, leads, samples)`): standardised ECG windows, as produced by `EcgPmaFeatureExtractor`
+                (its `record_index` is bookkeeping for the caller, not a model input: pop it before `model(**x)`).
+            noise (`(batch, leads, patches)`, *optional*): with `mask_ratio > 0`, fixes which patches are kept (the
+                smallest noise values), for reproducible masks.
+            mask_ratio (`float`, *optional*, defaults to 0.0): fraction of every lead's patches to drop before the
+                encoder (masked modeling); 0 encodes every patch. `EcgPmaForPreTraining` passes `config.mask_ratio`.
+            return_dict (`bool`, *optional*): `False` returns a tuple (through `can_return_tuple`).
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, output_attentions = self.resolve_output_flags(output_hidden_states, output_attentions)
         validate_signals(signals, self.config)
+        if noise is not None and mask_ratio == 0:
+            raise ValueError("`noise` chooses which patches to mask and needs `mask_ratio > 0`; got mask_ratio=0.")
 
-        embeddings, _, _ = self.embeddings(signals)
+        embeddings, mask, ids_restore = self.embeddings(signals, mask_ratio, noise)
         num_leads = embeddings.shape[1]
         embeddings = embeddings.flatten(1, 2)
         layer_outputs, attentions = self.encoder(embeddings, output_attentions=output_attentions)
@@ -531,15 +549,16 @@ class EcgPmaModel(EcgPmaPreTrainedModel):
         layer_representations = torch.stack(
             [mean_over_patch_tokens(layer_output, num_leads) for layer_output in layer_outputs], dim=1
         )
-        output = EcgPmaModelOutput(
+        return EcgPmaModelOutput(
             last_hidden_state=self.layernorm(layer_outputs[-1]),
             pooler_output=self.layernorm(layer_representations[:, -1]),
             layer_representations=layer_representations,
             input_representation=mean_over_patch_tokens(embeddings, num_leads),
             hidden_states=(embeddings, *layer_outputs) if output_hidden_states else None,
             attentions=attentions,
+            mask=mask,
+            ids_restore=ids_restore,
         )
-        return output if return_dict else output.to_tuple()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -629,52 +648,51 @@ class EcgPmaForPreTraining(EcgPmaPreTrainedModel):
         loss_per_patch = ((reconstruction - target) ** 2).mean(dim=-1)
         return (loss_per_patch * mask).sum() / mask.sum()
 
-    def aggregate_layers(self, layer_outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def aggregate_layers(self, encoder_outputs: EcgPmaModelOutput) -> torch.Tensor:
         """What the decoder reads: the last block's tokens, or (IPA) every token's mean over blocks, normalised."""
         if self.config.pretraining_aggregation == "ipa":
+            layer_outputs = encoder_outputs.hidden_states[1:]
             return torch.stack([self.ecg_pma.layernorm(output) for output in layer_outputs]).mean(dim=0)
-        return self.ecg_pma.layernorm(layer_outputs[-1])
+        return encoder_outputs.last_hidden_state
 
+    @can_return_tuple
     def forward(
         self,
         signals: torch.Tensor,
         noise: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        record_index: torch.Tensor | None = None,
-    ) -> EcgPmaForPreTrainingOutput | tuple:
+    ) -> EcgPmaForPreTrainingOutput:
         r"""
         Args:
             signals (`(batch, leads, samples)`): standardised ECG windows.
             noise (`(batch, leads, patches)`, *optional*): fixes which patches are kept (the smallest noise values),
                 for reproducible masks.
-            record_index (`(batch,)`, *optional*): accepted from the feature extractor's output and not used.
+            return_dict (`bool`, *optional*): `False` returns a tuple (through `can_return_tuple`).
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_hidden_states, output_attentions = self.resolve_output_flags(output_hidden_states, output_attentions)
+        encoder_outputs = self.ecg_pma(
+            signals,
+            # IPA reads every block's tokens
+            output_hidden_states=output_hidden_states or self.config.pretraining_aggregation == "ipa",
+            output_attentions=output_attentions,
+            noise=noise,
+            mask_ratio=self.config.mask_ratio,
+            return_dict=True,
         )
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        validate_signals(signals, self.config)
+        aggregated = self.aggregate_layers(encoder_outputs)
+        reconstruction = self.decoder(aggregated, encoder_outputs.ids_restore)
+        loss = self.forward_loss(signals, reconstruction, encoder_outputs.mask)
 
-        embeddings, mask, ids_restore = self.ecg_pma.embeddings(signals, self.config.mask_ratio, noise)
-        embeddings = embeddings.flatten(1, 2)
-        layer_outputs, attentions = self.ecg_pma.encoder(embeddings, output_attentions=output_attentions)
-        aggregated = self.aggregate_layers(layer_outputs)
-        reconstruction = self.decoder(aggregated, ids_restore)
-        loss = self.forward_loss(signals, reconstruction, mask)
-
-        output = EcgPmaForPreTrainingOutput(
+        return EcgPmaForPreTrainingOutput(
             loss=loss,
             reconstruction=reconstruction,
-            mask=mask,
-            ids_restore=ids_restore,
+            mask=encoder_outputs.mask,
+            ids_restore=encoder_outputs.ids_restore,
             aggregated_hidden_state=aggregated,
-            hidden_states=(embeddings, *layer_outputs) if output_hidden_states else None,
-            attentions=attentions,
+            hidden_states=encoder_outputs.hidden_states if output_hidden_states else None,
+            attentions=encoder_outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -845,24 +863,22 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
             logits.squeeze(-1), labels.to(logits.dtype).view(logits.shape[0], -1).squeeze(-1)
         )
 
+    @can_return_tuple
     def forward(
         self,
         signals: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        record_index: torch.Tensor | None = None,
-    ) -> EcgPmaSequenceClassifierOutput | tuple:
+    ) -> EcgPmaSequenceClassifierOutput:
         r"""
         Args:
-            signals (`(batch, leads, samples)`): standardised ECG windows.
+            signals (`(batch, leads, samples)`): standardised ECG windows; the logits are per window (average them
+                per record with the feature extractor's `record_index`, which is not a model input).
             labels (*optional*): `(batch, num_labels)` 0/1 for multi-label, `(batch,)` class indices for single-label,
                 `(batch,)` values for regression.
-            record_index (`(batch,)`, *optional*): accepted from the feature extractor's output and not used; the
-                logits are per window.
+            return_dict (`bool`, *optional*): `False` returns a tuple (through `can_return_tuple`).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         # No graph through a frozen encoder: the gate reads the (frozen) input embeddings, not a trainable path.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
             outputs = self.ecg_pma(
@@ -876,7 +892,7 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
         logits = self.classifier(pooled_output)
         loss = self.compute_loss(logits, labels) if labels is not None else None
 
-        output = EcgPmaSequenceClassifierOutput(
+        return EcgPmaSequenceClassifierOutput(
             loss=loss,
             logits=logits,
             layer_weights=layer_weights,
@@ -884,7 +900,6 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

@@ -1,13 +1,21 @@
 """Hugging Face conventions: meta-device construction, input embeddings for adapters under gradient checkpointing."""
 
 import ast
+import inspect
 import re
 
 import accelerate
 import pytest
 import torch
+from conftest import shared_data_dir
 
-from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
+from ecg_pma import (
+    EcgPmaConfig,
+    EcgPmaFeatureExtractor,
+    EcgPmaForPreTraining,
+    EcgPmaForSequenceClassification,
+    EcgPmaModel,
+)
 from ecg_pma.modeling_ecg_pma import EcgPmaPatchEmbeddings, linear_drop_path_rates
 
 
@@ -134,3 +142,88 @@ def test_initializer_range_sets_the_learnable_vectors_and_nothing_else():
     projection = narrow.ecg_pma.encoder.layers[0].mlp.fc1.weight  # Xavier-uniform: bound sqrt(6 / (fan_in + fan_out))
     bound = (6 / sum(projection.shape)) ** 0.5
     assert projection.abs().max().item() <= bound and projection.abs().max().item() > 0.9 * bound
+
+
+def test_pretraining_encodes_through_the_base_model(signals):
+    """One encode path: the task model calls `self.ecg_pma(...)` (as ViTMAEForPreTraining calls `self.vit`), whose
+    output carries the mask and `ids_restore`."""
+    config = EcgPmaConfig.from_preset("tiny")
+    model = EcgPmaForPreTraining(config).eval()
+    calls = []
+    model.ecg_pma.register_forward_hook(lambda module, args, kwargs, output: calls.append((kwargs, output)),
+                                        with_kwargs=True)  # fmt: skip
+    noise = torch.rand(len(signals), config.num_leads, config.num_patches)
+    with torch.no_grad():
+        output = model(signals, noise=noise)
+    assert len(calls) == 1
+    kwargs, encoded = calls[0]
+    assert kwargs["mask_ratio"] == config.mask_ratio and kwargs["noise"] is noise
+    torch.testing.assert_close(output.mask, encoded.mask)
+    torch.testing.assert_close(output.ids_restore, encoded.ids_restore)
+    torch.testing.assert_close(output.aggregated_hidden_state, encoded.last_hidden_state)
+
+    with torch.no_grad():
+        direct = model.ecg_pma(signals, noise=noise, mask_ratio=config.mask_ratio)
+    kept = int(config.num_patches * (1 - config.mask_ratio))
+    assert direct.last_hidden_state.shape == (len(signals), config.num_leads * (kept + 2), config.hidden_size)
+    assert direct.mask.sum(-1).eq(config.num_patches - kept).all()
+    torch.testing.assert_close(direct.mask, output.mask)
+    unmasked = model.ecg_pma(signals)
+    assert unmasked.mask is None and unmasked.ids_restore is None
+    with pytest.raises(ValueError, match="mask_ratio > 0"):
+        model.ecg_pma(signals, noise=noise)
+
+
+@pytest.mark.parametrize("model_class", MODEL_CLASSES, ids=lambda cls: cls.__name__)
+def test_output_flags_come_from_the_call_else_the_config(model_class, signals):
+    config = EcgPmaConfig.from_preset("tiny", num_labels=3)
+    model = model_class(config).eval()
+    with torch.no_grad():
+        plain = model(signals)
+        assert plain.hidden_states is None and plain.attentions is None
+        full = model(signals, output_hidden_states=True, output_attentions=True)
+        assert len(full.hidden_states) == config.num_hidden_layers + 1
+        assert len(full.attentions) == config.num_hidden_layers
+        as_tuple = model(signals, return_dict=False)
+        assert isinstance(as_tuple, tuple) and len(as_tuple) == len(plain.to_tuple())
+        model.config.output_hidden_states = True
+        model.config.return_dict = False
+        from_config = model(signals)
+    assert isinstance(from_config, tuple) and len(from_config) == len(plain.to_tuple()) + 1
+
+
+@pytest.mark.parametrize("model_class", MODEL_CLASSES, ids=lambda cls: cls.__name__)
+def test_models_take_model_inputs_only(model_class, tiny_config):
+    """`record_index` is the caller's bookkeeping (like a tokenizer's `overflow_to_sample_mapping`): popped before
+    `model(**features)`, never a forward argument."""
+    assert "record_index" not in inspect.signature(model_class.forward).parameters
+    model = model_class(tiny_config).eval()
+    records = [str(shared_data_dir("physionet2021") / name) for name in ("JS20005", "E07500")]
+    features = EcgPmaFeatureExtractor.from_model_config(tiny_config)(
+        records, window_mode="sliding", return_tensors="pt"
+    )
+    with pytest.raises(TypeError, match="record_index"):
+        model(**features)
+    record_index = features.pop("record_index")
+    assert record_index.tolist()[0] == 0 and record_index.tolist()[-1] == 1
+    with torch.no_grad():
+        model(**features)  # the model inputs alone
+
+
+# Markdown files the package writes (named in docstrings that describe its outputs), not sources it cites.
+WRITTEN_MARKDOWN = {"results.md", "layerwise_probe.md", "README.md"}
+
+
+def test_docstrings_cite_only_files_in_the_repository():
+    from conftest import REPO_ROOT
+
+    in_repository = {path.name for path in REPO_ROOT.rglob("*") if ".git" not in path.parts}
+    cited = set()
+    for source in (REPO_ROOT / "ecg_pma").rglob("*.py"):
+        tree = ast.parse(source.read_text())
+        nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef)))]
+        for node in nodes:
+            for name in re.findall(r"[\w.-]+\.(?:py|md)\b", ast.get_docstring(node) or ""):
+                cited.add((source.name, name))
+    missing = {(where, name) for where, name in cited if name not in in_repository | WRITTEN_MARKDOWN}
+    assert not missing

@@ -34,7 +34,11 @@ from .collator import EcgDataCollator
 
 @dataclass
 class PretrainingArguments:
-    """Settings of a pre-training run. Defaults follow the PMA/ST-MEM reference schedule (PAPER.md)."""
+    """
+    Settings of a pre-training run. Defaults follow the ST-MEM schedule the PMA paper reuses: AdamW with betas
+    (0.9, 0.95) and weight decay 0.01, base learning rate 1.2e-3 x effective batch / 256, 40 warm-up epochs then
+    cosine decay, 800 epochs.
+    """
 
     output_dir: str
     per_device_batch_size: int = 64
