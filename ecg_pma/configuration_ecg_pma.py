@@ -84,28 +84,83 @@ class EcgPmaConfig(PreTrainedConfig):
     patch 50). [`EcgPmaConfig.from_preset`] builds the named presets (`vit-s-paper`, `vit-b-paper`,
     `vit-s-st-mem`, `vit-b-st-mem`, `tiny`).
 
-    Signal:
-        num_leads (`int`): number of leads the model reads. lead_names (`list[str]`): their names, in the order
-        the model expects them (standard 12-lead order by default). sampling_rate (`int`, Hz) and
-        signal_length (`int`, samples per input window): what the weights were trained on.
-        patch_size (`int`): samples per patch; must divide `signal_length`.
-    Encoder:
-        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, hidden_act, qkv_bias,
-        hidden_dropout_prob, attention_probs_dropout_prob, drop_path_rate (stochastic depth, linearly
-        increasing over blocks), layer_norm_eps, initializer_range.
-    Masked modeling (pre-training):
-        mask_ratio (fraction of patches dropped per lead), norm_pix_loss (targets normalised per patch),
-        decoder_hidden_size, decoder_num_hidden_layers, decoder_num_attention_heads, decoder_intermediate_size,
-        decoder_layer_norm_eps, pretraining_aggregation (`"last"`, or `"ipa"`: every token is averaged over all
-        encoder layers before the decoder).
-    Downstream:
-        aggregation (`"last"`, `"ppa"`: uniform mean over layers, `"pma"`: per-sample softmax gate over
-        layers, `"layer"`: the single block `aggregation_layer`, negative indices count from the end),
-        gate_hidden_sizes and gate_dropout (the PMA gate's MLP), head_type (`"linear"` or `"mlp"`: the PMA
-        authors' BatchNorm/Dropout/ReLU head), classifier_hidden_size, classifier_dropout and
-        classifier_hidden_dropout (the MLP head's two dropouts), decision_thresholds (one probability threshold
-        per label, tuned on validation by finetuning; 0.5 when unset), plus the standard `num_labels`,
-        `id2label`, `label2id` and `problem_type`.
+    Args:
+        num_leads (`int`, *optional*, defaults to 12):
+            Number of leads the model reads.
+        lead_names (`list[str]`, *optional*, defaults to the first `num_leads` of I, II, III, aVR, aVL, aVF, V1-V6):
+            The leads' names, in the order the model expects them; unique, case-insensitively.
+        sampling_rate (`int`, *optional*, defaults to 100):
+            Sampling rate in Hz the weights were trained at (the feature extractor resamples to it).
+        signal_length (`int`, *optional*, defaults to 1000):
+            Samples per lead in one input window.
+        patch_size (`int`, *optional*, defaults to 50):
+            Samples per patch; must divide `signal_length`.
+        hidden_size (`int`, *optional*, defaults to 768):
+            Width of the encoder's tokens.
+        num_hidden_layers (`int`, *optional*, defaults to 12):
+            Number of encoder blocks (the layers PPA / PMA / IPA fuse).
+        num_attention_heads (`int`, *optional*, defaults to 12):
+            Attention heads per encoder block; must divide `hidden_size`.
+        intermediate_size (`int`, *optional*, defaults to 3072):
+            Width of the encoder blocks' MLP.
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the MLPs (any name in `transformers.activations.ACT2FN`).
+        qkv_bias (`bool`, *optional*, defaults to `True`):
+            Whether the fused query/key/value projection has a bias.
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout after the attention output and in the MLPs.
+        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout on the attention probabilities.
+        drop_path_rate (`float`, *optional*, defaults to 0.0):
+            Stochastic depth of the last encoder block; the rate rises linearly from 0 at block 0.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of the encoder's LayerNorms (patch, embedding, blocks, final).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of the learnable vectors: the SEP token, the lead
+            embeddings and the decoder's mask token. Linear weights do not use it: they are Xavier-uniform with
+            zero bias, as in ST-MEM and MAE (their scale follows from each layer's fan-in and fan-out); norms
+            start at weight 1, bias 0; position tables are fixed sin-cos.
+        mask_ratio (`float`, *optional*, defaults to 0.75):
+            Pre-training: fraction of every lead's patches dropped from the encoder, in [0, 1).
+        norm_pix_loss (`bool`, *optional*, defaults to `True`):
+            Pre-training: reconstruct patches normalised to zero mean and unit variance each.
+        decoder_hidden_size (`int`, *optional*, defaults to 256):
+            Width of the pre-training decoder.
+        decoder_num_hidden_layers (`int`, *optional*, defaults to 4):
+            Blocks of the pre-training decoder.
+        decoder_num_attention_heads (`int`, *optional*, defaults to 4):
+            Attention heads per decoder block; must divide `decoder_hidden_size`.
+        decoder_intermediate_size (`int`, *optional*, defaults to 1024):
+            Width of the decoder blocks' MLP.
+        decoder_layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the decoder's LayerNorms.
+        pretraining_aggregation (`str`, *optional*, defaults to `"last"`):
+            What the decoder reads: `"last"` (the last block's tokens) or `"ipa"` (every token averaged over all
+            blocks, each after the final LayerNorm).
+        aggregation (`str`, *optional*, defaults to `"pma"`):
+            How the classifier fuses the blocks' representations: `"last"`, `"ppa"` (uniform mean), `"pma"`
+            (per-sample softmax gate) or `"layer"` (the single block `aggregation_layer`).
+        aggregation_layer (`int`, *optional*):
+            The block `aggregation="layer"` reads; negative indices count from the end.
+        gate_hidden_sizes (`list[int]`, *optional*, defaults to `[256, 128]`):
+            Hidden widths of the PMA gate's MLP (LayerNorm, then Linear -> GELU -> Dropout per width, then a
+            Linear to one logit per block).
+        gate_dropout (`float`, *optional*, defaults to 0.1):
+            Dropout in the PMA gate.
+        head_type (`str`, *optional*, defaults to `"mlp"`):
+            `"linear"` (one Linear) or `"mlp"` (the PMA authors' BatchNorm -> Dropout -> Linear -> ReLU ->
+            BatchNorm -> Dropout -> Linear).
+        classifier_hidden_size (`int`, *optional*, defaults to 256):
+            Hidden width of the MLP head.
+        classifier_dropout (`float`, *optional*, defaults to 0.25):
+            The MLP head's first dropout.
+        classifier_hidden_dropout (`float`, *optional*, defaults to 0.5):
+            The MLP head's second dropout.
+        decision_thresholds (`list[float]`, *optional*):
+            One probability threshold per label, tuned on validation by finetuning; 0.5 when unset.
+        kwargs (*optional*):
+            The standard [`PreTrainedConfig`] arguments, notably `num_labels`, `id2label`, `label2id` and
+            `problem_type`.
 
     Example:
 

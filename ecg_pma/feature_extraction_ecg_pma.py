@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -117,6 +118,56 @@ def canonical_lead_key(name: str) -> str:
     """Case-, space- and punctuation-insensitive lead key: `aVR`, `AVR`, `avr`, `Lead aVR`, `a-VR` -> `avr`."""
     key = re.sub(r"[\s_\-\.]", "", str(name)).lower()
     return key[len("lead") :] if key.startswith("lead") and len(key) > len("lead") else key
+
+
+ACCEPTED_INPUTS = (
+    "Expected an ECG as a numpy array or tensor (leads, samples) or (batch, leads, samples), a wfdb.Record, "
+    "a path to a WFDB record, or a non-empty list of those"
+)
+
+
+@dataclass
+class EcgRecord:
+    """One input ECG as the preprocessing steps read it."""
+
+    name: str  # how errors and warnings name it: the WFDB path or record name, else `input N`
+    signal: np.ndarray  # (leads, samples), float64, in `units`
+    fs: float | None  # sampling rate in Hz
+    leads: list[str]  # the signal's lead names, in its row order
+    units: str | list[str]  # physical units: one for all leads, or one per lead
+
+
+def list_single_ecgs(ecg: Any) -> list:
+    """
+    The flat list of single ECGs in an input: each a WFDB path, a `wfdb.Record` or a `(leads, samples)` array. Takes
+    one of those, a `(batch, leads, samples)` array or tensor, or a non-empty list or tuple of any of these (not
+    nested).
+    """
+    import torch
+
+    items = list(ecg) if isinstance(ecg, (list, tuple)) else [ecg]
+    if not items:
+        raise ValueError(ACCEPTED_INPUTS + f"; got an empty {type(ecg).__name__}.")
+    single_ecgs = []
+    for index, item in enumerate(items):
+        if isinstance(item, (list, tuple)):
+            raise ValueError(f"Input {index}: nested lists are not ECGs; pass arrays of shape (leads, samples).")
+        if not (isinstance(item, (str, os.PathLike, np.ndarray, torch.Tensor)) or _is_wfdb_record(item)):
+            raise ValueError(ACCEPTED_INPUTS + f"; got {type(item).__name__}.")
+        if isinstance(item, torch.Tensor):
+            if item.is_complex() or item.dtype == torch.bool:
+                raise TypeError(f"An ECG tensor must hold real numbers, got dtype {item.dtype}.")
+            # numpy has no bfloat16: widen to float64, as every input is anyway
+            item = item.detach().cpu().to(torch.float64).numpy()
+        if isinstance(item, np.ndarray):
+            if item.ndim not in (2, 3):
+                raise ValueError(
+                    f"An ECG array must be (leads, samples) or (batch, leads, samples), got shape {item.shape}."
+                )
+            single_ecgs += list(item) if item.ndim == 3 else [item]
+        else:
+            single_ecgs.append(item)
+    return single_ecgs
 
 
 def _is_wfdb_record(obj: Any) -> bool:
@@ -327,79 +378,53 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         sampling_rate: float | None,
         lead_names: list[str] | None,
         units: str | list[str] | None,
-    ) -> list[dict]:
-        """Normalises every accepted input form to a list of `{name, signal (leads, samples), fs, leads, units}`."""
-        import torch
-
-        if isinstance(ecg, (str, os.PathLike)):
-            return [self._record_from_wfdb(self.read_record(ecg), str(ecg))]
-        if _is_wfdb_record(ecg):
-            return [self._record_from_wfdb(ecg, getattr(ecg, "record_name", "record"))]
-        if isinstance(ecg, torch.Tensor):
-            if ecg.is_complex() or ecg.dtype == torch.bool:
-                raise TypeError(f"An ECG tensor must hold real numbers, got dtype {ecg.dtype}.")
-            # numpy has no bfloat16: widen to float64, as every input is anyway
-            ecg = ecg.detach().cpu().to(torch.float64).numpy()
-        if isinstance(ecg, np.ndarray):
-            if ecg.ndim == 2:
-                arrays = [ecg]
-            elif ecg.ndim == 3:
-                arrays = list(ecg)
+    ) -> list[EcgRecord]:
+        """Every accepted input form as one `EcgRecord` per ECG, in input order (a batch array's rows in order)."""
+        records = []
+        for index, item in enumerate(list_single_ecgs(ecg)):
+            if isinstance(item, (str, os.PathLike)):
+                records.append(self._record_from_wfdb(self.read_record(item), str(item)))
+            elif _is_wfdb_record(item):
+                records.append(self._record_from_wfdb(item, getattr(item, "record_name", "record")))
             else:
-                raise ValueError(
-                    f"An ECG array must be (leads, samples) or (batch, leads, samples), got shape {ecg.shape}."
-                )
-        elif isinstance(ecg, (list, tuple)) and len(ecg) > 0:
-            records = []
-            for index, item in enumerate(ecg):
-                if isinstance(item, (list, tuple)):
-                    raise ValueError(
-                        f"Input {index}: nested lists are not ECGs; pass arrays of shape (leads, samples)."
-                    )
-                records += self._as_records(item, sampling_rate, lead_names, units)
-            for index, record in enumerate(records):
-                if record["name"] == "input 0" and len(records) > 1:
-                    record["name"] = f"input {index}"
-            return records
-        else:
-            raise ValueError(
-                "Expected an ECG as a numpy array or tensor (leads, samples) or (batch, leads, samples), a wfdb.Record, "
-                f"a path to a WFDB record, or a non-empty list of those; got {type(ecg).__name__}."
-            )
+                records.append(self._record_from_array(item, f"input {index}", sampling_rate, lead_names, units))
+        return records
 
+    def _record_from_array(
+        self,
+        array: np.ndarray,
+        name: str,
+        sampling_rate: float | None,
+        lead_names: list[str] | None,
+        units: str | list[str] | None,
+    ) -> EcgRecord:
         if sampling_rate is None:
             raise ValueError(
                 "`sampling_rate=` is required for array input: the model runs at "
                 f"{self.sampling_rate} Hz and the input is resampled from the rate you give."
             )
         check_lead_names(lead_names)
-        records = []
-        for index, array in enumerate(arrays):
-            dtype = np.asarray(array).dtype
-            if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
-                raise ValueError(f"Input {index}: ECG samples must be numbers (real), got dtype {dtype}.")
-            records.append(
-                {
-                    "name": f"input {index}",
-                    "signal": np.asarray(array, dtype=np.float64),
-                    "fs": sampling_rate,
-                    "leads": list(lead_names) if lead_names is not None else list(self.lead_names),
-                    "units": units if units is not None else "mV",
-                }
-            )
-        return records
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            raise ValueError(f"{name.capitalize()}: ECG samples must be numbers (real), got dtype {array.dtype}.")
+        return EcgRecord(
+            name=name,
+            signal=np.asarray(array, dtype=np.float64),
+            fs=sampling_rate,
+            leads=list(lead_names) if lead_names is not None else list(self.lead_names),
+            units=units if units is not None else "mV",
+        )
 
     @staticmethod
-    def _record_from_wfdb(record, name: str) -> dict:
+    def _record_from_wfdb(record, name: str) -> EcgRecord:
         if record.p_signal is None:
             raise ValueError(f"WFDB record {name!r} has no physical signal (read it with physical=True).")
-        return {
-            "name": name,
-            "signal": np.asarray(record.p_signal, dtype=np.float64).T,
-            "fs": record.fs,
-            "leads": list(record.sig_name or []),
-            "units": list(record.units or ["mV"] * record.p_signal.shape[1]),
-        }
+        return EcgRecord(
+            name=name,
+            signal=np.asarray(record.p_signal, dtype=np.float64).T,
+            fs=record.fs,
+            leads=list(record.sig_name or []),
+            units=list(record.units or ["mV"] * record.p_signal.shape[1]),
+        )
 
     # ----------------------------------------------------------------------------------------------------- steps
 
@@ -533,13 +558,13 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         flat = std < self.flat_lead_threshold
         return np.where(flat, 0.0, (signal - mean) / np.where(flat, 1.0, std))
 
-    def clean(self, record: dict) -> tuple[np.ndarray, np.ndarray]:
+    def clean(self, record: EcgRecord) -> tuple[np.ndarray, np.ndarray]:
         """
         One record, any layout -> `(model_leads, samples at the input rate)` in mV with NaNs handled and absent leads
         zeroed, and which model leads the record has. Records shorter than the model needs raise.
         """
-        name = record["name"]
-        fs = record["fs"]
+        name = record.name
+        fs = record.fs
         if fs is None or isinstance(fs, bool) or not isinstance(fs, (int, float, np.number)) or not 0 < fs < np.inf:
             raise ValueError(f"{name}: unknown or invalid sampling rate {fs!r}; give the input's rate in Hz.")
         if not MIN_INPUT_SAMPLING_RATE <= fs <= MAX_INPUT_SAMPLING_RATE:
@@ -547,10 +572,10 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
                 f"{name}: sampling rate {fs:g} Hz is outside the {MIN_INPUT_SAMPLING_RATE:g}-"
                 f"{MAX_INPUT_SAMPLING_RATE:g} Hz accepted for ECG; give the input's rate in Hz."
             )
-        signal = np.asarray(record["signal"], dtype=np.float64)
+        signal = np.asarray(record.signal, dtype=np.float64)
         if signal.ndim != 2:
             raise ValueError(f"{name}: an ECG must be (leads, samples), got shape {signal.shape}.")
-        signal = self.to_millivolts(signal, record["units"], name)
+        signal = self.to_millivolts(signal, record.units, name)
         with np.errstate(invalid="ignore"):
             amplitude = np.max(np.abs(signal), initial=0.0, where=np.isfinite(signal))
         if amplitude > MAX_AMPLITUDE_MV:
@@ -558,8 +583,8 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
                 f"{name}: amplitudes up to {amplitude:g} mV, beyond the {MAX_AMPLITUDE_MV:g} mV accepted; "
                 "is the unit right (`units=`, or the header's)?"
             )
-        signal = self.handle_non_finite(signal, name, record["leads"])
-        signal = self.reorder_leads(signal, record["leads"], name)
+        signal = self.handle_non_finite(signal, name, record.leads)
+        signal = self.reorder_leads(signal, record.leads, name)
         present = ~np.isnan(signal).all(axis=1)
         signal[~present] = 0.0
         duration = signal.shape[1] / fs
@@ -589,7 +614,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         record has. `segment_seconds` is not applied here (see `preprocess_segments`).
         """
         signal, present = self.clean(record)
-        return self.resample_and_filter(signal, record["fs"], record["name"]), present
+        return self.resample_and_filter(signal, record.fs, record.name), present
 
     def resample_and_filter(self, signal: np.ndarray, sampling_rate: float, name: str) -> np.ndarray:
         signal = self.resample(signal, sampling_rate)
@@ -603,13 +628,13 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         remainder dropped, as ST-MEM's `process_ecg.py` does); one segment (the whole record) without it.
         """
         signal, present = self.clean(record)
-        fs = record["fs"]
+        fs = record.fs
         if self.segment_seconds is None:
             segments = [signal]
         else:
             length = int(round(self.segment_seconds * fs))
             segments = [signal[:, start : start + length] for start in range(0, signal.shape[1] - length + 1, length)]
-        return [self.resample_and_filter(segment, fs, record["name"]) for segment in segments], present
+        return [self.resample_and_filter(segment, fs, record.name) for segment in segments], present
 
     def window_starts(self, num_samples: int, window_mode: str, stride: int | None, rng: np.random.Generator) -> list:
         """Where each window of a `num_samples`-long signal starts, for `window_mode`."""

@@ -10,11 +10,9 @@ import numpy as np
 import torch
 from transformers import AutoConfig
 
+from .constants import DTYPES
 from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor, check_integer
 from .modeling_ecg_pma import EcgPmaForSequenceClassification
-
-
-DTYPES = ("fp32", "bf16")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_ecg_pma import EcgPmaConfig
 
@@ -62,6 +62,10 @@ class EcgPmaModelOutput(ModelOutput):
         present_leads (`(kept_leads,)`, *optional*): set when a `lead_mask` left some leads absent from every sample
             of the batch: those leads' tokens were not computed, and the token outputs above (`last_hidden_state`,
             `hidden_states`, `attentions`) hold only the leads listed here (indices into `config.lead_names`).
+        mask (`(batch, leads, patches)`, *optional*): with `mask_ratio > 0`, 1 where a patch was masked (dropped
+            from the encoder), 0 where kept; the token dimension then holds `leads * (kept + 2)` tokens.
+        ids_restore (`(batch, leads, patches)`, *optional*): with `mask_ratio > 0`, the permutation that puts kept
+            and masked patches back in order.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -71,6 +75,8 @@ class EcgPmaModelOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     present_leads: torch.LongTensor | None = None
+    mask: torch.FloatTensor | None = None
+    ids_restore: torch.LongTensor | None = None
 
 
 @dataclass
@@ -225,6 +231,17 @@ def select_present_leads(
         if bool(lead_mask.all()):
             lead_mask = None
     return signals, lead_mask, lead_indices
+
+
+def linear_drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:
+    """
+    Stochastic-depth rate of each block, rising linearly from 0 to `drop_path_rate` (the values of
+    `torch.linspace(0, drop_path_rate, num_layers)`). Plain Python, so that a model can be built under
+    `torch.device("meta")` or `accelerate.init_empty_weights()`, where a tensor has no values to read.
+    """
+    if num_layers == 1:
+        return [0.0]
+    return [drop_path_rate * index / (num_layers - 1) for index in range(num_layers)]
 
 
 def validate_signals(
@@ -509,7 +526,7 @@ class EcgPmaEncoder(nn.Module):
 
     def __init__(self, config: EcgPmaConfig):
         super().__init__()
-        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        drop_path_rates = linear_drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
         self.layers = nn.ModuleList(
             EcgPmaLayer(
                 config,
@@ -590,7 +607,10 @@ class EcgPmaPreTrainedModel(PreTrainedModel):
     _keys_to_ignore_on_load_unexpected = [r"^decoder\."]
 
     def _init_weights(self, module: nn.Module):
-        # Linear layers as in MAE (xavier, zero bias); norms through the base class.
+        # Linear layers as in ST-MEM / MAE (Xavier-uniform, zero bias), independent of `initializer_range`; norms
+        # through the base class; the learnable vectors (SEP, leads, mask token) normal with std `initializer_range`
+        # (see the config's docstring). Children are initialised before their parent, so a branch for a parent
+        # module (a gate whose last Linear starts at zero, say) overrides the generic Linear init of its children.
         if isinstance(module, nn.Linear):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
@@ -646,6 +666,16 @@ class EcgPmaPreTrainedModel(PreTrainedModel):
         source = getattr(_loading_report, "source", "the checkpoint")
         check_loaded_keys(self, loading_info.missing_keys, loading_info.unexpected_keys, source)
 
+    def resolve_output_flags(
+        self, output_hidden_states: bool | None, output_attentions: bool | None
+    ) -> tuple[bool, bool]:
+        """The call's `output_hidden_states` / `output_attentions`, or the config's where the call leaves them unset.
+        (`return_dict` is resolved by `can_return_tuple` on every forward.)"""
+        return (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            self.config.output_attentions if output_attentions is None else output_attentions,
+        )
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         if self._auto_class is not None:
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_AUTO_MAP}
@@ -670,35 +700,49 @@ class EcgPmaModel(EcgPmaPreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
+    def get_input_embeddings(self) -> EcgPmaPatchEmbeddings:
+        """
+        The patch embedding, as in ViT / ViTMAE: what `enable_input_require_grads()` hooks so that gradients reach
+        trainable weights inside the encoder (adapters) under reentrant gradient checkpointing. The task models find
+        it through their base model.
+        """
+        return self.embeddings.patch_embeddings
+
+    @can_return_tuple
     def forward(
         self,
         signals: torch.Tensor,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        record_index: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        mask_ratio: float = 0.0,
         lead_mask: torch.Tensor | None = None,
-    ) -> EcgPmaModelOutput | tuple:
+    ) -> EcgPmaModelOutput:
         r"""
         Args:
-            signals (`(batch, leads, samples)`): standardised ECG windows, as produced by `EcgPmaFeatureExtractor`.
-            record_index (`(batch,)`, *optional*): which record each window came from, as the feature extractor
-                returns it; accepted so that `model(**features)` works, and not used by the model (average the
-                windows' predictions per record with it).
+            signals (`(batch, leads, samples)`): standardised ECG windows, as produced by `EcgPmaFeatureExtractor`
+                (its `record_index` is bookkeeping for the caller, not a model input: pop it before `model(**x)`).
+            noise (`(batch, leads, patches)`, *optional*): with `mask_ratio > 0`, fixes which patches are kept (the
+                smallest noise values), for reproducible masks.
+            mask_ratio (`float`, *optional*, defaults to 0.0): fraction of every lead's patches to drop before the
+                encoder (masked modeling); 0 encodes every patch. `EcgPmaForPreTraining` passes `config.mask_ratio`.
             lead_mask (`(batch, leads)` bool, *optional*): True where a lead is present. Absent leads' slots may hold
                 anything: their tokens are left out of attention and of every mean, so each sample's outputs equal
                 those of that sample run alone on its present leads. None (all present) is the plain 12-lead path.
+                With `mask_ratio > 0`, `mask` is 0 on absent leads (they are not scored).
+            return_dict (`bool`, *optional*): `False` returns a tuple (through `can_return_tuple`).
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states, output_attentions = self.resolve_output_flags(output_hidden_states, output_attentions)
         lead_mask = validate_signals(signals, self.config, lead_mask)
-        signals, lead_mask, lead_indices = select_present_leads(signals, lead_mask)
+        if noise is not None and mask_ratio == 0:
+            raise ValueError("`noise` chooses which patches to mask and needs `mask_ratio > 0`; got mask_ratio=0.")
+        # Masked modeling keeps the config's lead layout (the decoder and `mask` are per lead): absent leads stay.
+        signals, lead_mask, lead_indices = select_present_leads(signals, lead_mask, drop_absent_leads=mask_ratio == 0)
 
-        embeddings, _, _ = self.embeddings(signals, lead_indices=lead_indices)
+        embeddings, mask, ids_restore = self.embeddings(signals, mask_ratio, noise, lead_indices=lead_indices)
         num_leads, tokens_per_lead = embeddings.shape[1:3]
+        if mask is not None and lead_mask is not None:
+            mask = mask * lead_mask[..., None].to(mask.dtype)
         embeddings = embeddings.flatten(1, 2)
         attention_mask = None if lead_mask is None else attention_mask_from_lead_mask(lead_mask, tokens_per_lead)
         layer_outputs, attentions = self.encoder(
@@ -708,16 +752,17 @@ class EcgPmaModel(EcgPmaPreTrainedModel):
         layer_representations = torch.stack(
             [mean_over_patch_tokens(layer_output, num_leads, lead_mask) for layer_output in layer_outputs], dim=1
         )
-        output = EcgPmaModelOutput(
+        return EcgPmaModelOutput(
             last_hidden_state=self.layernorm(layer_outputs[-1]),
             pooler_output=self.layernorm(layer_representations[:, -1]),
             layer_representations=layer_representations,
             input_representation=mean_over_patch_tokens(embeddings, num_leads, lead_mask),
             hidden_states=(embeddings, *layer_outputs) if output_hidden_states else None,
             attentions=attentions,
+            mask=mask,
+            ids_restore=ids_restore,
             present_leads=lead_indices,
         )
-        return output if return_dict else output.to_tuple()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -807,64 +852,58 @@ class EcgPmaForPreTraining(EcgPmaPreTrainedModel):
         loss_per_patch = ((reconstruction - target) ** 2).mean(dim=-1)
         return (loss_per_patch * mask).sum() / mask.sum()
 
-    def aggregate_layers(self, layer_outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def aggregate_layers(self, encoder_outputs: EcgPmaModelOutput) -> torch.Tensor:
         """What the decoder reads: the last block's tokens, or (IPA) every token's mean over blocks, normalised."""
         if self.config.pretraining_aggregation == "ipa":
+            layer_outputs = encoder_outputs.hidden_states[1:]
             return torch.stack([self.ecg_pma.layernorm(output) for output in layer_outputs]).mean(dim=0)
-        return self.ecg_pma.layernorm(layer_outputs[-1])
+        return encoder_outputs.last_hidden_state
 
+    @can_return_tuple
     def forward(
         self,
         signals: torch.Tensor,
         noise: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        record_index: torch.Tensor | None = None,
         lead_mask: torch.Tensor | None = None,
-    ) -> EcgPmaForPreTrainingOutput | tuple:
+    ) -> EcgPmaForPreTrainingOutput:
         r"""
         Args:
             signals (`(batch, leads, samples)`): standardised ECG windows.
             noise (`(batch, leads, patches)`, *optional*): fixes which patches are kept (the smallest noise values),
                 for reproducible masks.
-            record_index (`(batch,)`, *optional*): accepted from the feature extractor's output and not used.
             lead_mask (`(batch, leads)` bool, *optional*): True where a lead is present. Absent leads take no part in
                 attention and are not scored: `mask` is 0 on them and the loss covers the present leads' masked
                 patches only.
+            return_dict (`bool`, *optional*): `False` returns a tuple (through `can_return_tuple`).
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_hidden_states, output_attentions = self.resolve_output_flags(output_hidden_states, output_attentions)
+        encoder_outputs = self.ecg_pma(
+            signals,
+            # IPA reads every block's tokens
+            output_hidden_states=output_hidden_states or self.config.pretraining_aggregation == "ipa",
+            output_attentions=output_attentions,
+            noise=noise,
+            mask_ratio=self.config.mask_ratio,
+            lead_mask=lead_mask,
+            return_dict=True,
         )
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        lead_mask = validate_signals(signals, self.config, lead_mask)
-        # Absent leads stay in the batch here (the decoder and `mask` keep the config's lead layout).
-        signals, lead_mask, _ = select_present_leads(signals, lead_mask, drop_absent_leads=False)
+        if lead_mask is not None:  # absent slots may hold anything (NaN included): they are no target
+            signals = signals.masked_fill(~lead_mask.to(device=signals.device, dtype=torch.bool)[..., None], 0.0)
+        aggregated = self.aggregate_layers(encoder_outputs)
+        reconstruction = self.decoder(aggregated, encoder_outputs.ids_restore)
+        loss = self.forward_loss(signals, reconstruction, encoder_outputs.mask)
 
-        embeddings, mask, ids_restore = self.ecg_pma.embeddings(signals, self.config.mask_ratio, noise)
-        attention_mask = None
-        if lead_mask is not None:
-            attention_mask = attention_mask_from_lead_mask(lead_mask, embeddings.shape[2])
-            mask = mask * lead_mask[..., None].to(mask.dtype)
-        embeddings = embeddings.flatten(1, 2)
-        layer_outputs, attentions = self.ecg_pma.encoder(
-            embeddings, output_attentions=output_attentions, attention_mask=attention_mask
-        )
-        aggregated = self.aggregate_layers(layer_outputs)
-        reconstruction = self.decoder(aggregated, ids_restore)
-        loss = self.forward_loss(signals, reconstruction, mask)
-
-        output = EcgPmaForPreTrainingOutput(
+        return EcgPmaForPreTrainingOutput(
             loss=loss,
             reconstruction=reconstruction,
-            mask=mask,
-            ids_restore=ids_restore,
+            mask=encoder_outputs.mask,
+            ids_restore=encoder_outputs.ids_restore,
             aggregated_hidden_state=aggregated,
-            hidden_states=(embeddings, *layer_outputs) if output_hidden_states else None,
-            attentions=attentions,
+            hidden_states=encoder_outputs.hidden_states if output_hidden_states else None,
+            attentions=encoder_outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -1044,27 +1083,25 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
             logits.squeeze(-1), labels.to(logits.dtype).view(logits.shape[0], -1).squeeze(-1)
         )
 
+    @can_return_tuple
     def forward(
         self,
         signals: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        record_index: torch.Tensor | None = None,
         lead_mask: torch.Tensor | None = None,
-    ) -> EcgPmaSequenceClassifierOutput | tuple:
+    ) -> EcgPmaSequenceClassifierOutput:
         r"""
         Args:
-            signals (`(batch, leads, samples)`): standardised ECG windows.
+            signals (`(batch, leads, samples)`): standardised ECG windows; the logits are per window (average them
+                per record with the feature extractor's `record_index`, which is not a model input).
             labels (*optional*): `(batch, num_labels)` 0/1 for multi-label, `(batch,)` class indices for single-label,
                 `(batch,)` values for regression.
-            record_index (`(batch,)`, *optional*): accepted from the feature extractor's output and not used; the
-                logits are per window.
             lead_mask (`(batch, leads)` bool, *optional*): True where a lead is present; see [`EcgPmaModel`]. The gate
                 and every aggregation read the present leads only.
+            return_dict (`bool`, *optional*): `False` returns a tuple (through `can_return_tuple`).
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         # No graph through a frozen encoder: the gate reads the (frozen) input embeddings, not a trainable path.
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
             outputs = self.ecg_pma(
@@ -1079,7 +1116,7 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
         logits = self.classifier(pooled_output)
         loss = self.compute_loss(logits, labels) if labels is not None else None
 
-        output = EcgPmaSequenceClassifierOutput(
+        return EcgPmaSequenceClassifierOutput(
             loss=loss,
             logits=logits,
             layer_weights=layer_weights,
@@ -1087,7 +1124,6 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

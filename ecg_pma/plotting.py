@@ -79,25 +79,25 @@ def lead_signals(
     names = list(lead_names) if lead_names is not None else list(STANDARD_LEAD_NAMES)
     reader = EcgPmaFeatureExtractor(lead_names=names)
     (record,) = reader._as_records(record_or_signals, sampling_rate, lead_names, units)
-    signal = np.asarray(record["signal"], dtype=np.float64)
-    if signal.ndim != 2 or signal.shape[0] != len(record["leads"]):
+    signal = np.asarray(record.signal, dtype=np.float64)
+    if signal.ndim != 2 or signal.shape[0] != len(record.leads):
         raise ValueError(
-            f"{record['name']}: {signal.shape[0] if signal.ndim == 2 else signal.shape} signal rows for lead names "
-            f"{record['leads']}; an ECG array is (leads, samples)."
+            f"{record.name}: {signal.shape[0] if signal.ndim == 2 else signal.shape} signal rows for lead names "
+            f"{record.leads}; an ECG array is (leads, samples)."
         )
-    signal = reader.to_millivolts(signal, record["units"], record["name"])
-    if not record["fs"] or record["fs"] <= 0:
-        raise ValueError(f"{record['name']}: unknown sampling rate {record['fs']!r}.")
+    signal = reader.to_millivolts(signal, record.units, record.name)
+    if not record.fs or record.fs <= 0:
+        raise ValueError(f"{record.name}: unknown sampling rate {record.fs!r}.")
     known = {canonical_lead_key(lead) for lead in STANDARD_LEAD_NAMES}
-    unknown = [lead for lead in record["leads"] if canonical_lead_key(lead) not in known]
+    unknown = [lead for lead in record.leads if canonical_lead_key(lead) not in known]
     if unknown:
         raise ValueError(
-            f"{record['name']}: unknown lead names {unknown}; expected names among {list(STANDARD_LEAD_NAMES)}."
+            f"{record.name}: unknown lead names {unknown}; expected names among {list(STANDARD_LEAD_NAMES)}."
         )
     return (
-        {canonical_lead_key(lead): row for lead, row in zip(record["leads"], signal)},
-        float(record["fs"]),
-        str(record["name"]),
+        {canonical_lead_key(lead): row for lead, row in zip(record.leads, signal)},
+        float(record.fs),
+        str(record.name),
     )
 
 

@@ -25,6 +25,7 @@ model = EcgPmaForSequenceClassification(config).eval()
 extractor = EcgPmaFeatureExtractor.from_model_config(config)
 
 features = extractor(record, return_tensors="pt")
+record_index = features.pop("record_index")  # which record each window came from: bookkeeping, not a model input
 with torch.inference_mode():
     out = model(**features)
 print(f"record {record}: input {tuple(features['signals'].shape)} (windows, leads, samples)")
@@ -39,7 +40,7 @@ extractor.save_pretrained(output_dir)
 reloaded = AutoModelForSequenceClassification.from_pretrained(output_dir).eval()
 reloaded_extractor = AutoFeatureExtractor.from_pretrained(output_dir)
 with torch.inference_mode():
-    reloaded_logits = reloaded(**reloaded_extractor(record, return_tensors="pt")).logits
+    reloaded_logits = reloaded(reloaded_extractor(record, return_tensors="pt")["signals"]).logits
 difference = (reloaded_logits - out.logits).abs().max().item()
 print(f"saved to {output_dir} ({', '.join(sorted(p.name for p in output_dir.iterdir()))})")
 print(f"reloaded with the Auto classes: max |logit difference| = {difference:.1e}")

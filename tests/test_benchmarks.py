@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, shared_data_dir
 
-from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining
+from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining, EcgPmaForSequenceClassification
 
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -103,3 +103,27 @@ def test_lead_subset_benchmark_reports_the_mask_and_two_lead_rows():
         "12_leads_mask_none", "12_leads_mask_all_true", "12_leads_before", "2_leads_uniform", "mixed_lead_sets",
     }  # fmt: skip
     assert all(report[key] > 0 for key in ("mask_none_vs_before", "all_true_mask_vs_none", "two_leads_vs_twelve"))
+
+
+@pytest.mark.slow
+def test_lora_benchmark_reports_lora_against_full_finetuning():
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "peft_lora.py"), "--preset", "tiny", "--batch", "4",
+               "--rank", "2", "--repeats", "1"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    variants = {r["variant"]: r for r in report["results"]}
+    assert set(variants) == {"full", "lora", "lora_checkpointed"}
+    # what LoRA trains: rank-2 factors on qkv (h -> 3h), output (h -> h), fc1 (h -> i) and fc2 (i -> h) of every
+    # block instead of the encoder's own weights; gate and head trained in both
+    model = EcgPmaForSequenceClassification(EcgPmaConfig.from_preset("tiny", num_labels=71, aggregation="pma"))
+    config, rank = model.config, 2
+    adapters = config.num_hidden_layers * rank * (8 * config.hidden_size + 2 * config.intermediate_size)
+    encoder = sum(p.numel() for p in model.ecg_pma.parameters() if p.requires_grad)
+    assert variants["full"]["trainable_parameters"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert variants["full"]["trainable_parameters"] - variants["lora"]["trainable_parameters"] == encoder - adapters
+    assert all(r["step_s"] > 0 and r["peak_memory_mb"] >= 0 for r in report["results"])
+    assert report["lora_trainable_fraction"] < 1

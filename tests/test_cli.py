@@ -116,6 +116,23 @@ def test_evaluate_by_lead_set_prints_one_table_whose_12_lead_row_is_the_plain_ev
 
 
 @pytest.mark.slow
+def test_lora_finetune_saves_an_adapter_and_a_merged_model_that_predicts(workspace):
+    root, data = workspace
+    result = ecg_pma(
+        "finetune", *data, "--model", root / "probed", "--output-dir", root / "lora",
+        "--mode", "lora", "--lora-rank", "2", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| test |" in result.stdout
+    adapter_config = json.loads((root / "lora" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 2 and adapter_config["base_model_name_or_path"] == str(root / "probed")
+    assert json.loads((root / "lora" / "results.json").read_text())["mode"] == "lora"
+    predicted = ecg_pma("predict", root / "lora", shared_data_dir("physionet2021") / "E07500", "--json")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert len(json.loads(predicted.stdout)[0]["probabilities"]) == 26
+
+
+@pytest.mark.slow
 def test_probe_layers_command(workspace):
     root, data = workspace
     result = ecg_pma(
@@ -141,3 +158,30 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     card = (tmp_path / "probe-pma" / "README.md").read_text()
     assert "simulated 12-lead ECGs" in card and "not real recordings" in card
     print(result.stdout)
+
+
+def test_option_choices_are_the_package_constants():
+    from ecg_pma.cli import build_parser
+    from ecg_pma.configuration_ecg_pma import AGGREGATIONS, HEAD_TYPES, PRETRAINING_AGGREGATIONS
+    from ecg_pma.data.records import SPLITS
+    from ecg_pma.inference import DTYPES
+    from ecg_pma.training.finetune import MODES
+    from ecg_pma.training.pretrain import MIXED_PRECISIONS
+
+    subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    choices = {
+        (name, action.dest): tuple(action.choices)
+        for name, subparser in subcommands.items()
+        for action in subparser._actions
+        if action.choices is not None
+    }
+    assert choices[("finetune", "mode")] == MODES and "lora" in MODES
+    assert choices[("finetune", "aggregation")] == AGGREGATIONS
+    assert choices[("finetune", "head_type")] == choices[("probe-layers", "head_type")] == HEAD_TYPES
+    assert choices[("pretrain", "pretraining_aggregation")] == PRETRAINING_AGGREGATIONS
+    assert choices[("pretrain", "mixed_precision")] == MIXED_PRECISIONS
+    assert choices[("evaluate", "split")] == SPLITS
+    assert choices[("predict", "dtype")] == DTYPES
+    args = build_parser().parse_args(["finetune", "--data", "d", "--model", "m", "--output-dir", "o", "--mode", "lora",
+                                      "--lora-rank", "4"])  # fmt: skip
+    assert (args.mode, args.lora_rank, args.lora_alpha, args.lora_dropout) == ("lora", 4, None, 0.0)

@@ -348,7 +348,7 @@ from transformers import AutoFeatureExtractor, AutoModelForSequenceClassificatio
 model_dir, record, output = sys.argv[1:]
 extractor = AutoFeatureExtractor.from_pretrained(model_dir, trust_remote_code=True)
 model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
-logits = model(**extractor(record, return_tensors="pt")).logits
+logits = model(extractor(record, return_tensors="pt")["signals"]).logits
 np.savez(output, signals=extractor(record)["signals"], logits=logits.detach().numpy(), kind=type(extractor).__module__)
 """
 
@@ -371,4 +371,29 @@ def test_extractor_saved_with_a_model_gives_identical_arrays_and_logits_in_a_fre
     local = extractor(record, return_tensors="pt")
     np.testing.assert_array_equal(remote["signals"], local["signals"].numpy())
     # the three README lines run with autograd on, which may pick another attention kernel: equal up to rounding
-    np.testing.assert_allclose(remote["logits"], model(**local).logits.detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(remote["logits"], model(local["signals"]).logits.detach().numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_mixed_inputs_are_listed_flat_in_order_as_typed_records():
+    from ecg_pma.feature_extraction_ecg_pma import EcgRecord, list_single_ecgs
+
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    path = str(shared_data_dir("physionet2021") / "JS20005")
+    one, batch = sine_ecg(1, 100, 10), torch.as_tensor(np.stack([sine_ecg(2, 100, 10), sine_ecg(3, 100, 10)]))
+    listed = list_single_ecgs([one, batch, path])
+    assert len(listed) == 4 and listed[3] == path
+    np.testing.assert_array_equal(listed[2], batch[1].numpy())
+
+    records = extractor._as_records([one, batch, path], sampling_rate=100, lead_names=None, units=None)
+    assert all(isinstance(record, EcgRecord) for record in records)
+    # every array named by its place in the flat list (a batch's rows included), a path by itself
+    assert [record.name for record in records] == ["input 0", "input 1", "input 2", path]
+    assert records[3].fs == 500 and records[3].leads[:2] == ["I", "II"] and records[3].signal.shape[0] == 12
+    features = extractor([one, batch, path], sampling_rate=100)
+    assert features["record_index"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="Input 1: nested lists are not ECGs"):
+        list_single_ecgs([one, [one]])
+    with pytest.raises(ValueError, match="got dict"):
+        list_single_ecgs([one, {"signal": one}])
+    with pytest.raises(ValueError, match=r"got shape \(2, 12, 1000, 1\)"):
+        list_single_ecgs(np.zeros((2, 12, 1000, 1)))

@@ -46,13 +46,12 @@ def test_top_level_help_imports_no_heavy_library():
 
 
 def test_the_parser_choices_are_the_package_ones():
-    from ecg_pma import PRESETS
-    from ecg_pma.commands.data_arguments import DATA_FORMATS
-    from ecg_pma.commands.pretrain import PRESET_NAMES
-    from ecg_pma.data import FORMATS
+    """`ecg_pma.constants` (light, for the parser) writes the self-contained config module's choices again."""
+    from ecg_pma import PRESETS, configuration_ecg_pma, constants
 
-    assert DATA_FORMATS == FORMATS
-    assert tuple(sorted(PRESETS)) == PRESET_NAMES
+    assert tuple(sorted(PRESETS)) == constants.PRESET_NAMES
+    for name in ("AGGREGATIONS", "PRETRAINING_AGGREGATIONS", "HEAD_TYPES"):
+        assert getattr(configuration_ecg_pma, name) == getattr(constants, name), name
 
 
 def test_finetune_help_lists_training_arguments_with_the_modes_defaults():

@@ -71,7 +71,7 @@ def local_logits(model_dir, record):
     model = EcgPmaForSequenceClassification.from_pretrained(model_dir).eval()
     extractor = EcgPmaFeatureExtractor.from_pretrained(model_dir)
     with torch.no_grad():
-        return model(**extractor(record, return_tensors="pt")).logits.numpy()
+        return model(extractor(record, return_tensors="pt")["signals"]).logits.numpy()
 
 
 # ------------------------------------------------------------------------------------------------------------ ONNX
@@ -138,7 +138,7 @@ repo_id, record, output = sys.argv[1:]
 extractor = AutoFeatureExtractor.from_pretrained(repo_id, trust_remote_code=True)
 model = AutoModelForSequenceClassification.from_pretrained(repo_id, trust_remote_code=True).eval()
 with torch.no_grad():
-    logits = model(**extractor(record, return_tensors="pt")).logits.numpy()
+    logits = model(extractor(record, return_tensors="pt")["signals"]).logits.numpy()
 classify = pipeline("ecg-classification", model=repo_id, trust_remote_code=True)
 np.save(output, logits)
 print(json.dumps({"pipeline": classify(record, top_k=3), "module": type(model).__module__}))

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..constants import DATA_FORMATS
 from .argument_types import positive_int
-
-
-# `ecg_pma.data.FORMATS`, written out so that building the parser imports no data library (tests/test_cli.py checks
-# that the two agree).
-DATA_FORMATS = ("ptbxl", "physionet2021", "wfdb")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

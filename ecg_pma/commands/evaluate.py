@@ -6,15 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
+from ..constants import SPLITS
 from .argument_types import output_file, positive_int
 from .data_arguments import add_data_arguments, load_windows
 
 
 def add_parser(commands) -> None:
+
     evaluate = commands.add_parser("evaluate", help="score a saved classifier on a dataset split")
     add_data_arguments(evaluate)
     evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--split", choices=("train", "validation", "test"), default="test")
+    evaluate.add_argument("--split", choices=SPLITS, default="test")
     evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.add_argument("--output", type=output_file, default=None, help="write the JSON result here too")
     evaluate.add_argument(

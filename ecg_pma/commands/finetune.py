@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..constants import AGGREGATIONS, FINETUNE_MODES, HEAD_TYPES, PROBE_GATES
 from .data_arguments import add_data_arguments, add_training_data_arguments, load_training_data
 
 
@@ -35,25 +36,37 @@ class FinetuneArguments:
     model: str = field(
         metadata={"help": "a pre-trained model folder or Hub id (for --mode finetune, usually a probed classifier)"}
     )
-    mode: Literal["probe", "finetune"] = field(
+    mode: str = field(
         default="probe",
-        metadata={"help": "probe: encoder frozen, gate and head trained; finetune: every weight trained"},
+        metadata={
+            "choices": FINETUNE_MODES,
+            "help": "probe: encoder frozen, gate and head trained; finetune: every weight trained; lora: LoRA "
+            "adapters on the encoder's attention and MLP projections, gate and head trained in full",
+        },
     )
-    aggregation: Literal["last", "ppa", "pma", "layer"] | None = field(
-        default=None, metadata={"help": "how the head reads the encoder's layers (default: the model's config)"}
+    aggregation: str | None = field(
+        default=None,
+        metadata={
+            "choices": AGGREGATIONS,
+            "help": "how the head reads the encoder's layers (default: the model's config)",
+        },
     )
     aggregation_layer: int | None = field(
         default=None,
         metadata={"help": "with --aggregation layer: the block index (negative counts from the end)"},
     )
-    head_type: Literal["linear", "mlp"] | None = field(
-        default=None, metadata={"help": "the classification head (default: the model's config)"}
+    head_type: str | None = field(
+        default=None, metadata={"choices": HEAD_TYPES, "help": "the classification head (default: the model's config)"}
     )
-    probe_gate: Literal["train", "frozen"] = field(
+    lora_rank: int = field(default=8, metadata={"help": "--mode lora: rank of the adapters"})
+    lora_alpha: float | None = field(default=None, metadata={"help": "--mode lora: scale (default: 2 x rank)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "--mode lora: dropout before the adapters"})
+    probe_gate: str = field(
         default="train",
         metadata={
+            "choices": PROBE_GATES,
             "help": "--mode probe with PMA: train the gate with the head (default), or keep it at its uniform start, "
-            "as the PMA authors' probing optimizer (head parameters only) does"
+            "as the PMA authors' probing optimizer (head parameters only) does",
         },
     )
     augment: bool = field(
@@ -80,6 +93,12 @@ class FinetuneArguments:
     )
 
     def __post_init__(self):
+        if self.lora_rank < 1:
+            raise ValueError(f"--lora_rank must be at least 1, got {self.lora_rank}.")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise ValueError(f"--lora_alpha must be positive, got {self.lora_alpha}.")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
         if self.aggregation == "layer" and self.aggregation_layer is None:
             raise ValueError("--aggregation layer needs --aggregation_layer (a block index).")
         if self.aggregation_layer is not None and self.aggregation not in (None, "layer"):
@@ -120,7 +139,7 @@ def parse_finetune_arguments(args=None, namespace=None, prog=None) -> tuple[argp
     top-level parser to report. A value out of range is reported as a usage error.
     """
     mode_parser = argparse.ArgumentParser(add_help=False)
-    mode_parser.add_argument("--mode", choices=("probe", "finetune"), default="probe")
+    mode_parser.add_argument("--mode", choices=FINETUNE_MODES, default="probe")
     mode = mode_parser.parse_known_args(args)[0].mode
     parser = finetune_argument_parser(mode, prog)
     try:
@@ -168,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
         protocol=protocol,
         data_info=dataset,
         lead_sets=options.lead_sets,
+        lora_rank=options.lora_rank,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
     )
     print((Path(result.output_dir) / "results.md").read_text())
     return 0

@@ -6,15 +6,17 @@ import argparse
 import json
 import sys
 
+from ..constants import DTYPES
 from .argument_types import positive_int
 
 
 def add_parser(commands) -> None:
+
     predict = commands.add_parser("predict", help="per-label probabilities and layer weights for WFDB records")
     predict.add_argument("model")
     predict.add_argument("records", nargs="+", help="WFDB record paths (with or without .hea)")
     predict.add_argument("--json", action="store_true")
-    predict.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    predict.add_argument("--dtype", choices=DTYPES, default="fp32")
     predict.add_argument("--batch-size", type=positive_int, default=32)
     predict.add_argument(
         "--compile",

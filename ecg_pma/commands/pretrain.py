@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..constants import MIXED_PRECISIONS, PRESET_NAMES, PRETRAINING_AGGREGATIONS
 from .argument_types import (
     non_negative_float,
     non_negative_int,
@@ -12,10 +13,6 @@ from .argument_types import (
     positive_int,
 )
 from .data_arguments import add_data_arguments, add_training_data_arguments, load_training_data
-
-
-# `EcgPmaConfig`'s presets, written out so that building the parser imports no torch (tests/test_cli.py checks them).
-PRESET_NAMES = ("tiny", "vit-b-paper", "vit-b-st-mem", "vit-s-paper", "vit-s-st-mem")
 
 
 def add_parser(commands) -> None:
@@ -27,7 +24,7 @@ def add_parser(commands) -> None:
     pre.add_argument("--config", default=None, help="a config.json folder instead of --preset")
     pre.add_argument(
         "--pretraining-aggregation",
-        choices=("last", "ipa"),
+        choices=PRETRAINING_AGGREGATIONS,
         default=None,
         help="the decoder reads the last layer or IPA; default: the config's (last, as ST-MEM)",
     )
@@ -48,7 +45,7 @@ def add_parser(commands) -> None:
     pre.add_argument("--max-steps", type=positive_int, default=None)
     pre.add_argument("--warmup-epochs", type=non_negative_float, default=40)
     pre.add_argument("--warmup-steps", type=non_negative_int, default=None)
-    pre.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default="auto")
+    pre.add_argument("--mixed-precision", choices=MIXED_PRECISIONS, default="auto")
     pre.add_argument("--torch-compile", action="store_true", help="compile the Transformer blocks with torch.compile")
     pre.add_argument("--save-steps", type=non_negative_int, default=1000)
     pre.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..constants import HEAD_TYPES, PROBE_GATES
 from .argument_types import output_directory, positive_int
 from .data_arguments import add_data_arguments, load_windows
 
 
 def add_parser(commands) -> None:
+
     probe = commands.add_parser(
         "probe-layers", help="the layer-wise probing study: a probe per layer plus PPA and PMA"
     )
@@ -19,12 +21,12 @@ def add_parser(commands) -> None:
     probe.add_argument("--epochs", type=positive_int, default=100)
     probe.add_argument(
         "--head-type",
-        choices=("linear", "mlp"),
+        choices=HEAD_TYPES,
         default=None,
         help="default: the model config's, the head `finetune --mode probe` trains",
     )
     probe.add_argument(
-        "--probe-gate", choices=("train", "frozen"), default="train", help="the PMA probe's gate, as in finetune"
+        "--probe-gate", choices=PROBE_GATES, default="train", help="the PMA probe's gate, as in finetune"
     )
     probe.add_argument("--batch-size", type=positive_int, default=64)
     probe.add_argument("--seed", type=int, default=0, help="seeds every probe's initial weights and batch order")

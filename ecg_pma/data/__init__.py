@@ -1,5 +1,6 @@
 """ECG datasets as `datasets.DatasetDict`: PTB-XL, the PhysioNet 2020/2021 challenge databases, any WFDB folder."""
 
+from ..constants import DATA_FORMATS
 from .crops import EcgTrainingDataset, build_training_splits, handle_short_records, prepare_records
 from .download import DATABASES, SAMPLES, download_database
 from .physionet2021 import SCORED_SNOMED, load_physionet2021
@@ -25,7 +26,7 @@ __all__ = [
     "load_wfdb_folder",
 ]
 
-FORMATS = ("ptbxl", "physionet2021", "wfdb")
+FORMATS = DATA_FORMATS
 
 
 def load_records(

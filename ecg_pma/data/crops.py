@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import torch
 from datasets import Array2D, Dataset, DatasetDict, Features, Sequence, Value
 
-from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, EcgRecord
 from .preprocessing import extract_features
 
 
@@ -105,8 +105,10 @@ def prepare_records(
         for record_id, signal, sampling_rate, lead_names, labels in zip(
             batch["record_id"], batch["signal"], batch["sampling_rate"], batch["lead_names"], batch["labels"]
         ):
-            record = {"name": record_id, "signal": np.asarray(signal).T, "fs": sampling_rate, "leads": lead_names}
-            segments, present = feature_extractor.preprocess_segments({**record, "units": "mV"})
+            record = EcgRecord(
+                name=record_id, signal=np.asarray(signal).T, fs=sampling_rate, leads=lead_names, units="mV"
+            )
+            segments, present = feature_extractor.preprocess_segments(record)
             for segment in segments:
                 output["record_id"].append(record_id)
                 output["signal"].append(segment.T.astype(np.float32))

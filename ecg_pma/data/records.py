@@ -15,9 +15,6 @@ from datasets import Sequence as SequenceFeature
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 
 
-SPLITS = ("train", "validation", "test")
-
-
 def record_features(num_leads: int, label_names: Sequence[str], extra: dict | None = None) -> Features:
     """
     The columns every loader returns: `record_id`, `signal` `(samples, leads)` in mV (WFDB's layout; lengths may

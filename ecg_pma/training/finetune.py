@@ -19,6 +19,7 @@ from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArgum
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..configuration_ecg_pma import resolve_lead_set
+from ..constants import FINETUNE_MODES, PROBE_GATES
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..metrics import load_ecg_multilabel
 from ..modelcard import card_protocol
@@ -27,18 +28,24 @@ from ..modeling_ecg_pma import EcgPmaForSequenceClassification
 # The same safetensors + JSON layout as the pre-training checkpoints.
 from .checkpoint import _flatten_optimizer_state, _unflatten_optimizer_state, random_state, set_random_state
 from .collator import EcgDataCollator
+from .lora import add_lora, save_lora_adapter
 
 
-MODES = ("probe", "finetune")
-PROBE_GATES = ("train", "frozen")
+MODES = FINETUNE_MODES
+MODE_DESCRIPTIONS = {
+    "probe": "encoder frozen",
+    "finetune": "every weight trained",
+    "lora": "LoRA adapters on the encoder, merged after training; gate and head trained in full",
+}
 BEST_METRIC = "macro_auroc"
 
 
 def reference_training_settings(mode: str) -> dict:
     """
     The PMA paper's schedules as `TrainingArguments` values. probe: 100 epochs, batch 64, AdamW lr 1e-3 constant,
-    wd 0.05. finetune: 100 epochs, batch 16, lr 1e-3 x batch / 256, 5 warm-up epochs then cosine, wd 0.05. Both
-    evaluate and checkpoint every epoch and keep the epoch with the best validation macro AUROC.
+    wd 0.05. finetune: 100 epochs, batch 16, lr 1e-3 x batch / 256, 5 warm-up epochs then cosine, wd 0.05. lora (our
+    choice, not the paper's): the finetune schedule at lr 1e-3, the usual order of magnitude for low-rank adapters.
+    All evaluate and checkpoint every epoch and keep the epoch with the best validation macro AUROC.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
@@ -53,7 +60,7 @@ def reference_training_settings(mode: str) -> dict:
         schedule = {
             "num_train_epochs": 100,
             "per_device_train_batch_size": 16,
-            "learning_rate": 1e-3 * 16 / 256,
+            "learning_rate": 1e-3 * 16 / 256 if mode == "finetune" else 1e-3,
             "lr_scheduler_type": "cosine",
             "warmup_steps": 0.05,  # a ratio: 5 of 100 epochs
         }
@@ -263,14 +270,19 @@ def finetune(
     protocol: dict | None = None,
     data_info: dict | None = None,
     lead_sets: list[str] | None = None,
+    lora_rank: int = 8,
+    lora_alpha: float | None = None,
+    lora_dropout: float = 0.0,
 ) -> FinetuneResult:
     """
     Trains `model` (`mode="probe"`: encoder frozen, head trained, PMA gate trained or not by `probe_gate`;
-    `"finetune"`: everything) on model-ready rows (`signals`, `labels`, `record_id`: an `EcgTrainingDataset` drawing
+    `"finetune"`: everything; `"lora"`: rank-`lora_rank` adapters on the encoder's projections, gate and head in full,
+    see `ecg_pma.training.lora`; `lora_alpha` defaults to `2 * lora_rank`) on model-ready rows (`signals`, `labels`, `record_id`: an `EcgTrainingDataset` drawing
     one random crop per record per epoch, or windows from `ecg_pma.data.extract_features`), keeps the checkpoint with
     the best validation macro AUROC, tunes per-label F1 thresholds on validation, scores `test_dataset` with them,
     and saves the model (thresholds in its config), feature extractor, model card and `results.json` / `results.md`
-    to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs.
+    to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs. With LoRA, the adapter
+    is saved under `output_dir/adapter` and `model` becomes (is merged into) the plain classifier saved beside it.
 
     `probe_gate="frozen"` is the PMA authors' probing protocol: their optimizer receives the head's parameters only,
     so the gate keeps its initialisation (here: uniform weights, i.e. PPA). `single_class_auroc` is the macro AUROC
@@ -301,6 +313,8 @@ def finetune(
         if dataset is not None and "record_id" not in dataset.column_names:
             raise ValueError(f"The {name} dataset needs a `record_id` column (see ecg_pma.data.extract_features).")
 
+    trained = add_lora(model, lora_rank, lora_alpha, lora_dropout) if mode == "lora" else model
+
     validation_metrics = RecordMetrics(
         eval_dataset["record_id"], tune_thresholds=True, single_class_auroc=single_class_auroc
     )
@@ -308,7 +322,7 @@ def finetune(
     if hasattr(train_dataset, "set_epoch"):
         callbacks.append(TrainingEpochCallback(train_dataset))
     trainer = EcgTrainer(
-        model=model,
+        model=trained,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
@@ -347,8 +361,17 @@ def finetune(
         **({"probe_gate": probe_gate if gate is not None else "no gate"} if mode == "probe" else {}),
         **(protocol or {}),
         **({"lead_sets (one drawn per training sample)": ", ".join(map(str, lead_sets))} if lead_sets else {}),
+        **(
+            {"lora_adapters": f"rank {lora_rank}, alpha {lora_alpha or 2 * lora_rank}, dropout {lora_dropout}"}
+            if mode == "lora"
+            else {}
+        ),
         "macro_auroc_single_class_labels": single_class_auroc,
     }
+    if mode == "lora":
+        if trainer.is_world_process_zero():
+            save_lora_adapter(trained, output_dir)
+        trained.merge_and_unload()  # folds the adapters into `model`'s own Linears, in place
     if trainer.is_world_process_zero():
         best_epoch = next(
             (
@@ -380,7 +403,7 @@ def training_protocol(
     """The settings that produced a classifier's numbers, as its `results.json` and model card list them."""
     return {
         "starting weights": base,
-        "mode": f"{mode} ({'encoder frozen' if mode == 'probe' else 'every weight trained'})",
+        "mode": f"{mode} ({MODE_DESCRIPTIONS[mode]})",
         "epochs": training_args.num_train_epochs,
         "best epoch (by validation macro AUROC)": best_epoch,
         "batch size per device": training_args.per_device_train_batch_size,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from ..configuration_ecg_pma import EcgPmaConfig
+from ..constants import MIXED_PRECISIONS
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..modeling_ecg_pma import EcgPmaForPreTraining
 from .checkpoint import (
@@ -36,7 +38,11 @@ from .collator import EcgDataCollator
 
 @dataclass
 class PretrainingArguments:
-    """Settings of a pre-training run. Defaults follow the PMA/ST-MEM reference schedule (PAPER.md)."""
+    """
+    Settings of a pre-training run. Defaults follow the ST-MEM schedule the PMA paper reuses: AdamW with betas
+    (0.9, 0.95) and weight decay 0.01, base learning rate 1.2e-3 x effective batch / 256, 40 warm-up epochs then
+    cosine decay, 800 epochs.
+    """
 
     output_dir: str
     per_device_batch_size: int = 64
@@ -105,9 +111,6 @@ class PretrainingResult:
     losses: list[dict]
 
 
-MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
-
-
 def resolve_mixed_precision(choice: str, use_cpu: bool = False) -> str:
     on_cpu = use_cpu or not torch.cuda.is_available()
     if choice == "fp16" and on_cpu:
@@ -139,6 +142,27 @@ def mask_noise(shape: tuple[int, ...], seed: int, micro_step: int, process_index
     return torch.rand(shape, generator=generator)
 
 
+@dataclass
+class TrainingProgress:
+    """Where a run stands: what a checkpoint's `progress.json` holds, and all a resumed run needs to continue."""
+
+    global_step: int = 0  # optimizer steps done
+    micro_step: int = 0  # batches consumed over the run (each draws its own mask)
+    epoch: int = 0
+    batches_in_epoch: int = 0  # batches of the current epoch already consumed (skipped on resume)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainingProgress:
+        return cls(**{item.name: int(values[item.name]) for item in fields(cls)})
+
+
+@dataclass
+class PretrainingSchedule:
+    total_steps: int  # optimizer steps
+    warmup_steps: int
+    learning_rate: float  # peak: base learning rate x effective batch / 256
+
+
 def pretrain(
     model: EcgPmaForPreTraining,
     train_dataset: Dataset | IterableDataset,
@@ -154,25 +178,59 @@ def pretrain(
     `pretraining_data.json` and the card.
     """
     output_dir = Path(args.output_dir)
-    mixed_precision = resolve_mixed_precision(args.mixed_precision, args.use_cpu)
+    if args.lead_sets:
+        protocol = {**(protocol or {}), "lead sets (one drawn per sample)": ", ".join(map(str, args.lead_sets))}
     report_to = [tracker for tracker in args.report_to if importlib.util.find_spec(tracker) is not None]
     accelerator = Accelerator(
         # Without an accelerator, `cpu=True` lets torchrun / mpirun processes form a MULTI_CPU (gloo) world.
         cpu=args.use_cpu or not torch.accelerator.is_available(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=mixed_precision,
+        mixed_precision=resolve_mixed_precision(args.mixed_precision, args.use_cpu),
         log_with=report_to or None,
         project_dir=str(output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
     set_seed(args.seed)
-    config = model.config
 
+    dataloader = pretraining_dataloader(train_dataset, args, model.config)
+    schedule = pretraining_schedule(train_dataset, args, accelerator.num_processes)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, args.weight_decay), lr=schedule.learning_rate, betas=tuple(args.adam_betas)
+    )
+    # Stepped once per optimizer step here; Accelerate's scheduler wrapper would step it once per process.
+    scheduler = get_cosine_schedule_with_warmup(optimizer, schedule.warmup_steps, schedule.total_steps)
+    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    if args.torch_compile:
+        # Here rather than through `Accelerator(dynamo_plugin=...)`: Accelerate keeps that setting process-wide, so a
+        # second `pretrain` call in the same process would silently keep the first call's choice.
+        model = compile_regions(model, backend="inductor")
+    progress = resume_progress(args, accelerator, model, optimizer, scheduler)
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "pretraining_args.json").write_text(json.dumps(asdict(args), indent=2, default=str))
+        (output_dir / "pretraining_data.json").write_text(json.dumps(protocol or {}, indent=2))
+        truncate_train_log(output_dir / "train_log.jsonl", progress.global_step)  # later steps are logged again
+    if report_to:
+        accelerator.init_trackers(
+            "pretraining", config={"learning_rate": schedule.learning_rate, "total_steps": schedule.total_steps}
+        )
+    losses = train_steps(accelerator, model, optimizer, scheduler, dataloader, progress, schedule, args, report_to)
+    save_pretrained_model(accelerator, model, output_dir, feature_extractor, progress, protocol)
+    accelerator.end_training()
+    return PretrainingResult(output_dir=str(output_dir), global_step=progress.global_step, losses=losses)
+
+
+def pretraining_dataloader(
+    train_dataset: Dataset | IterableDataset, args: PretrainingArguments, config: EcgPmaConfig
+) -> DataLoader:
+    """Batches of `signals` only; shuffled (map-style datasets), incomplete last batches dropped."""
     streamed = isinstance(train_dataset, IterableDataset)
+    # an `EcgTrainingDataset` (random crops) is a torch dataset already
     dataset = (
         train_dataset.with_format("torch") if isinstance(train_dataset, (Dataset, IterableDataset)) else train_dataset
     )
-    dataloader = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=args.per_device_batch_size,
         shuffle=not streamed,
@@ -184,86 +242,95 @@ def pretrain(
         generator=torch.Generator().manual_seed(args.seed),
     )
 
-    effective_batch = args.per_device_batch_size * args.gradient_accumulation_steps * accelerator.num_processes
+
+def pretraining_schedule(
+    train_dataset: Dataset | IterableDataset, args: PretrainingArguments, num_processes: int
+) -> PretrainingSchedule:
+    """Optimizer steps, warm-up steps and peak learning rate (MAE rule) from the dataset size and the arguments."""
+    effective_batch = args.per_device_batch_size * args.gradient_accumulation_steps * num_processes
+    streamed = isinstance(train_dataset, IterableDataset)
     if streamed and args.max_steps is None:
         raise ValueError("A streamed dataset has no length: give `max_steps`.")
     steps_per_epoch = (
         None
         if streamed
         else max(
-            len(dataset)
-            // (args.per_device_batch_size * accelerator.num_processes)
-            // args.gradient_accumulation_steps,
-            1,
+            len(train_dataset) // (args.per_device_batch_size * num_processes) // args.gradient_accumulation_steps, 1
         )
     )
-    if not streamed and len(dataset) < args.per_device_batch_size * accelerator.num_processes:
+    if not streamed and len(train_dataset) < args.per_device_batch_size * num_processes:
         raise ValueError(
-            f"The dataset has {len(dataset)} windows, fewer than one batch of {args.per_device_batch_size} per "
-            f"process on {accelerator.num_processes} process(es)."
+            f"The dataset has {len(train_dataset)} windows, fewer than one batch of {args.per_device_batch_size} per "
+            f"process on {num_processes} process(es)."
         )
     total_steps = args.max_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
     warmup_steps = (
         args.warmup_steps if args.warmup_steps is not None else round(args.warmup_epochs * (steps_per_epoch or 0))
     )
-    warmup_steps = min(warmup_steps, total_steps)
-    learning_rate = args.base_learning_rate * effective_batch / 256
-
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, args.weight_decay), lr=learning_rate, betas=tuple(args.adam_betas)
+    return PretrainingSchedule(
+        total_steps=total_steps,
+        warmup_steps=min(warmup_steps, total_steps),
+        learning_rate=args.base_learning_rate * effective_batch / 256,
     )
-    # Stepped once per optimizer step here; Accelerate's scheduler wrapper would step it once per process.
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
-    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
-    if args.torch_compile:
-        # Here rather than through `Accelerator(dynamo_plugin=...)`: Accelerate keeps that setting process-wide, so a
-        # second `pretrain` call in the same process would silently keep the first call's choice.
-        model = compile_regions(model, backend="inductor")
 
-    progress = {"global_step": 0, "micro_step": 0, "epoch": 0, "batches_in_epoch": 0}
-    if args.resume_from_checkpoint:
-        checkpoint = Path(args.resume_from_checkpoint)
-        if args.resume_from_checkpoint == "latest":
-            checkpoint = resumable_checkpoint(args.checkpoint_dir)
-        progress = load_training_state(
-            checkpoint, unwrapped(accelerator, model), optimizer, scheduler, accelerator.process_index
-        )
-        accelerator.print(f"Resumed from {checkpoint} at step {progress['global_step']}.")
 
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "pretraining_args.json").write_text(json.dumps(asdict(args), indent=2, default=str))
-        (output_dir / "pretraining_data.json").write_text(json.dumps(protocol or {}, indent=2))
-    if report_to:
-        accelerator.init_trackers("pretraining", config={"learning_rate": learning_rate, "total_steps": total_steps})
+def resume_progress(
+    args: PretrainingArguments, accelerator: Accelerator, model, optimizer, scheduler
+) -> TrainingProgress:
+    """A fresh start, or the progress of `args.resume_from_checkpoint` (a folder, or `"latest"`) with the model,
+    optimizer, schedule and random state restored from it."""
+    if not args.resume_from_checkpoint:
+        return TrainingProgress()
+    checkpoint = Path(args.resume_from_checkpoint)
+    if args.resume_from_checkpoint == "latest":
+        checkpoint = resumable_checkpoint(args.checkpoint_dir)  # the newest intact one, with a warning otherwise
+    progress = TrainingProgress.from_dict(
+        load_training_state(checkpoint, unwrapped(accelerator, model), optimizer, scheduler, accelerator.process_index)
+    )
+    accelerator.print(f"Resumed from {checkpoint} at step {progress.global_step}.")
+    return progress
 
-    log_path = output_dir / "train_log.jsonl"
-    if accelerator.is_main_process:
-        truncate_train_log(log_path, progress["global_step"])  # steps after the checkpoint are logged again
+
+def train_steps(
+    accelerator: Accelerator,
+    model,
+    optimizer,
+    scheduler,
+    dataloader,
+    progress: TrainingProgress,
+    schedule: PretrainingSchedule,
+    args: PretrainingArguments,
+    report_to: list[str],
+) -> list[dict]:
+    """
+    Runs optimizer steps from `progress` (updated in place) to `schedule.total_steps`, with a checkpoint every
+    `args.save_steps`; returns one `{step, loss, learning_rate, epoch}` record per step, also appended to
+    `train_log.jsonl`.
+    """
+    config = unwrapped(accelerator, model).config
     losses: list[dict] = []
     model.train()
     bar = tqdm(
-        total=total_steps,
-        initial=progress["global_step"],
+        total=schedule.total_steps,
+        initial=progress.global_step,
         disable=args.disable_tqdm or not accelerator.is_local_main_process,
         desc="Pre-training",
     )
     step_loss = torch.zeros((), device=accelerator.device)
-    num_patches = config.num_patches
-    while progress["global_step"] < total_steps:
+    while progress.global_step < schedule.total_steps:
         if hasattr(dataloader, "set_epoch"):
-            dataloader.set_epoch(progress["epoch"])
-        if hasattr(dataset, "set_epoch"):
+            dataloader.set_epoch(progress.epoch)
+        if hasattr(dataloader.dataset, "set_epoch"):
             # Accelerate forwards the epoch to the dataset only on one process: a crop dataset needs it everywhere.
-            dataset.set_epoch(progress["epoch"])
-        skip = progress["batches_in_epoch"]
+            dataloader.dataset.set_epoch(progress.epoch)
+        skip = progress.batches_in_epoch
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
         for batch in batches:
             signals = batch["signals"]
             noise = mask_noise(
-                (signals.shape[0], config.num_leads, num_patches),
+                (signals.shape[0], config.num_leads, config.num_patches),
                 args.seed,
-                progress["micro_step"],
+                progress.micro_step,
                 accelerator.process_index,
             ).to(signals.device)
             with accelerator.accumulate(model):
@@ -274,56 +341,70 @@ def pretrain(
                 optimizer.step()
                 optimizer.zero_grad()
             step_loss += loss.detach() / args.gradient_accumulation_steps
-            progress["micro_step"] += 1
-            progress["batches_in_epoch"] += 1
+            progress.micro_step += 1
+            progress.batches_in_epoch += 1
             if not accelerator.sync_gradients:
                 continue
 
             scheduler.step()
-            progress["global_step"] += 1
-            step = progress["global_step"]
+            progress.global_step += 1
             mean_loss = accelerator.gather(step_loss).mean().item()
             step_loss.zero_()
             record = {
-                "step": step,
+                "step": progress.global_step,
                 "loss": mean_loss,
                 "learning_rate": scheduler.get_last_lr()[0],
-                "epoch": progress["epoch"],
+                "epoch": progress.epoch,
             }
             losses.append(record)
-            if accelerator.is_main_process:
-                with log_path.open("a") as log:
-                    log.write(json.dumps(record) + "\n")
-            if report_to and (step % args.logging_steps == 0 or step == total_steps):
-                accelerator.log({"train/loss": mean_loss, "train/learning_rate": record["learning_rate"]}, step=step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss:.4f}")
-
-            if args.save_steps and step % args.save_steps == 0:
+            log_step(accelerator, record, args, schedule.total_steps, report_to, bar)
+            if args.save_steps and progress.global_step % args.save_steps == 0:
                 save_checkpoint(accelerator, model, optimizer, scheduler, progress, args)
-            if step >= total_steps:
+            if progress.global_step >= schedule.total_steps:
                 break
         else:
-            progress["epoch"] += 1
-            progress["batches_in_epoch"] = 0
+            progress.epoch += 1
+            progress.batches_in_epoch = 0
     bar.close()
+    return losses
 
+
+def log_step(
+    accelerator: Accelerator, record: dict, args: PretrainingArguments, total_steps: int, report_to: list[str], bar
+) -> None:
+    """One step's record to `train_log.jsonl` (main process), the trackers (every `logging_steps`) and the bar."""
+    step = record["step"]
+    if accelerator.is_main_process:
+        with (Path(args.output_dir) / "train_log.jsonl").open("a") as log:
+            log.write(json.dumps(record) + "\n")
+    if report_to and (step % args.logging_steps == 0 or step == total_steps):
+        accelerator.log({"train/loss": record["loss"], "train/learning_rate": record["learning_rate"]}, step=step)
+    bar.update(1)
+    bar.set_postfix(loss=f"{record['loss']:.4f}")
+
+
+def save_pretrained_model(
+    accelerator: Accelerator,
+    model,
+    output_dir: Path,
+    feature_extractor: EcgPmaFeatureExtractor | None,
+    progress: TrainingProgress,
+    protocol: dict | None = None,
+) -> None:
+    """
+    The final model (weights, config, code), its feature extractor and a model card (with the data `protocol`),
+    written by the main process.
+    """
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final_model = unwrapped(accelerator, model)
         final_model.save_pretrained(output_dir)
-        extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(config)
+        extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(final_model.config)
         extractor.save_pretrained(output_dir)
         from ..modelcard import card_protocol, write_model_card
 
-        training = {
-            "pretraining_steps": progress["global_step"],
-            **card_protocol(protocol),
-            **({"lead sets (one drawn per sample)": ", ".join(args.lead_sets)} if args.lead_sets else {}),
-        }
+        training = {"pretraining_steps": progress.global_step, **card_protocol(protocol)}
         write_model_card(output_dir, final_model.config, extractor, training=training)
-    accelerator.end_training()
-    return PretrainingResult(output_dir=str(output_dir), global_step=progress["global_step"], losses=losses)
 
 
 def unwrapped(accelerator: Accelerator, model) -> EcgPmaForPreTraining:
@@ -331,8 +412,10 @@ def unwrapped(accelerator: Accelerator, model) -> EcgPmaForPreTraining:
     return accelerator.unwrap_model(model, keep_torch_compile=False)
 
 
-def save_checkpoint(accelerator: Accelerator, model, optimizer, scheduler, progress: dict, args: PretrainingArguments):
-    directory = args.checkpoint_dir / f"{CHECKPOINT_PREFIX}{progress['global_step']}"
+def save_checkpoint(
+    accelerator: Accelerator, model, optimizer, scheduler, progress: TrainingProgress, args: PretrainingArguments
+):
+    directory = args.checkpoint_dir / f"{CHECKPOINT_PREFIX}{progress.global_step}"
     # Compiled blocks name their weights `..._orig_mod....`; a checkpoint keeps the model's own names.
     model_state = {
         name.replace("_orig_mod.", ""): tensor for name, tensor in accelerator.get_state_dict(model).items()
@@ -343,7 +426,7 @@ def save_checkpoint(accelerator: Accelerator, model, optimizer, scheduler, progr
         model_state,
         optimizer,
         scheduler,
-        progress,
+        asdict(progress),
         accelerator.process_index,
         accelerator.is_main_process,
     )

@@ -200,7 +200,10 @@ def fit_probe(
     weight_decay: float = 0.05,
     seed: int = 0,
 ) -> tuple[CachedProbe, float]:
-    """Trains on the cache (the probing schedule of PAPER.md); keeps the epoch with the best validation macro AUROC."""
+    """
+    Trains on the cache with the paper's probing schedule (AdamW, constant learning rate 1e-3, weight decay 0.05,
+    batch 64, 100 epochs); keeps the epoch with the best validation macro AUROC.
+    """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(
         [p for p in probe.parameters() if p.requires_grad], lr=learning_rate, weight_decay=weight_decay
