@@ -48,7 +48,11 @@ def load_classifier(model: str | os.PathLike, trust_remote_code: bool = False):
     """A classifier and its feature extractor from a saved folder or a Hub repo id."""
     from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
-    classifier = AutoModelForSequenceClassification.from_pretrained(str(model), trust_remote_code=trust_remote_code)
+    from .inference import load_trained_classifier
+
+    classifier = load_trained_classifier(
+        str(model), AutoModelForSequenceClassification, trust_remote_code=trust_remote_code
+    )
     extractor = AutoFeatureExtractor.from_pretrained(str(model), trust_remote_code=trust_remote_code)
     return classifier.eval(), extractor
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig
 
+from . import register_auto_classes
 from .constants import DTYPES
 from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor, check_integer
 from .modeling_ecg_pma import EcgPmaForSequenceClassification
@@ -40,6 +41,7 @@ def load_trained_classifier(model_dir, loader=None, **kwargs) -> EcgPmaForSequen
     checkpoint), which would otherwise predict with random ones.
     """
     loader = loader or EcgPmaForSequenceClassification
+    register_auto_classes()  # the Auto classes know our model type without the code saved beside the weights
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=kwargs.get("trust_remote_code"))
     architectures = config.architectures or []
     if not any(name.endswith("ForSequenceClassification") for name in architectures):
