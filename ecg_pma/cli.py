@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import sys
 
 from . import register_auto_classes
@@ -12,6 +14,9 @@ from .commands import COMMANDS
 
 
 DEBUG_ENVIRONMENT_VARIABLE = "ECG_PMA_DEBUG"
+
+
+ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,11 +85,35 @@ EXPECTED_LIBRARY_ERRORS = (
 )
 
 
+class _StripTerminalCodes(logging.Filter):
+    """Drops ANSI colour codes from library log records (transformers' load report writes them unconditionally)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = ANSI_CODE.sub("", record.getMessage())
+        record.args = None
+        return True
+
+
+def plain_library_output() -> None:
+    """For a log file or a pipe: no progress bars (one line per refresh) and no colour codes from transformers."""
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # `logging.tqdm` passes `disable=` itself: TQDM_DISABLE is not read
+    datasets.disable_progress_bars()
+    handler = logging.StreamHandler()
+    handler.addFilter(_StripTerminalCodes())
+    transformers_logging.disable_default_handler()
+    transformers_logging.add_handler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     # Before parsing: `finetune`'s parser imports transformers, and tqdm reads TQDM_* settings when it is imported.
     if not sys.stderr.isatty():  # progress bars would fill a log with one line per refresh
         os.environ.setdefault("TQDM_DISABLE", "1")
     args = build_parser().parse_args(argv)
+    if not sys.stderr.isatty():
+        plain_library_output()
     register_auto_classes()  # the commands load and save models through the Auto classes
     debug = args.debug or os.environ.get(DEBUG_ENVIRONMENT_VARIABLE, "") not in ("", "0")
     try:
