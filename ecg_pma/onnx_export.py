@@ -24,10 +24,11 @@ METADATA_KEY = "ecg_pma.export"
 # ORT's "extended" level fuses LayerNormalization, GELU (with its bias), MatMul + scale and MatMul + Add into CPU
 # kernels, and only that: unlike "all", it writes no layouts specific to the exporting CPU, so the file stays portable.
 OPTIMIZATION_LEVEL = "ORT_ENABLE_EXTENDED"
-# Dynamic quantization of the products with a weight (the encoder's linear layers and patch embedding, all `MatMul`
-# nodes after export). Attention's products of two activations have no weight to quantize and stay fp32; the PMA gate
-# and classification head are exported as `Gemm` and stay fp32 (small, and they set the probabilities directly).
+# Dynamic quantization of the products with a weight: the encoder's linear layers and patch embedding. Attention's
+# products of two activations have no weight to quantize and stay fp32; so do the PMA gate and the classification
+# head (a few thousand multiply-adds, and they set the layer weights and probabilities directly).
 QUANTIZED_OP_TYPES = ["MatMul"]
+FP32_MODULES = ("/model/aggregator/", "/model/classifier/")
 
 
 class _ExportWrapper(torch.nn.Module):
@@ -73,12 +74,16 @@ def _quantize_int8(source: Path, target: Path) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     settings = {"weight_type": "QInt8", "activation_type": "QUInt8 (dynamic, per tensor)", "per_channel": True}
+    kept_fp32 = [node.name for node in onnx.load(str(source)).graph.node if node.name.startswith(FP32_MODULES)]
+    # the quantizer first rewrites each `Gemm` as a `MatMul` named `<gemm>_MatMul`, then matches names
+    kept_fp32 += [f"{name}_MatMul" for name in kept_fp32]
     quantize_dynamic(
         str(source),
         str(target),
         weight_type=QuantType.QInt8,
         per_channel=True,
         op_types_to_quantize=QUANTIZED_OP_TYPES,
+        nodes_to_exclude=kept_fp32,
         # fused ops (BiasGelu, FusedMatMul) are outside ONNX's shape inference: their outputs are float
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
