@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, shared_data_dir
+from conftest import REPO_ROOT, run_without_package, shared_data_dir
 from transformers import pipeline
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
@@ -24,6 +24,7 @@ from ecg_pma.cli import main as cli_main
 from ecg_pma.inference import predict_records
 from ecg_pma.modelcard import build_model_card
 from ecg_pma.onnx_export import export_onnx, read_onnx_metadata
+from ecg_pma.pipeline_ecg_pma import EcgClassificationPipeline
 from ecg_pma.screening import completed_records, prediction_columns, screen_records
 
 
@@ -153,6 +154,34 @@ def test_pipeline_with_onnxruntime_backend(exported):
         classify(record, backend="tensorrt")
 
 
+FRESH_PIPELINE = """
+import json, sys
+from transformers import pipeline
+
+model_dir, record = sys.argv[1:]
+scores = {}
+for backend in ("torch", "onnxruntime"):
+    classify = pipeline("ecg-classification", model=model_dir, trust_remote_code=True, backend=backend)
+    scores[backend] = classify(record, top_k=3)
+print(json.dumps(scores))
+"""
+
+
+@pytest.mark.slow
+def test_pipeline_saved_with_the_model_runs_onnxruntime_without_the_package(exported, tmp_path):
+    """The pipeline code saved beside the weights imports onnxruntime itself and finds model.onnx in the folder."""
+    model, extractor = load(exported)
+    saved = tmp_path / "saved"
+    EcgClassificationPipeline(model=model, feature_extractor=extractor).save_pretrained(saved)
+    (saved / "model.onnx").write_bytes((exported / "model.onnx").read_bytes())
+    result = run_without_package(tmp_path, FRESH_PIPELINE, str(saved), challenge_records("HR06000")[0])
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [e["label"] for e in scores["onnxruntime"]] == [e["label"] for e in scores["torch"]]
+    assert [e["score"] for e in scores["onnxruntime"]] == pytest.approx(
+        [e["score"] for e in scores["torch"]], abs=1e-5
+    )
+
+
 # --------------------------------------------------------------------------------------------------------- screening
 
 
@@ -222,6 +251,12 @@ def test_a_line_cut_short_is_predicted_again(exported, tmp_path):
     other, _ = load(other_dir)
     with pytest.raises(ValueError, match="not this model's"):
         screen_records(other, extractor, [str(tmp_path / "folder")], output, num_workers=0)
+
+
+def test_a_folder_without_output_is_refused(exported, tmp_path):
+    challenge_folder(tmp_path / "folder")
+    with pytest.raises(SystemExit, match="pass --output predictions.csv"):
+        cli_main(["predict", str(exported), str(tmp_path / "folder")])
 
 
 def line_count(path: Path) -> int:

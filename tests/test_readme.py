@@ -66,6 +66,9 @@ def test_training_command_lines_run_on_the_challenge_records(tmp_path):
         "predict",
         "probe-layers",
         "export-onnx",
+        "export-onnx",
+        "export-onnx",
+        "predict",
     ]
     for words in runnable:
         result = subprocess.run(
