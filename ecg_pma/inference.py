@@ -1,9 +1,11 @@
 """Per-record predictions for WFDB records or arrays: sliding windows, averaged per record, fp32 or bf16, eager or
-compiled."""
+compiled, or through ONNX Runtime."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +92,164 @@ def record_name(records, index: int) -> str:
     return getattr(item, "record_name", None) or f"input {index}"
 
 
+BACKENDS = ("torch", "onnxruntime")
+DEFAULT_ONNX_FILE = "model.onnx"
+
+
+def onnx_session(onnx_path: str | os.PathLike, num_threads: int | None = None, memory_arena: bool = True):
+    """
+    An ONNX Runtime CPU session with every graph optimization enabled at load time, on as many threads as PyTorch uses
+    (`torch.get_num_threads()`) unless `num_threads` says otherwise. `memory_arena=False` returns freed buffers to the
+    system allocator instead of keeping them in ORT's arena (slower; for measuring a call's peak memory).
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.enable_cpu_mem_arena = memory_arena
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = num_threads or torch.get_num_threads()
+    return onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def check_onnx_matches_config(onnx_path: str | os.PathLike, config) -> None:
+    """Refuses an ONNX file exported from another model: its labels and input shape must be the config's."""
+    from .onnx_export import read_onnx_metadata
+
+    spec = read_onnx_metadata(onnx_path)
+    expected_labels = {str(index): label for index, label in config.id2label.items()}
+    expected_input = ["batch", config.num_leads, config.signal_length]
+    if spec and (
+        spec.get("id2label", expected_labels) != expected_labels or spec["inputs"]["signals"] != expected_input
+    ):
+        raise ValueError(
+            f"ONNX file {onnx_path} was exported from another model: labels {spec.get('id2label')} and input "
+            f"{spec['inputs']['signals']}, but this model has labels {expected_labels} and input {expected_input}. "
+            "Export it again with `ecg-pma export-onnx`."
+        )
+
+
+def resolve_onnx_path(model, onnx_path: str | os.PathLike | None) -> str:
+    """`onnx_path`, else `model.onnx` in the folder the model was loaded from; a clear error when there is none."""
+    if onnx_path is None:
+        model_dir = getattr(model, "name_or_path", "") or ""
+        onnx_path = os.path.join(model_dir, DEFAULT_ONNX_FILE) if model_dir else None
+        if onnx_path is None or not os.path.isfile(onnx_path):
+            raise FileNotFoundError(
+                f"backend='onnxruntime' needs an ONNX file: none given and no {DEFAULT_ONNX_FILE} in "
+                f"{model_dir or 'the model folder'}. Export one with `ecg-pma export-onnx MODEL OUT.onnx` and pass "
+                "it as onnx_path= (CLI: --onnx OUT.onnx)."
+            )
+    if not os.path.isfile(onnx_path):
+        raise FileNotFoundError(f"ONNX file {onnx_path} not found.")
+    return str(onnx_path)
+
+
+def window_forward(
+    model: EcgPmaForSequenceClassification,
+    backend: str = "torch",
+    onnx_path: str | os.PathLike | None = None,
+    compile: bool = False,
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """
+    A function `(signals (windows, leads, samples), lead_mask (windows, leads) or None)` -> `(logits (windows,
+    labels), layer_weights (windows, depth))`: the PyTorch model (optionally compiled), or an ONNX Runtime session on
+    `onnx_path` for `backend="onnxruntime"`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {backend!r}; expected one of {BACKENDS}.")
+    if backend == "torch":
+        module = compile_for_inference(model) if compile else model
+        device = next(model.parameters()).device
+
+        def forward(signals: torch.Tensor, lead_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            # Complete records take the plain path (a compiled graph would otherwise always carry the mask).
+            if lead_mask is not None and bool(lead_mask.all()):
+                lead_mask = None
+            output = module(signals.to(device), lead_mask=None if lead_mask is None else lead_mask.to(device))
+            return output.logits, output.layer_weights
+
+        return forward
+    if compile:
+        raise ValueError("compile=True compiles the PyTorch model; it does not apply to backend='onnxruntime'.")
+    onnx_path = resolve_onnx_path(model, onnx_path)
+    check_onnx_matches_config(onnx_path, model.config)
+    session = onnx_session(onnx_path)
+
+    def forward(signals: torch.Tensor, lead_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return run_onnx_session(session, signals, lead_mask)
+
+    return forward
+
+
+def run_onnx_session(session, signals: torch.Tensor, lead_mask: torch.Tensor | None = None):
+    """`logits`, `layer_weights` of an exported classifier's session; every lead present when `lead_mask` is None."""
+    if lead_mask is None:
+        lead_mask = torch.ones(signals.shape[:2], dtype=torch.bool)
+    inputs = {"signals": signals.cpu().numpy(), "lead_mask": lead_mask.cpu().numpy().astype(bool)}
+    logits, layer_weights = session.run(["logits", "layer_weights"], inputs)
+    return torch.from_numpy(logits), torch.from_numpy(layer_weights)
+
+
+def score_windows(
+    forward: Callable,
+    signals: torch.Tensor,
+    config,
+    batch_size: int,
+    pad_batches: bool = False,
+    lead_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Probabilities `(windows, labels)` (softmax for single-label models, else sigmoid) and layer weights
+    `(windows, depth)` of `signals` (with `lead_mask (windows, leads)` where records lack leads), scored `batch_size`
+    windows at a time. `pad_batches` pads the last batch with zero
+    windows (outputs discarded), for compiled models that serve one batch shape.
+    """
+    single_label = config.problem_type == "single_label_classification"
+    probabilities, layer_weights = [], []
+    for start in range(0, len(signals), batch_size):
+        batch = signals[start : start + batch_size]
+        batch_mask = None if lead_mask is None else lead_mask[start : start + batch_size]
+        num_windows = len(batch)
+        if pad_batches and num_windows < batch_size:
+            batch = torch.cat([batch, batch.new_zeros(batch_size - num_windows, *batch.shape[1:])])
+            if batch_mask is not None:
+                batch_mask = torch.cat(
+                    [batch_mask, batch_mask.new_ones(batch_size - num_windows, *batch_mask.shape[1:])]
+                )
+        logits, weights = forward(batch, batch_mask)
+        logits = logits[:num_windows].float()
+        probabilities.append((logits.softmax(-1) if single_label else logits.sigmoid()).cpu())
+        layer_weights.append(weights[:num_windows].float().cpu())
+    return torch.cat(probabilities), torch.cat(layer_weights)
+
+
+def summarize_records(
+    config, probabilities: torch.Tensor, layer_weights: torch.Tensor, record_index: torch.Tensor, names: list[str]
+) -> list[RecordPrediction]:
+    """Window scores averaged per record (`record_index`), thresholded with the config's `decision_thresholds`."""
+    num_records = len(names)
+    per_record = average_windows(probabilities, record_index, num_records)
+    weights = average_windows(layer_weights, record_index, num_records)
+    thresholds = np.asarray(decision_thresholds(config))
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    counts = torch.bincount(record_index, minlength=num_records)
+    results = []
+    for index, name in enumerate(names):
+        scores = per_record[index].numpy()
+        results.append(
+            RecordPrediction(
+                record=name,
+                probabilities={label: float(score) for label, score in zip(labels, scores)},
+                positive_labels=[
+                    label for label, score, threshold in zip(labels, scores, thresholds) if score >= threshold
+                ],
+                layer_weights=weights[index].tolist(),
+                num_windows=int(counts[index]),
+            )
+        )
+    return results
+
+
 @torch.inference_mode()
 def predict_records(
     model: EcgPmaForSequenceClassification,
@@ -98,6 +258,8 @@ def predict_records(
     dtype: str = "fp32",
     batch_size: int = 32,
     compile: bool = False,
+    backend: str = "torch",
+    onnx_path: str | os.PathLike | None = None,
     **extractor_kwargs,
 ) -> list[RecordPrediction]:
     """
@@ -105,48 +267,27 @@ def predict_records(
     sliding window is scored, and probabilities and layer weights are averaged per record. Labels above the config's
     `decision_thresholds` (0.5 when unset) are listed as positive. `compile=True` runs the model through
     [`compile_for_inference`]; the last batch is then padded with zero windows to `batch_size` (and their outputs
-    discarded) so that one compiled graph serves every batch.
+    discarded) so that one compiled graph serves every batch. `backend="onnxruntime"` scores the windows with ONNX
+    Runtime on `onnx_path` (default: `model.onnx` in the model's folder; made by `ecg-pma export-onnx`, optionally
+    optimized and int8-quantized) instead of PyTorch: same windows, averaging, thresholds and output.
     """
     check_integer("batch_size", batch_size)
+    if backend == "onnxruntime" and dtype != "fp32":
+        raise ValueError(f"dtype={dtype!r} is for the PyTorch backend; an ONNX file carries its own precision.")
     model.eval()
     features = feature_extractor(records, window_mode="sliding", return_tensors="pt", **extractor_kwargs)
     device = next(model.parameters()).device
-    forward = compile_for_inference(model) if compile else model
+    forward = window_forward(model, backend, onnx_path, compile)
     batch_size = min(batch_size, len(features["signals"]))
-    probabilities, layer_weights = [], []
     with autocast_context(dtype, device):
-        for start in range(0, len(features["signals"]), batch_size):
-            signals = features["signals"][start : start + batch_size].to(device)
-            lead_mask = features["lead_mask"][start : start + batch_size].to(device)
-            num_windows = len(signals)
-            if compile and num_windows < batch_size:
-                signals = torch.cat([signals, signals.new_zeros(batch_size - num_windows, *signals.shape[1:])])
-                lead_mask = torch.cat([lead_mask, lead_mask.new_ones(batch_size - num_windows, *lead_mask.shape[1:])])
-            # Complete records take the plain path (a compiled graph would otherwise always carry the mask).
-            output = forward(signals, lead_mask=None if bool(lead_mask.all()) else lead_mask)
-            logits = output.logits[:num_windows].float()
-            single_label = model.config.problem_type == "single_label_classification"
-            probabilities.append((logits.softmax(-1) if single_label else logits.sigmoid()).cpu())
-            layer_weights.append(output.layer_weights[:num_windows].float().cpu())
-    record_index = features["record_index"]
-    num_records = int(record_index.max()) + 1
-    per_record = average_windows(torch.cat(probabilities), record_index, num_records)
-    weights = average_windows(torch.cat(layer_weights), record_index, num_records)
-    thresholds = np.asarray(decision_thresholds(model.config))
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    counts = torch.bincount(record_index, minlength=num_records)
-    results = []
-    for index in range(num_records):
-        scores = per_record[index].numpy()
-        results.append(
-            RecordPrediction(
-                record=record_name(records, index),
-                probabilities={name: float(score) for name, score in zip(names, scores)},
-                positive_labels=[
-                    name for name, score, threshold in zip(names, scores, thresholds) if score >= threshold
-                ],
-                layer_weights=weights[index].tolist(),
-                num_windows=int(counts[index]),
-            )
+        probabilities, layer_weights = score_windows(
+            forward,
+            features["signals"],
+            model.config,
+            batch_size,
+            pad_batches=compile,
+            lead_mask=features["lead_mask"],
         )
-    return results
+    record_index = features["record_index"]
+    names = [record_name(records, index) for index in range(int(record_index.max()) + 1)]
+    return summarize_records(model.config, probabilities, layer_weights, record_index, names)

@@ -21,6 +21,9 @@ class EcgClassificationPipeline(Pipeline):
         top_k (`int`, *optional*): return the `top_k` labels by score instead of the labels above threshold.
         function_to_apply (`"sigmoid"`, `"softmax"`, *optional*): defaults to softmax for single-label models,
             sigmoid otherwise.
+        backend (`"torch"` or `"onnxruntime"`, *optional*): score the windows with the PyTorch model (default) or
+            with ONNX Runtime on `onnx_path` (default: `model.onnx` beside the weights, local or on the Hub), e.g. a
+            file from `ecg-pma export-onnx --optimize --quantize int8`. Windows, averaging and thresholds are the same.
     Returns, per record, a list of `{"label": str, "score": float}` sorted by score.
     """
 
@@ -30,7 +33,15 @@ class EcgClassificationPipeline(Pipeline):
     _load_processor = False
 
     def _sanitize_parameters(
-        self, sampling_rate=None, lead_names=None, units=None, top_k=None, function_to_apply=None, **kwargs
+        self,
+        sampling_rate=None,
+        lead_names=None,
+        units=None,
+        top_k=None,
+        function_to_apply=None,
+        backend=None,
+        onnx_path=None,
+        **kwargs,
     ):
         preprocess_kwargs = {
             key: value
@@ -38,16 +49,52 @@ class EcgClassificationPipeline(Pipeline):
             if value is not None
         }
         postprocess_kwargs = {"top_k": top_k, "function_to_apply": function_to_apply}
-        return preprocess_kwargs, {}, postprocess_kwargs
+        if backend not in (None, "torch", "onnxruntime"):
+            raise ValueError(f"`backend` must be 'torch' or 'onnxruntime', got {backend!r}.")
+        forward_kwargs = {
+            key: value for key, value in (("backend", backend), ("onnx_path", onnx_path)) if value is not None
+        }
+        return preprocess_kwargs, forward_kwargs, postprocess_kwargs
 
     def preprocess(self, inputs: Any, **extractor_kwargs) -> dict[str, torch.Tensor]:
         features = self.feature_extractor(inputs, window_mode="sliding", return_tensors="pt", **extractor_kwargs)
         return {"signals": features["signals"], "lead_mask": features["lead_mask"]}
 
-    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _forward(
+        self, model_inputs: dict[str, torch.Tensor], backend: str = "torch", onnx_path: str | None = None
+    ) -> dict[str, torch.Tensor]:
         # Records lacking some of the model's leads run on the leads they have (the extractor's `lead_mask`).
+        if backend == "onnxruntime":
+            logits, layer_weights = self.onnx_session(onnx_path).run(
+                ["logits", "layer_weights"],
+                {
+                    "signals": model_inputs["signals"].cpu().numpy(),
+                    "lead_mask": model_inputs["lead_mask"].cpu().numpy().astype(bool),
+                },
+            )
+            return {"logits": torch.from_numpy(logits), "layer_weights": torch.from_numpy(layer_weights)}
         output = self.model(signals=model_inputs["signals"], lead_mask=model_inputs["lead_mask"])
         return {"logits": output.logits, "layer_weights": output.layer_weights}
+
+    def onnx_session(self, onnx_path: str | None = None):
+        """
+        An ONNX Runtime CPU session on `onnx_path`, or on `model.onnx` from the model's folder or Hub repository;
+        created once per file. onnxruntime is imported here, so the pipeline loads without it.
+        """
+        import onnxruntime
+        from transformers.utils import cached_file
+
+        if onnx_path is None:
+            onnx_path = cached_file(self.model.config._name_or_path, "model.onnx")
+        sessions = self.__dict__.setdefault("_onnx_sessions", {})
+        if onnx_path not in sessions:
+            options = onnxruntime.SessionOptions()
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.intra_op_num_threads = torch.get_num_threads()
+            sessions[onnx_path] = onnxruntime.InferenceSession(
+                str(onnx_path), options, providers=["CPUExecutionProvider"]
+            )
+        return sessions[onnx_path]
 
     def postprocess(
         self, model_outputs: dict[str, torch.Tensor], top_k: int | None = None, function_to_apply: str | None = None

@@ -127,3 +127,59 @@ def test_lora_benchmark_reports_lora_against_full_finetuning():
     assert variants["full"]["trainable_parameters"] - variants["lora"]["trainable_parameters"] == encoder - adapters
     assert all(r["step_s"] > 0 and r["peak_memory_mb"] >= 0 for r in report["results"])
     assert report["lora_trainable_fraction"] < 1
+
+
+@pytest.mark.slow
+def test_deploy_benchmark_times_every_backend_and_profiles_onnxruntime():
+    """The deployment speed benchmark runs end to end (tiny model, one batch size, no compile)."""
+    command = [
+        sys.executable, str(REPO_ROOT / "benchmarks" / "deploy.py"),
+        "--presets", "tiny", "--batches", "2", "--repeats", "1", "--no-compile", "--profile",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert [r["variant"] for r in report["results"]] == ["eager_fp32", "ort_fp32_optimized", "ort_int8"]
+    assert all(r["ecgs_per_s"] > 0 for r in report["results"])
+    (speedup,) = report["speedups"]
+    assert speedup["ort_int8_vs_eager"] > 0 and speedup["ort_fp32_optimized_vs_eager"] > 0
+    profiles = {p["variant"]: p["share"] for p in report["operator_profiles"]}
+    assert "DynamicQuantizeMatMul" in profiles["ort_int8"] and "MatMulInteger" not in profiles["ort_fp32_optimized"]
+    assert sum(profiles["ort_int8"].values()) == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "arguments", "reported"),
+    [
+        ("deploy_accuracy.py", ["--preset", "tiny", "--epochs", "2"], "int8_max_abs_diff"),
+        (
+            "folder_screening.py",
+            ["--preset", "tiny", "--copies", "1", "--backend", "onnxruntime"],
+            "end_to_end_records_per_s",
+        ),
+    ],
+)
+def test_deployment_benchmarks_run_on_the_challenge_records(script, arguments, reported):
+    shared_data_dir("physionet2021")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert report[reported] > 0
+    if script == "deploy_accuracy.py":
+        assert report["records"] == 40 and report["fp32_max_abs_diff"] <= 1e-4
+        assert report["passed"] == (not report["failed_targets"])
+    else:
+        assert report["records"] == 40 and report["windows"] == 40

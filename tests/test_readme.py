@@ -91,6 +91,9 @@ def test_training_command_lines_run_on_the_challenge_records(checkout):
         "predict",
         "probe-layers",
         "export-onnx",
+        "export-onnx",
+        "export-onnx",
+        "predict",
     ]
     for words in runnable:
         result = run_in(checkout, "-m", "ecg_pma.cli", *words)

@@ -1,4 +1,4 @@
-"""`ecg-pma export-onnx`: export a saved classifier to ONNX."""
+"""`ecg-pma export-onnx`: export a saved classifier to ONNX, optionally optimized and int8-quantized."""
 
 from __future__ import annotations
 
@@ -18,12 +18,23 @@ def add_parser(commands) -> None:
     export.add_argument("model_dir")
     export.add_argument("output", type=output_file)
     export.add_argument("--opset", type=int_in_range(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET)
+    export.add_argument(
+        "--optimize",
+        action="store_true",
+        help="apply ONNX Runtime's graph optimizations (fused LayerNorm, GELU, MatMul + bias) to the saved file",
+    )
+    export.add_argument(
+        "--quantize",
+        choices=("int8",),
+        default=None,
+        help="int8: ONNX Runtime dynamic quantization of the encoder's linear layers (per-channel weights)",
+    )
     export.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..onnx_export import export_onnx
 
-    spec = export_onnx(args.model_dir, args.output, opset=args.opset)
+    spec = export_onnx(args.model_dir, args.output, opset=args.opset, optimize=args.optimize, quantize=args.quantize)
     print(f"Exported {args.model_dir} to {args.output}: {json.dumps(spec)}")
     return 0

@@ -1,0 +1,289 @@
+"""
+CPU deployment: ONNX export with ONNX Runtime's graph optimizations and int8 quantization (recorded in the file and
+the model card), the onnxruntime backend of `predict_records` / `ecg-pma predict` / the pipeline, and folder
+screening (errors file, incremental writes, resume after a kill) on the real challenge records.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, run_without_package, shared_data_dir
+from transformers import pipeline
+
+from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
+from ecg_pma.cli import main as cli_main
+from ecg_pma.inference import predict_records
+from ecg_pma.modelcard import build_model_card
+from ecg_pma.onnx_export import export_onnx, read_onnx_metadata
+from ecg_pma.pipeline_ecg_pma import EcgClassificationPipeline
+from ecg_pma.screening import completed_records, prediction_columns, screen_records
+
+
+LABELS = {0: "NSR", 1: "AF", 2: "STach"}
+
+
+def save_classifier(directory: Path, seed: int = 0, id2label=None) -> Path:
+    """A tiny PMA classifier (5 s windows, so a 10 s record gives 3 sliding windows), saved with its extractor."""
+    torch.manual_seed(seed)
+    config = EcgPmaConfig.from_preset(
+        "tiny", signal_length=500, aggregation="pma", id2label=id2label or LABELS, decision_thresholds=[0.5, 0.4, 0.6]
+    )
+    model = EcgPmaForSequenceClassification(config).eval()
+    model.save_pretrained(directory)
+    EcgPmaFeatureExtractor.from_model_config(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The classifier with `model.onnx` (fp32, optimized) and `model-int8.onnx` (optimized, int8) beside it."""
+    model_dir = save_classifier(tmp_path_factory.mktemp("deploy") / "model")
+    export_onnx(model_dir, model_dir / "model.onnx", optimize=True)
+    export_onnx(model_dir, model_dir / "model-int8.onnx", optimize=True, quantize="int8")
+    return model_dir
+
+
+def load(model_dir):
+    return EcgPmaForSequenceClassification.from_pretrained(model_dir).eval(), EcgPmaFeatureExtractor.from_pretrained(
+        model_dir
+    )
+
+
+def challenge_records(*names):
+    return [str(shared_data_dir("physionet2021") / name) for name in names]
+
+
+# ------------------------------------------------------------------------------------------------------------ export
+
+
+def test_exported_files_record_how_they_were_made(exported):
+    fp32, int8 = read_onnx_metadata(exported / "model.onnx"), read_onnx_metadata(exported / "model-int8.onnx")
+    assert "ORT_ENABLE_EXTENDED" in fp32["optimization"] and fp32["quantization"] is None
+    assert int8["quantization"]["method"] == "onnxruntime.quantization.quantize_dynamic"
+    assert int8["quantization"]["per_channel"] and int8["quantization"]["weight_type"] == "QInt8"
+    assert fp32["id2label"] == {"0": "NSR", "1": "AF", "2": "STach"}
+    # the graphs are what the records say: fused kernels in both, integer products only in the int8 file
+    assert fp32["operators"].get("BiasGelu") and fp32["operators"].get("LayerNormalization")
+    assert "MatMulInteger" not in fp32["operators"] and "DynamicQuantizeLinear" not in fp32["operators"]
+    # every linear layer of the 4 encoder blocks (qkv, output, fc1, fc2) and the patch embedding is quantized
+    assert int8["operators"]["MatMulInteger"] == 4 * 4 + 1
+    record = json.loads((exported / "onnx_export.json").read_text())
+    assert [entry["file"] for entry in record["exports"]] == ["model.onnx", "model-int8.onnx"]
+    model, extractor = load(exported)
+    card = str(build_model_card(model.config, extractor, onnx=record))
+    assert "`model.onnx`: onnxruntime graph optimization level ORT_ENABLE_EXTENDED, applied offline; fp32" in card
+    assert "`model-int8.onnx`:" in card and "QInt8 weights, per channel" in card
+
+
+def test_unknown_quantization_is_refused(exported, tmp_path):
+    with pytest.raises(ValueError, match="Unknown quantization 'int4'"):
+        export_onnx(exported, tmp_path / "model.onnx", quantize="int4")
+
+
+# ----------------------------------------------------------------------------------------------------------- backend
+
+
+def test_onnxruntime_backend_gives_the_pytorch_predictions(exported):
+    model, extractor = load(exported)
+    records = challenge_records("E07500", "HR06000", "JS20002")
+    expected = predict_records(model, extractor, records, batch_size=4)
+    fp32 = predict_records(model, extractor, records, batch_size=4, backend="onnxruntime")  # MODEL/model.onnx
+    int8 = predict_records(
+        model, extractor, records, batch_size=4, backend="onnxruntime", onnx_path=exported / "model-int8.onnx"
+    )
+    assert [p.num_windows for p in expected] == [3, 3, 3]  # the batches of 4 windows cut through records
+    for ours, tolerance in ((fp32, 1e-5), (int8, 0.02)):
+        assert [(p.record, p.num_windows, list(p.probabilities)) for p in ours] == [
+            (p.record, p.num_windows, list(p.probabilities)) for p in expected
+        ]
+        for prediction, reference in zip(ours, expected):
+            assert np.allclose(
+                list(prediction.probabilities.values()), list(reference.probabilities.values()), atol=tolerance
+            )
+            assert np.allclose(prediction.layer_weights, reference.layer_weights, atol=tolerance)
+    assert [p.positive_labels for p in fp32] == [p.positive_labels for p in expected]
+
+
+def test_onnx_file_of_another_model_or_none_is_refused(exported, tmp_path):
+    other_dir = save_classifier(tmp_path / "other", id2label={0: "NSR", 1: "LBBB", 2: "STach"})
+    other, extractor = load(other_dir)
+    records = challenge_records("E07500")
+    with pytest.raises(ValueError, match="exported from another model"):
+        predict_records(other, extractor, records, backend="onnxruntime", onnx_path=exported / "model.onnx")
+    with pytest.raises(FileNotFoundError, match="ecg-pma export-onnx"):
+        predict_records(other, extractor, records, backend="onnxruntime")
+    with pytest.raises(ValueError, match="dtype='bf16' is for the PyTorch backend"):
+        predict_records(other, extractor, records, dtype="bf16", backend="onnxruntime")
+
+
+def test_predict_cli_with_onnxruntime_prints_the_same_predictions(exported, capsys):
+    records = challenge_records("E07501", "JS20003")
+    assert cli_main(["predict", str(exported), *records, "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    onnx = ["--backend", "onnxruntime", "--onnx", str(exported / "model.onnx")]
+    assert cli_main(["predict", str(exported), *records, "--json", *onnx]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    assert [(p["record"], p["positive_labels"]) for p in ours] == [
+        (p["record"], p["positive_labels"]) for p in expected
+    ]
+    for prediction, reference in zip(ours, expected):
+        for label, score in reference["probabilities"].items():
+            assert prediction["probabilities"][label] == pytest.approx(score, abs=1e-5)
+
+
+def test_pipeline_with_onnxruntime_backend(exported):
+    model, extractor = load(exported)
+    record = challenge_records("E07502")[0]
+    expected = pipeline("ecg-classification", model=model, feature_extractor=extractor)(record, top_k=3)
+    classify = pipeline("ecg-classification", model=model, feature_extractor=extractor, backend="onnxruntime")
+    ours = classify(record, top_k=3)  # model.onnx found beside the weights the model was loaded from
+    assert [entry["label"] for entry in ours] == [entry["label"] for entry in expected]
+    assert [entry["score"] for entry in ours] == pytest.approx([entry["score"] for entry in expected], abs=1e-5)
+    int8 = classify(record, top_k=3, onnx_path=str(exported / "model-int8.onnx"))
+    assert [entry["score"] for entry in int8] == pytest.approx([entry["score"] for entry in expected], abs=0.02)
+    with pytest.raises(ValueError, match="`backend` must be 'torch' or 'onnxruntime'"):
+        classify(record, backend="tensorrt")
+
+
+FRESH_PIPELINE = """
+import json, sys
+from transformers import pipeline
+
+model_dir, record = sys.argv[1:]
+scores = {}
+for backend in ("torch", "onnxruntime"):
+    classify = pipeline("ecg-classification", model=model_dir, trust_remote_code=True, backend=backend)
+    scores[backend] = classify(record, top_k=3)
+print(json.dumps(scores))
+"""
+
+
+@pytest.mark.slow
+def test_pipeline_saved_with_the_model_runs_onnxruntime_without_the_package(exported, tmp_path):
+    """The pipeline code saved beside the weights imports onnxruntime itself and finds model.onnx in the folder."""
+    model, extractor = load(exported)
+    saved = tmp_path / "saved"
+    EcgClassificationPipeline(model=model, feature_extractor=extractor).save_pretrained(saved)
+    (saved / "model.onnx").write_bytes((exported / "model.onnx").read_bytes())
+    result = run_without_package(tmp_path, FRESH_PIPELINE, str(saved), challenge_records("HR06000")[0])
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [e["label"] for e in scores["onnxruntime"]] == [e["label"] for e in scores["torch"]]
+    assert [e["score"] for e in scores["onnxruntime"]] == pytest.approx(
+        [e["score"] for e in scores["torch"]], abs=1e-5
+    )
+
+
+# --------------------------------------------------------------------------------------------------------- screening
+
+
+def challenge_folder(folder: Path, copies: int = 1, broken: bool = False) -> list[str]:
+    """
+    Links to the real challenge records (`copies` of each, in sub-folders), plus a record whose signal file is
+    garbage when `broken`. Returns the record names the predictions CSV should hold.
+    """
+    source = shared_data_dir("physionet2021")
+    names = []
+    for copy in range(copies):
+        target = folder / f"copy{copy}"
+        target.mkdir(parents=True)
+        for header in sorted(source.glob("*.hea")):
+            for path in (header, header.with_suffix(".mat")):
+                (target / path.name).symlink_to(path)
+            names.append(f"copy{copy}/{header.stem}")
+    if broken:
+        (folder / "broken.hea").write_text((source / "E07500.hea").read_text().replace("E07500", "broken"))
+        (folder / "broken.mat").write_bytes(b"not a MATLAB file")
+    return names
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_screening_lists_the_broken_record_and_predicts_the_rest(exported, tmp_path):
+    model, extractor = load(exported)
+    names = challenge_folder(tmp_path / "folder", broken=True)
+    output = tmp_path / "predictions.csv"
+    summary = screen_records(model, extractor, [str(tmp_path / "folder")], output, batch_size=8, num_workers=2)
+    assert (summary.predicted, summary.failed, summary.skipped) == (40, 1, 0)
+    rows = read_rows(output)
+    assert sorted(row["record"] for row in rows) == sorted(names)
+    errors = read_rows(tmp_path / "predictions.errors.csv")
+    assert [row["record"] for row in errors] == ["broken"] and "broken" in errors[0]["error"]
+    # the same numbers as predict_records (rounded to 6 significant digits in the CSV)
+    expected = predict_records(model, extractor, [str(tmp_path / "folder" / name) for name in names[:5]])
+    by_name = {row["record"]: row for row in rows}
+    for name, reference in zip(names[:5], expected):
+        row = by_name[name]
+        assert int(row["num_windows"]) == reference.num_windows == 3
+        assert row["positive_labels"] == ";".join(reference.positive_labels)
+        for label, score in reference.probabilities.items():
+            assert float(row[label]) == pytest.approx(score, rel=1e-5)
+    # a rerun predicts nothing twice and tries the broken record again
+    again = screen_records(model, extractor, [str(tmp_path / "folder")], output, num_workers=0, progress=False)
+    assert (again.predicted, again.failed, again.skipped) == (0, 1, 40)
+    assert len(read_rows(output)) == 40
+
+
+def test_a_line_cut_short_is_predicted_again(exported, tmp_path):
+    model, extractor = load(exported)
+    names = challenge_folder(tmp_path / "folder")
+    output = tmp_path / "predictions.csv"
+    screen_records(model, extractor, [str(tmp_path / "folder")], output, num_workers=0, progress=False)
+    content = output.read_bytes()
+    output.write_bytes(content[: content.rfind(b"\n", 0, len(content) - 1) + 10])  # the last row half-written
+    columns = prediction_columns(model.config)
+    assert len(completed_records(output, columns)) == len(names) - 1
+    summary = screen_records(model, extractor, [str(tmp_path / "folder")], output, num_workers=0, progress=False)
+    assert summary.predicted == 1
+    assert sorted(row["record"] for row in read_rows(output)) == sorted(names)
+    other_dir = save_classifier(tmp_path / "other", id2label={0: "NSR", 1: "LBBB", 2: "STach"})
+    other, _ = load(other_dir)
+    with pytest.raises(ValueError, match="not this model's"):
+        screen_records(other, extractor, [str(tmp_path / "folder")], output, num_workers=0)
+
+
+def test_a_folder_without_output_is_refused(exported, tmp_path):
+    challenge_folder(tmp_path / "folder")
+    with pytest.raises(SystemExit, match="pass --output predictions.csv"):
+        cli_main(["predict", str(exported), str(tmp_path / "folder")])
+
+
+def line_count(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+@pytest.mark.slow
+def test_a_killed_screening_run_resumes_and_predicts_every_record_once(exported, tmp_path):
+    names = challenge_folder(tmp_path / "folder", broken=True)  # 40 readable records
+    output = tmp_path / "predictions.csv"
+    command = [
+        sys.executable, "-m", "ecg_pma.cli", "predict", str(exported), str(tmp_path / "folder"),
+        "--output", str(output), "--batch-size", "2", "--num-workers", "1", "--backend", "onnxruntime",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while line_count(output) < 1 + 10 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed halfway"
+    first_run = len(read_rows(output))
+    assert 10 <= first_run < len(names)
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert rerun.returncode == 1, rerun.stderr[-3000:]  # 1: the broken record is listed as failed
+    assert f"{len(names) - first_run} predicted now, {first_run} already there, 1 failed" in rerun.stdout
+    records = [row["record"] for row in read_rows(output)]
+    assert sorted(records) == sorted(names)  # every readable record exactly once
+    assert [row["record"] for row in read_rows(tmp_path / "predictions.errors.csv")] == ["broken"]
