@@ -35,7 +35,7 @@ $(VENV_MIN)/.installed: pyproject.toml .ci/floors.py
 	$(PYTHON) -m venv $(VENV_MIN)
 	$(VENV_MIN)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV_MIN)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(PYTHON) .ci/floors.py dev > $(VENV_MIN)/floors.txt
+	$(VENV_MIN)/bin/python .ci/floors.py dev > $(VENV_MIN)/floors.txt
 	$(VENV_MIN)/bin/python -m pip install --quiet --prefer-binary -c $(VENV_MIN)/floors.txt -e ".[dev]"
 	touch $@
 

@@ -47,6 +47,23 @@ def _empty_commit() -> str:
     return hashlib.sha1(b"empty").hexdigest()
 
 
+def validate_card(endpoint: str, card) -> None:
+    """
+    What `RepoCard.validate` does, against `endpoint`: huggingface_hub releases before the one that reads
+    `constants.ENDPOINT` there post to huggingface.co whatever `HF_ENDPOINT` says. Raises `ValueError` on errors.
+    """
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    response = get_session().post(
+        f"{endpoint}/api/validate-yaml",
+        json={"repoType": "model", "content": str(card)},
+        headers={"Accept": "text/plain"},
+    )
+    if response.status_code == 400:
+        raise ValueError(response.text)
+    hf_raise_for_status(response)
+
+
 def _model_index_errors(metadata: dict) -> list[str]:
     """
     The Hub's rules for `model-index` (hub-docs modelcard.md): a list of models, each with a `name` and `results`;

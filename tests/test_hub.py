@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_without_package, shared_data_dir
-from hub_server import LocalHub
+from hub_server import LocalHub, validate_card
 from huggingface_hub import ModelCard
 from safetensors.torch import load as load_safetensors_bytes
 from transformers import pipeline
@@ -146,9 +146,7 @@ print(json.dumps({"pipeline": classify(record, top_k=3), "module": type(model)._
 
 
 @pytest.mark.slow
-def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model, monkeypatch):
-    import huggingface_hub
-
+def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model):
     record = str(shared_data_dir("physionet2021") / "JS20002")
     with LocalHub(TOKEN) as hub:
         env = {"HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN}
@@ -185,8 +183,7 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model, m
         assert card.data.library_name == "transformers"
         assert card.data.datasets == ["physionet-challenge-2021"]
         assert {"ecg", "ecg-classification", "pma"} <= set(card.data.tags)
-        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)
-        card.validate()  # the server's metadata check (tests/hub_server.py), model-index included
+        validate_card(hub.endpoint, card)  # the server's metadata check (tests/hub_server.py), model-index included
         check_card_matches_results(card, trained_model)
         assert card.data.eval_results[0].dataset_type == "physionet-challenge-2021"
         for text in (
@@ -272,13 +269,10 @@ def test_a_locally_saved_classifier_works_as_its_card_says_in_a_fresh_process(tm
 
 
 @pytest.mark.slow
-def test_the_local_card_validates_and_carries_model_index(trained_model, monkeypatch):
-    import huggingface_hub
-
+def test_the_local_card_validates_and_carries_model_index(trained_model):
     card = ModelCard.load(trained_model / "README.md")
     with LocalHub(TOKEN) as hub:
-        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)
-        card.validate()
+        validate_card(hub.endpoint, card)
         assert ("POST", "/api/validate-yaml") in hub.state.requests
     check_card_matches_results(card, trained_model)
     assert card.data.base_model is None and card.data.license == "mit"

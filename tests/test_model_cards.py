@@ -1,8 +1,7 @@
 """Model cards from `ecg_pma.modelcard`: every split in `model-index`, data and protocol stated, Hub-valid metadata."""
 
-import huggingface_hub
 import pytest
-from hub_server import LocalHub
+from hub_server import LocalHub, validate_card
 from huggingface_hub import ModelCard
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
@@ -39,7 +38,7 @@ def round_trip(card, tmp_path):
     return ModelCard.load(tmp_path / "README.md")
 
 
-def test_a_classifier_card_reports_every_split_with_its_data_and_protocol(tmp_path, classifier_config, monkeypatch):
+def test_a_classifier_card_reports_every_split_with_its_data_and_protocol(tmp_path, classifier_config):
     card = build_model_card(
         classifier_config,
         EcgPmaFeatureExtractor.from_model_config(classifier_config),
@@ -65,11 +64,10 @@ def test_a_classifier_card_reports_every_split_with_its_data_and_protocol(tmp_pa
         assert text in loaded.text, text
     assert "Results (test split)" not in loaded.text
     with LocalHub("token") as hub:
-        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)
-        loaded.validate()
+        validate_card(hub.endpoint, loaded)
 
 
-def test_a_pretrained_models_card_has_no_results_and_validates(tmp_path, monkeypatch):
+def test_a_pretrained_models_card_has_no_results_and_validates(tmp_path):
     config = EcgPmaConfig.from_preset("tiny", pretraining_aggregation="ipa")
     config.architectures = ["EcgPmaForPreTraining"]
     card = build_model_card(
@@ -78,5 +76,4 @@ def test_a_pretrained_models_card_has_no_results_and_validates(tmp_path, monkeyp
     loaded = round_trip(card, tmp_path)
     assert not loaded.data.eval_results and "## Results" not in loaded.text and "- pretraining_steps: 3" in loaded.text
     with LocalHub("token") as hub:
-        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)
-        loaded.validate()
+        validate_card(hub.endpoint, loaded)
