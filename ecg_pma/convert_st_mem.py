@@ -220,6 +220,7 @@ def convert_st_mem(
     resampling of 10 s segments, order-5 high-pass 0.67 Hz + low-pass 40 Hz on each crop, one z-score per window,
     3 crops averaged); `band_pass=False` leaves the filters out.
     """
+    # A few lines over 80: one pass from ST-MEM's names to ours, each refusal naming the tensors at fault.
     state = load_st_mem_state_dict(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     has_prefix = any(key.startswith("encoder.") for key in state)
     if full and has_prefix:

@@ -217,6 +217,7 @@ def plot_ecg(
     Returns:
         A matplotlib `Figure` (save it with [`save_figure`]).
     """
+    # Over 80 lines through its documented keyword options and the layout it draws panel by panel.
     if baseline not in ("median", None):
         raise ValueError(f"`baseline` must be 'median' or None, got {baseline!r}.")
     leads, rate, _ = lead_signals(record_or_signals, sampling_rate, lead_names, units)

@@ -277,8 +277,9 @@ def finetune(
     """
     Trains `model` (`mode="probe"`: encoder frozen, head trained, PMA gate trained or not by `probe_gate`;
     `"finetune"`: everything; `"lora"`: rank-`lora_rank` adapters on the encoder's projections, gate and head in full,
-    see `ecg_pma.training.lora`; `lora_alpha` defaults to `2 * lora_rank`) on model-ready rows (`signals`, `labels`, `record_id`: an `EcgTrainingDataset` drawing
-    one random crop per record per epoch, or windows from `ecg_pma.data.extract_features`), keeps the checkpoint with
+    see `ecg_pma.training.lora`; `lora_alpha` defaults to `2 * lora_rank`) on model-ready rows (`signals`, `labels`,
+    `record_id`: an `EcgTrainingDataset` drawing one random crop per record per epoch, or windows from
+    `ecg_pma.data.extract_features`), keeps the checkpoint with
     the best validation macro AUROC, tunes per-label F1 thresholds on validation, scores `test_dataset` with them,
     and saves the model (thresholds in its config), feature extractor, model card and `results.json` / `results.md`
     to `training_args.output_dir`. `quiet` drops the Trainer's progress bars and printed logs. With LoRA, the adapter
@@ -296,69 +297,37 @@ def finetune(
     Set the seed (`transformers.set_seed(training_args.seed)`) before creating `model`: its new gate and head are
     initialised then. `training_args.resume_from_checkpoint` (a checkpoint folder, or `"last"`) continues a run.
     """
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
-    if probe_gate not in PROBE_GATES:
-        raise ValueError(f"Unknown `probe_gate` {probe_gate!r}; expected one of {PROBE_GATES}.")
+    # Over 80 lines only through its signature and docstring (every protocol option is a documented keyword); the
+    # steps are the helpers below.
     check_training_length(training_args)
-    if mode == "probe":
-        model.freeze_encoder()
-    else:
-        model.unfreeze_encoder()
-    gate = model.aggregator.gate
-    frozen_gate = mode == "probe" and probe_gate == "frozen" and gate is not None
-    if gate is not None:
-        gate.requires_grad_(not frozen_gate)
     for name, dataset in (("train", train_dataset), ("validation", eval_dataset), ("test", test_dataset)):
         if dataset is not None and "record_id" not in dataset.column_names:
             raise ValueError(f"The {name} dataset needs a `record_id` column (see ecg_pma.data.extract_features).")
-
+    set_trainable_parts(model, mode, probe_gate)
     trained = add_lora(model, lora_rank, lora_alpha, lora_dropout) if mode == "lora" else model
 
-    validation_metrics = RecordMetrics(
-        eval_dataset["record_id"], tune_thresholds=True, single_class_auroc=single_class_auroc
-    )
-    callbacks = [SafetensorsOnlyCallback()]
-    if hasattr(train_dataset, "set_epoch"):
-        callbacks.append(TrainingEpochCallback(train_dataset))
-    trainer = EcgTrainer(
-        model=trained,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=EcgDataCollator(config=model.config),
-        train_data_collator=EcgDataCollator(config=model.config, lead_sets=lead_sets, seed=training_args.seed)
-        if lead_sets
-        else None,
-        compute_metrics=validation_metrics,
-        callbacks=callbacks,
-    )
-    if quiet:
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
+    trainer = build_trainer(trained, training_args, train_dataset, eval_dataset, lead_sets, single_class_auroc, quiet)
     resume = training_args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
 
     trainer.evaluate()  # the best checkpoint, reloaded: its validation scores and tuned thresholds
-    validation = validation_metrics.last
+    validation = trainer.compute_metrics.last
     model.config.decision_thresholds = validation["thresholds"]
-    test = None
+    test = test_by_lead_set = None
     if test_dataset is not None:
         trainer.compute_metrics = RecordMetrics(
             test_dataset["record_id"], thresholds=validation["thresholds"], single_class_auroc=single_class_auroc
         )
         trainer.evaluate(test_dataset, metric_key_prefix="test")
         test = trainer.compute_metrics.last
-
-    test_by_lead_set = None
-    if lead_sets and test_dataset is not None:
-        test_by_lead_set = evaluate_lead_sets(
-            trainer, test_dataset, lead_sets, validation["thresholds"], single_class_auroc
-        )
+        if lead_sets:
+            test_by_lead_set = evaluate_lead_sets(
+                trainer, test_dataset, lead_sets, validation["thresholds"], single_class_auroc
+            )
 
     output_dir = Path(training_args.output_dir)
     protocol = {
-        **({"probe_gate": probe_gate if gate is not None else "no gate"} if mode == "probe" else {}),
+        **({"probe_gate": probe_gate if model.aggregator.gate is not None else "no gate"} if mode == "probe" else {}),
         **(protocol or {}),
         **({"lead_sets (one drawn per training sample)": ", ".join(map(str, lead_sets))} if lead_sets else {}),
         **(
@@ -373,14 +342,6 @@ def finetune(
             save_lora_adapter(trained, output_dir)
         trained.merge_and_unload()  # folds the adapters into `model`'s own Linears, in place
     if trainer.is_world_process_zero():
-        best_epoch = next(
-            (
-                entry["epoch"]
-                for entry in trainer.state.log_history
-                if entry.get("step") == trainer.state.best_global_step and f"eval_{BEST_METRIC}" in entry
-            ),
-            None,
-        )
         save_classifier(
             output_dir,
             model,
@@ -390,11 +351,76 @@ def finetune(
             test,
             training_args,
             data_info,
-            best_epoch,
+            best_epoch(trainer),
             protocol,
             test_by_lead_set,
         )
     return FinetuneResult(output_dir=str(output_dir), validation=validation, test=test)
+
+
+def build_trainer(
+    model,
+    training_args: TrainingArguments,
+    train_dataset: Dataset,
+    eval_dataset: Dataset,
+    lead_sets: list[str] | None = None,
+    single_class_auroc: str = "exclude",
+    quiet: bool = False,
+) -> EcgTrainer:
+    """The Trainer of `finetune`: record-level validation metrics (thresholds tuned), safetensors checkpoints, the
+    crop dataset told each epoch, lead sets drawn for training batches only."""
+    config = model.config
+    callbacks = [SafetensorsOnlyCallback()]
+    if hasattr(train_dataset, "set_epoch"):
+        callbacks.append(TrainingEpochCallback(train_dataset))
+    trainer = EcgTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=EcgDataCollator(config=config),
+        train_data_collator=EcgDataCollator(config=config, lead_sets=lead_sets, seed=training_args.seed)
+        if lead_sets
+        else None,
+        compute_metrics=RecordMetrics(
+            eval_dataset["record_id"], tune_thresholds=True, single_class_auroc=single_class_auroc
+        ),
+        callbacks=callbacks,
+    )
+    if quiet:
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def set_trainable_parts(model: EcgPmaForSequenceClassification, mode: str, probe_gate: str = "train") -> None:
+    """
+    `probe`: encoder frozen, head trained, the PMA gate trained unless `probe_gate="frozen"`; `finetune` / `lora`:
+    everything trainable (`add_lora` then freezes all but the adapters, gate and head).
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; expected one of {MODES}.")
+    if probe_gate not in PROBE_GATES:
+        raise ValueError(f"Unknown `probe_gate` {probe_gate!r}; expected one of {PROBE_GATES}.")
+    if mode == "probe":
+        model.freeze_encoder()
+    else:
+        model.unfreeze_encoder()
+    gate = model.aggregator.gate
+    if gate is not None:
+        gate.requires_grad_(not (mode == "probe" and probe_gate == "frozen"))
+
+
+def best_epoch(trainer: Trainer) -> float | None:
+    """The epoch of the checkpoint kept for its validation macro AUROC."""
+    return next(
+        (
+            entry["epoch"]
+            for entry in trainer.state.log_history
+            if entry.get("step") == trainer.state.best_global_step and f"eval_{BEST_METRIC}" in entry
+        ),
+        None,
+    )
 
 
 def training_protocol(
