@@ -21,9 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not sys.stderr.isatty():  # progress bars would fill a log with one line per refresh; set before any import
+        for variable in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(variable, "1")
     args = build_parser().parse_args(argv)
-    if not sys.stderr.isatty():  # progress bars would fill a log with one line per refresh
-        os.environ.setdefault("TQDM_DISABLE", "1")
     register_auto_classes()  # the commands load and save models through the Auto classes
     try:
         return args.handler(args)
