@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -94,6 +95,7 @@ class _StripTerminalCodes(logging.Filter):
         return True
 
 
+@functools.cache  # once per process: `main` may run several times in one (tests, notebooks)
 def plain_library_output() -> None:
     """For a log file or a pipe: no progress bars (one line per refresh) and no colour codes from transformers."""
     import datasets
@@ -108,9 +110,9 @@ def plain_library_output() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Before parsing: `finetune`'s parser imports transformers, and tqdm reads TQDM_* settings when it is imported.
-    if not sys.stderr.isatty():  # progress bars would fill a log with one line per refresh
-        os.environ.setdefault("TQDM_DISABLE", "1")
+    if not sys.stderr.isatty():  # progress bars would fill a log with one line per refresh; set before any import
+        for variable in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(variable, "1")
     args = build_parser().parse_args(argv)
     if not sys.stderr.isatty():
         plain_library_output()

@@ -43,7 +43,8 @@ def workspace(tmp_path_factory):
     assert probed.returncode == 0, probed.stderr[-3000:]
     assert "| test |" in probed.stdout
     # stderr is not a terminal here: no progress bars (one line per refresh in a log) and no colour codes
-    assert "Writing model shards" not in probed.stderr and "\x1b[" not in probed.stderr
+    assert "Writing model shards" not in probed.stderr and "Loading weights" not in probed.stderr
+    assert "\x1b[" not in probed.stderr
     return root, data
 
 

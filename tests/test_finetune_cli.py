@@ -19,7 +19,9 @@ from ecg_pma.cli import build_parser, main
 
 @pytest.fixture(autouse=True)
 def _no_progress_bars_left_behind(monkeypatch):
-    monkeypatch.setenv("TQDM_DISABLE", "1")  # what `main` sets when stderr is not a terminal, undone after the test
+    # what `main` sets when stderr is not a terminal, undone after the test
+    for variable in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        monkeypatch.setenv(variable, "1")
 
 
 def parse(*words):
