@@ -9,7 +9,7 @@ from .argument_types import positive_int
 
 # `ecg_pma.data.FORMATS`, written out so that building the parser imports no data library (tests/test_cli.py checks
 # that the two agree).
-DATA_FORMATS = ("ptbxl", "physionet2021", "wfdb")
+DATA_FORMATS = ("ptbxl", "physionet2021", "wfdb", "code15", "code-test", "mimic-iv-ecg")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--label-set",
         default=None,
         help="PTB-XL: all (default, 71 statements), diagnostic, subdiagnostic, superdiagnostic, form, rhythm; "
-        "PhysioNet 2021: scored (default), all",
+        "PhysioNet 2021: scored (default), all; MIMIC-IV-ECG: none (default), reports (machine report statements)",
+    )
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        default=None,
+        help="physionet2021: only these source databases (cpsc2018 cpsc2018-extra incart ptb ptb-xl georgia chapman "
+        "ningbo), told by record-name prefix",
     )
     parser.add_argument(
         "--keep-unlabeled",
@@ -73,6 +80,7 @@ def load_raw_records(args: argparse.Namespace):
         cache_dir=args.cache_dir,
         num_proc=args.num_proc,
         drop_unlabeled=not getattr(args, "keep_unlabeled", False),
+        sources=getattr(args, "sources", None),
     )
 
 
