@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import wfdb
+from conftest import shared_data_dir
 from datasets.exceptions import DatasetGenerationError
 
 from ecg_pma.data import FORMATS, load_code15, load_code_test, load_mimic_iv_ecg, load_physionet2021, load_records
@@ -17,8 +19,6 @@ from ecg_pma.data.code15 import CODE_LABELS, CODE_LEAD_NAMES
 from ecg_pma.data.physionet2021 import record_source
 
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PHYSIONET = SHARED / "physionet2021"
 LABELS_IN_CSV_ORDER = ("1dAVb", "RBBB", "LBBB", "SB", "ST", "AF")  # exams.csv's column order
 
 
@@ -213,7 +213,7 @@ def test_code_test_layout(tmp_path):
 
 def write_mimic(root: Path, subjects: dict[str, list[str]]) -> dict[str, np.ndarray]:
     """The MIMIC-IV-ECG tree: files/pNNNN/pXXXXXXXX/sYYYYYYYY/YYYYYYYY.{hea,dat} from real records, record_list.csv."""
-    sources = sorted(PHYSIONET.glob("*.hea"))
+    sources = sorted(shared_data_dir("physionet2021").glob("*.hea"))
     rows, signals = [], {}
     for subject, studies in subjects.items():
         for study in studies:
@@ -289,23 +289,77 @@ def test_mimic_iv_ecg_report_labels_and_errors(tmp_path):
 
 
 def test_physionet2021_sources_by_prefix(tmp_path):
+    physionet = shared_data_dir("physionet2021")
     assert record_source("A0001") == "cpsc2018" and record_source("Q0001") == "cpsc2018-extra"
     assert record_source("I0001") == "incart" and record_source("S0001") == "ptb"
     assert record_source("JS00001") == "chapman" and record_source("JS10647") == "ningbo"
-    georgia = load_physionet2021(PHYSIONET, sources=["georgia"], cache_dir=tmp_path)
+    georgia = load_physionet2021(physionet, sources=["georgia"], cache_dir=tmp_path)
     names = [name for split in georgia.values() for name in split["record_id"]]
     assert len(names) == 15 and all(name.startswith("E") for name in names)
-    mixed = load_physionet2021(PHYSIONET, sources=["ptb-xl", "ningbo"], cache_dir=tmp_path)
+    mixed = load_physionet2021(physionet, sources=["ptb-xl", "ningbo"], cache_dir=tmp_path)
     names = [name for split in mixed.values() for name in split["record_id"]]
     assert len(names) == 25 and {name[:2] for name in names} == {"HR", "JS"}
     with pytest.raises(ValueError, match="Unknown PhysioNet 2021 source"):
-        load_physionet2021(PHYSIONET, sources=["code15"])
+        load_physionet2021(physionet, sources=["code15"])
     # the sample's JS200xx records are numbered past Chapman-Shaoxing's last (JS10646): they are Ningbo's
     with pytest.raises(FileNotFoundError, match=r"no record of source\(s\) \['incart', 'chapman'\]"):
-        load_physionet2021(PHYSIONET, sources=["incart", "chapman"])
+        load_physionet2021(physionet, sources=["incart", "chapman"])
 
 
 def test_formats_registered():
     from ecg_pma.commands.data_arguments import DATA_FORMATS
 
     assert {"code15", "code-test", "mimic-iv-ecg"} <= set(FORMATS) and DATA_FORMATS == FORMATS
+
+
+def test_mixture_of_corpora_at_the_model_rate(tmp_path):
+    """`--data FORMAT:PATH` twice: both corpora in `train`, resampled to the model's rate, counted per corpus."""
+    import argparse
+
+    from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
+    from ecg_pma.commands import pretrain
+    from ecg_pma.commands.data_arguments import load_training_data
+
+    small_code15(tmp_path / "code15")
+    parser = argparse.ArgumentParser()
+    pretrain.add_parser(parser.add_subparsers())
+    physionet = shared_data_dir("physionet2021")
+    args = parser.parse_args(
+        ["pretrain", "--data", f"physionet2021:{physionet}", "--data", f"code15:{tmp_path / 'code15'}"]
+        + ["--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    )
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    _, splits, protocol = load_training_data(args, extractor, all_splits=True)
+    counts = {corpus["format"]: sum(corpus["records"].values()) for corpus in protocol["corpora"]}
+    assert counts == {"physionet2021": 40, "code15": 24}
+    rows = splits["train"].rows
+    names = list(rows["record_id"])
+    assert sum(name.startswith("physionet2021:") for name in names) == 40
+    # the six 7 s exams are shorter than the 10 s window: dropped and named
+    assert sum(name.startswith("code15:") for name in names) == 18
+    assert len(protocol["short_records_dropped"]["train"]) == 6
+    assert all(name.startswith("code15:") for name in protocol["short_records_dropped"]["train"])
+    lengths = {name.split(":")[0]: len(rows[i]["signal"]) for i, name in enumerate(names)}
+    assert lengths["physionet2021"] == lengths["code15"] == 10 * extractor.sampling_rate  # 500 / 400 Hz -> model rate
+    assert splits["train"][0]["signals"].shape == (12, extractor.signal_length)
+
+
+@pytest.mark.slow
+def test_pretrain_cli_on_a_mixture(tmp_path):
+    from test_cli import ecg_pma
+
+    small_code15(tmp_path / "code15")
+    physionet = shared_data_dir("physionet2021")
+    result = ecg_pma(
+        "pretrain", "--data", f"physionet2021:{physionet}", "--data", f"code15:{tmp_path / 'code15'}",
+        "--all-splits", "--preset", "tiny", "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "cache",
+        "--batch-size", "8", "--max-steps", "3", "--warmup-steps", "1", "--save-steps", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Corpus code15:" in result.stderr and "Corpus physionet2021:" in result.stderr
+    protocol = json.loads((tmp_path / "out" / "pretraining_data.json").read_text())
+    assert [(corpus["format"], sum(corpus["records"].values())) for corpus in protocol["corpora"]] == [
+        ("physionet2021", 40),
+        ("code15", 24),
+    ]
+    assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -12,8 +12,18 @@ from .argument_types import positive_int
 DATA_FORMATS = ("ptbxl", "physionet2021", "wfdb", "code15", "code-test", "mimic-iv-ecg")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="root folder of the records")
+def add_data_arguments(parser: argparse.ArgumentParser, mixture: bool = False) -> None:
+    """`mixture`: `--data` may be given several times, each `FORMAT:PATH` or a path in `--data-format`."""
+    if mixture:
+        parser.add_argument(
+            "--data",
+            required=True,
+            action="append",
+            help="root folder of the records; repeat it to train on a mixture of corpora, each as FORMAT:PATH "
+            f"(FORMAT one of {', '.join(DATA_FORMATS)}) or a PATH in --data-format",
+        )
+    else:
+        parser.add_argument("--data", required=True, help="root folder of the records")
     parser.add_argument(
         "--data-format", choices=DATA_FORMATS, default="ptbxl", help="layout of --data (default: ptbxl)"
     )
@@ -67,12 +77,50 @@ def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_raw_records(args: argparse.Namespace):
+def corpus_specs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """`--data` as `[(format, path), ...]`: `FORMAT:PATH` names its format, a bare path is in `--data-format`."""
+    specs = []
+    for value in args.data if isinstance(args.data, list) else [args.data]:
+        data_format, separator, path = str(value).partition(":")
+        specs.append((data_format, path) if separator and data_format in DATA_FORMATS else (args.data_format, value))
+    return specs
+
+
+def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
+    """
+    Several corpora as one unlabelled `DatasetDict` (pre-training): each corpus keeps its own rate (resampled to the
+    model's later, row by row), `record_id` becomes `FORMAT:PATH/record_id`. Returns it and the per-corpus record
+    counts per split, which are logged. Arrow tables are concatenated, not copied.
+    """
+    import logging
+
+    from datasets import DatasetDict, Sequence, Value, concatenate_datasets
+
+    columns = ["record_id", "signal", "sampling_rate", "lead_names"]  # the columns every loader shares
+    parts: dict[str, list] = {}
+    counts = []
+    for data_format, path in specs:
+        corpus = load_raw_records(args, data_format, path)
+        counts.append({"format": data_format, "path": str(path), "records": {}})
+        for split, dataset in corpus.items():
+            counts[-1]["records"][split] = len(dataset)
+            # new columns held in memory next to the memory-mapped signals: nothing is rewritten on disk
+            names = [f"{data_format}:{path}/{name}" for name in dataset["record_id"]]
+            dataset = dataset.select_columns(columns[1:]).add_column("record_id", names, feature=Value("string"))
+            dataset = dataset.add_column("labels", [[]] * len(dataset), feature=Sequence(Value("float32")))
+            parts.setdefault(split, []).append(dataset)
+        logging.getLogger(__name__).warning(f"Corpus {data_format}:{path}: {counts[-1]['records']} records per split.")
+    return DatasetDict({split: concatenate_datasets(datasets) for split, datasets in parts.items()}), counts
+
+
+def load_raw_records(args: argparse.Namespace, data_format: str | None = None, path: str | None = None):
     from ..data import load_records
 
+    if data_format is None:
+        ((data_format, path),) = corpus_specs(args)
     return load_records(
-        args.data_format,
-        args.data,
+        data_format,
+        path,
         label_set=args.label_set,
         sampling_rate=args.sampling_rate,
         labels_csv=args.labels_csv,
@@ -110,7 +158,12 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
 
     from ..data import build_training_splits
 
-    raw = load_raw_records(args)
+    specs = corpus_specs(args)
+    corpora = None
+    if len(specs) > 1:
+        raw, corpora = load_mixture(args, specs)
+    else:
+        raw = load_raw_records(args)
     if all_splits:
         raw = DatasetDict({"train": concatenate_datasets([split for split in raw.values() if len(split)])})
     splits, dropped = build_training_splits(
@@ -130,8 +183,12 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
         + ", predictions averaged per record",
         "short_records": args.short_records,
         "short_records_dropped" if args.short_records == "drop" else "short_records_padded": dropped,
-        "label_set": args.label_set or {"ptbxl": "all", "physionet2021": "scored"}.get(args.data_format, "from CSV"),
+        "label_set": "none (a mixture of corpora, unlabelled)"
+        if corpora is not None
+        else args.label_set or {"ptbxl": "all", "physionet2021": "scored"}.get(args.data_format, "from CSV"),
     }
+    if corpora is not None:
+        protocol["corpora"] = corpora
     if args.data_format == "ptbxl":
         protocol["unlabeled_records"] = (
             "kept as all-negative rows" if args.keep_unlabeled else "dropped (PTB-XL benchmark rule)"

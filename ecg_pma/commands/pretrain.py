@@ -20,7 +20,7 @@ PRESET_NAMES = ("tiny", "vit-b-paper", "vit-b-st-mem", "vit-s-paper", "vit-s-st-
 
 def add_parser(commands) -> None:
     pre = commands.add_parser("pretrain", help="masked-modeling pre-training with Accelerate (last or IPA)")
-    add_data_arguments(pre)
+    add_data_arguments(pre, mixture=True)
     add_training_data_arguments(pre)
     pre.add_argument("--output-dir", type=output_directory, required=True)
     pre.add_argument("--preset", choices=PRESET_NAMES, default="vit-b-paper")
