@@ -363,3 +363,82 @@ def test_pretrain_cli_on_a_mixture(tmp_path):
         ("code15", 24),
     ]
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_streaming_crops_without_a_cache(tmp_path):
+    """`streaming=True`: rows read from the HDF5 files as iterated, shuffled, resampled and cropped like the cache."""
+    from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
+    from ecg_pma.data import stream_training_records
+
+    small_code15(tmp_path / "code15")
+    records = load_code15(tmp_path / "code15", streaming=True, validation_fraction=0, test_fraction=0)
+    assert not list(tmp_path.glob("**/*.arrow"))
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    stream = stream_training_records(records["train"], extractor, seed=3, shuffle_buffer=8)
+    first = list(stream)
+    assert len(first) == 18  # the six 7 s exams are shorter than the 10 s window: dropped
+    assert {row["record_id"] for row in first} == {str(1000 + i) for i in range(24) if i % 4}
+    assert all(np.asarray(row["signals"]).shape == (12, extractor.signal_length) for row in first)
+    again = list(stream_training_records(records["train"], extractor, seed=3, shuffle_buffer=8))
+    assert [row["record_id"] for row in again] == [row["record_id"] for row in first]  # seeded
+    np.testing.assert_array_equal(np.asarray(again[0]["signals"]), np.asarray(first[0]["signals"]))
+    stream.set_epoch(1)
+    assert [row["record_id"] for row in stream] != [row["record_id"] for row in first]  # reshuffled each epoch
+
+    # the same resample + standardise path as the cached crops: a 10 s record at the window's length has one crop
+    cached = load_code15(tmp_path / "code15", validation_fraction=0, test_fraction=0, cache_dir=tmp_path / "cache")
+    from ecg_pma.data import build_training_splits
+
+    splits, _ = build_training_splits(cached, extractor, seed=3)
+    by_id = {splits["train"][i]["record_id"]: splits["train"][i]["signals"] for i in range(len(splits["train"]))}
+    for row in first:
+        np.testing.assert_allclose(np.asarray(row["signals"]), by_id[row["record_id"]].numpy(), atol=1e-5)
+
+
+def test_float16_storage_halves_the_cache(tmp_path):
+    from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
+    from ecg_pma.data import EcgTrainingDataset, handle_short_records, prepare_records
+
+    small_code15(tmp_path / "code15")
+    raw = load_code15(tmp_path / "code15", validation_fraction=0, test_fraction=0, cache_dir=tmp_path / "cache")
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    raw["train"], extractor, _ = handle_short_records(raw["train"], extractor)
+    full = prepare_records(raw["train"], extractor)
+    half = prepare_records(raw["train"], extractor, storage_dtype="float16")
+    assert half.features["signal"].dtype == "float16"
+    size = {
+        name: sum(Path(f["filename"]).stat().st_size for f in rows.cache_files)
+        for name, rows in [("full", full), ("half", half)]
+    }
+    assert size["half"] < 0.6 * size["full"]
+    again = prepare_records(raw["train"], extractor, storage_dtype="float16")
+    assert again.cache_files == half.cache_files  # a second run reads the cache
+    crops = (
+        EcgTrainingDataset(half, extractor, seed=1)[0]["signals"],
+        EcgTrainingDataset(full, extractor, seed=1)[0]["signals"],
+    )
+    np.testing.assert_allclose(crops[0].numpy(), crops[1].numpy(), atol=5e-3)  # standardised: float16 rounding only
+    with pytest.raises(ValueError, match="storage_dtype"):
+        prepare_records(raw["train"], extractor, storage_dtype="int8")
+
+
+@pytest.mark.slow
+def test_pretrain_cli_streaming(tmp_path):
+    from test_cli import ecg_pma
+
+    small_code15(tmp_path / "code15")
+    physionet = shared_data_dir("physionet2021")
+    arguments = [
+        "pretrain", "--data", f"physionet2021:{physionet}", "--data", f"code15:{tmp_path / 'code15'}", "--streaming",
+        "--shuffle-buffer", "16", "--all-splits", "--preset", "tiny", "--output-dir", tmp_path / "out",
+        "--batch-size", "8", "--warmup-steps", "1", "--save-steps", "0",
+    ]  # fmt: skip
+    refused = ecg_pma(*arguments)
+    assert refused.returncode != 0 and "give --max-steps" in refused.stderr
+    result = ecg_pma(*arguments, "--max-steps", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(tmp_path.glob("**/*.arrow"))  # nothing cached
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2, 3]
+    protocol = json.loads((tmp_path / "out" / "pretraining_data.json").read_text())
+    assert [corpus["format"] for corpus in protocol["corpora"]] == ["physionet2021", "code15"]

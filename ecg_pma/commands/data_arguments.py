@@ -69,6 +69,12 @@ def add_data_arguments(parser: argparse.ArgumentParser, mixture: bool = False) -
 def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the commands that train (pretrain, finetune), next to `add_data_arguments`."""
     parser.add_argument(
+        "--storage-dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="the model-rate records cached for random crops: float16 halves the cache (crops computed in float64)",
+    )
+    parser.add_argument(
         "--train-windows",
         choices=("random", "sliding"),
         default="random",
@@ -113,7 +119,46 @@ def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
     return DatasetDict({split: concatenate_datasets(datasets) for split, datasets in parts.items()}), counts
 
 
-def load_raw_records(args: argparse.Namespace, data_format: str | None = None, path: str | None = None):
+def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int = 0, all_splits: bool = False):
+    """
+    `--streaming`: the training records read from their source files as training goes (nothing cached), every
+    corpus of `--data` interleaved in turn, shuffled through a `--shuffle-buffer`, one random crop per record per
+    pass (`stream_training_records`). Returns the stream and the protocol choices for the run's results.
+    """
+    from datasets import concatenate_datasets, interleave_datasets
+
+    from ..data import stream_training_records
+
+    specs = corpus_specs(args)
+    streams = []
+    for data_format, path in specs:
+        corpus = load_raw_records(args, data_format, path, streaming=True)
+        splits = list(corpus.values()) if all_splits else [corpus["train"]]
+        prefix = f"{data_format}:{path}/"
+        columns = ["record_id", "signal", "sampling_rate", "lead_names"]  # the columns every loader shares
+        selected = concatenate_datasets([split.select_columns(columns) for split in splits])
+        streams.append(
+            selected.map(
+                lambda batch, prefix=prefix: {"record_id": [prefix + name for name in batch["record_id"]]},
+                batched=True,
+                features=selected.features,
+            )
+        )
+    records = streams[0] if len(streams) == 1 else interleave_datasets(streams, stopping_strategy="all_exhausted")
+    train = stream_training_records(records, extractor, seed=seed, shuffle_buffer=args.shuffle_buffer)
+    protocol = {
+        "training_windows": f"one random crop per record per pass, streamed (seed {seed}, shuffle buffer "
+        f"{args.shuffle_buffer} records)",
+        "short_records": "drop (named in the log)",
+        "corpora": [{"format": data_format, "path": str(path), "records": "streamed"} for data_format, path in specs],
+        "splits": "all" if all_splits else "train",
+    }
+    return train, protocol
+
+
+def load_raw_records(
+    args: argparse.Namespace, data_format: str | None = None, path: str | None = None, streaming: bool = False
+):
     from ..data import load_records
 
     if data_format is None:
@@ -129,6 +174,7 @@ def load_raw_records(args: argparse.Namespace, data_format: str | None = None, p
         num_proc=args.num_proc,
         drop_unlabeled=not getattr(args, "keep_unlabeled", False),
         sources=getattr(args, "sources", None),
+        streaming=streaming,
     )
 
 
@@ -167,7 +213,14 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
     if all_splits:
         raw = DatasetDict({"train": concatenate_datasets([split for split in raw.values() if len(split)])})
     splits, dropped = build_training_splits(
-        raw, extractor, args.train_windows, args.short_records, augment=augment, seed=seed, num_proc=args.num_proc
+        raw,
+        extractor,
+        args.train_windows,
+        args.short_records,
+        augment=augment,
+        seed=seed,
+        num_proc=args.num_proc,
+        storage_dtype=getattr(args, "storage_dtype", "float32"),
     )
     protocol = {
         "training_windows": (

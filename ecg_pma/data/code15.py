@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict, Value
 
-from .records import SPLITS, file_signature, hash_split, multi_hot, path_inside, record_features
+from .records import SPLITS, file_signature, hash_split, multi_hot, path_inside, record_features, stream_splits
 
 
 CODE_SAMPLING_RATE = 400.0
@@ -102,6 +102,7 @@ def build_code_splits(
     cache_dir=None,
     num_proc: int | None = None,
     chunk_size: int = 1000,
+    streaming: bool = False,
 ) -> DatasetDict:
     """
     `{hdf5 path: [(position in the file, row), ...]}` -> one Arrow-cached `Dataset` per split. Work is cut into chunks
@@ -123,6 +124,10 @@ def build_code_splits(
                         "rows": [row for _, row in part],
                     }
                 )
+    if streaming:
+        return stream_splits(
+            chunks_by_split, features, _generate_code_rows, "chunks", {"lead_names": tuple(lead_names)}
+        )
     splits = {}
     for split, chunks in chunks_by_split.items():
         if not chunks:
@@ -162,6 +167,7 @@ def load_code15(
     lead_names=CODE_LEAD_NAMES,
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
+    streaming: bool = False,
 ) -> DatasetDict:
     """
     CODE-15%: `root/exams.csv` (one row per exam: `exam_id`, `patient_id`, `trace_file`, `age`, `is_male`, the six
@@ -226,6 +232,7 @@ def load_code15(
         lead_names,
         cache_dir=cache_dir,
         num_proc=num_proc,
+        streaming=streaming,
     )
 
 
@@ -236,6 +243,7 @@ def load_code_test(
     lead_names=CODE_LEAD_NAMES,
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
+    streaming: bool = False,
 ) -> DatasetDict:
     """
     CODE-test (827 exams of 827 patients): `root/ecg_tracings.hdf5` with one `tracings` dataset (no exam ids: the
@@ -291,5 +299,11 @@ def load_code_test(
     )
     split_of = (lambda row: split) if split is not None else (lambda row: hash_split(row["record_id"]))
     return build_code_splits(
-        {str(hdf5_path): entries}, split_of, features, lead_names, cache_dir=cache_dir, num_proc=num_proc
+        {str(hdf5_path): entries},
+        split_of,
+        features,
+        lead_names,
+        cache_dir=cache_dir,
+        num_proc=num_proc,
+        streaming=streaming,
     )

@@ -44,6 +44,7 @@ def load_mimic_iv_ecg(
     test_fraction: float = 0.1,
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
+    streaming: bool = False,
 ) -> DatasetDict:
     """
     Every record of `root/record_list.csv` (`subject_id`, `study_id`, `file_name`, `ecg_time`, `path` relative to
@@ -87,4 +88,4 @@ def load_mimic_iv_ecg(
             }
         )
     features = record_features(12, label_names, {"subject_id": Value("string"), "ecg_time": Value("string")})
-    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc)
+    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)

@@ -123,6 +123,7 @@ def load_physionet2021(
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
     sources=None,
+    streaming: bool = False,
 ) -> DatasetDict:
     """
     Loads every WFDB record below `root` whose header has a `# Dx:` line (with `sources`, only those of the named
@@ -187,4 +188,4 @@ def load_physionet2021(
     features = record_features(
         12, label_names, {"dx_codes": Sequence(Value("string")), "age": Value("float32"), "sex": Value("string")}
     )
-    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc)
+    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
