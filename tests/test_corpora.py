@@ -442,3 +442,26 @@ def test_pretrain_cli_streaming(tmp_path):
     assert [entry["step"] for entry in log] == [1, 2, 3]
     protocol = json.loads((tmp_path / "out" / "pretraining_data.json").read_text())
     assert [corpus["format"] for corpus in protocol["corpora"]] == ["physionet2021", "code15"]
+
+
+@pytest.mark.parametrize("variable", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_sharded_training_is_refused_at_start(tmp_path, variable):
+    """What `accelerate launch` sets from an FSDP / DeepSpeed config: refused before any record is read."""
+    import os
+    import subprocess
+    import sys
+
+    arguments = [
+        "pretrain", "--data", tmp_path / "nothing-here", "--data-format", "code15", "--preset", "tiny",
+        "--output-dir", tmp_path / "out", "--max-steps", "1",
+    ]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "ecg_pma.cli", *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", variable: "true"},
+    )
+    assert result.returncode != 0
+    assert "sharded training" in result.stderr and "could not be resumed" in result.stderr
+    assert "exams.csv" not in result.stderr  # stopped before reading the data

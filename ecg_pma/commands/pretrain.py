@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ..configuration_ecg_pma import EcgPmaConfig
     from ..feature_extraction_ecg_pma import ST_MEM_PREPROCESSING, EcgPmaFeatureExtractor
     from ..modeling_ecg_pma import EcgPmaForPreTraining
+    from ..training.checkpoint import refuse_sharded_training
     from ..training.pretrain import PretrainingArguments, pretrain, resolve_mixed_precision
 
     # every setting checked before any record is read
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     resolve_mixed_precision(training_args.mixed_precision, training_args.use_cpu)
+    refuse_sharded_training()
     if args.streaming and args.max_steps is None:
         raise ValueError("--streaming: a streamed corpus has no length to count epochs by; give --max-steps.")
     set_seed(args.seed)  # before the model exists: its initial weights follow the seed too

@@ -24,7 +24,13 @@ from ..modelcard import card_protocol
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
 
 # The same safetensors + JSON layout as the pre-training checkpoints.
-from .checkpoint import _flatten_optimizer_state, _unflatten_optimizer_state, random_state, set_random_state
+from .checkpoint import (
+    _flatten_optimizer_state,
+    _unflatten_optimizer_state,
+    random_state,
+    refuse_sharded_training,
+    set_random_state,
+)
 from .collator import EcgDataCollator
 
 
@@ -103,6 +109,11 @@ class EcgTrainer(Trainer):
     schedule, gradient scaler and random states as safetensors + JSON (`ecg_pma.training.checkpoint`'s format)
     instead of the Trainer's `torch.save` pickles, so that `train(resume_from_checkpoint=...)` works without them.
     """
+
+    def __init__(self, *args, **kwargs):
+        refuse_sharded_training()
+        super().__init__(*args, **kwargs)
+        refuse_sharded_training(self.accelerator)
 
     def get_train_dataloader(self):
         drop_last = self.args.dataloader_drop_last

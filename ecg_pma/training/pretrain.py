@@ -26,6 +26,7 @@ from .checkpoint import (
     CHECKPOINT_PREFIX,
     load_training_state,
     prune_checkpoints,
+    refuse_sharded_training,
     resumable_checkpoint,
     save_training_state,
     truncate_train_log,
@@ -150,6 +151,7 @@ def pretrain(
     `args.output_dir`. `protocol` (the data choices: windows, dropped short records, ...) is written to
     `pretraining_data.json` and the card.
     """
+    refuse_sharded_training()
     output_dir = Path(args.output_dir)
     mixed_precision = resolve_mixed_precision(args.mixed_precision, args.use_cpu)
     report_to = [tracker for tracker in args.report_to if importlib.util.find_spec(tracker) is not None]
@@ -162,6 +164,7 @@ def pretrain(
         project_dir=str(output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
+    refuse_sharded_training(accelerator)
     set_seed(args.seed)
     config = model.config
 
