@@ -1,5 +1,5 @@
 """
-Resident memory while loading and iterating a corpus, at two corpus sizes: a synthetic CODE-15%-layout corpus
+Private resident memory while loading and iterating a corpus, at two corpus sizes: a synthetic CODE-15%-layout corpus
 (`exams.csv` + `exams_part*.hdf5`, 400 Hz, zero-padded to 4,096 samples) of a few thousand exams, read into the Arrow
 cache (`load_code15`), resampled once to the model rate (`prepare_records`, memory-mapped) and iterated one random
 crop per record through a DataLoader; then the same corpus streamed from the HDF5 files (`streaming=True`, shuffle
@@ -34,11 +34,14 @@ EXAMS_PER_FILE = 1000
 
 
 def resident_mb() -> float:
-    """The process's resident set size now (VmRSS), in MB."""
+    """
+    The process's private resident memory now (`RssAnon`), in MB: what it holds itself. Pages of the memory-mapped
+    Arrow cache it has read count in `VmRSS` too, but they are the kernel's file cache, shared and reclaimable.
+    """
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith("RssAnon:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError("no RssAnon in /proc/self/status")
 
 
 def write_corpus(root: Path, exams: int, seed: int = 0) -> None:

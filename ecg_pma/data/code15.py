@@ -140,6 +140,7 @@ def build_code_splits(
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             num_proc=num_proc if num_proc and num_proc > 1 and len(chunks) >= num_proc else None,
             split=datasets.NamedSplit(split),
+            writer_batch_size=READ_BATCH,  # rows buffered before each Arrow write: bounded memory per process
         )
     return DatasetDict(splits)
 
