@@ -109,6 +109,9 @@ def build_code_splits(
     of `chunk_size` exams of one file (what `num_proc` processes share); each chunk carries its file's size and
     modification time, so an edited file is read again.
     """
+    if num_proc and num_proc > 1:  # at least one chunk per process
+        total = sum(len(entries) for entries in rows_by_file.values())
+        chunk_size = min(chunk_size, max(READ_BATCH, -(-total // num_proc)))
     chunks_by_split: dict[str, list[dict]] = {split: [] for split in SPLITS}
     for path, entries in rows_by_file.items():
         signature = file_signature(path)
