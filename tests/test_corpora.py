@@ -50,11 +50,13 @@ def write_code15(root: Path, exams: list[dict], files: int = 2, drop: str | None
             for exam in members:
                 signals[exam["exam_id"]] = code_signal(exam["seconds"], exam["exam_id"])
                 tracings.append(pad_to_4096(signals[exam["exam_id"]]))
+            # the published files end with one all-zero row whose exam_id is 0, listed in no exams.csv row
+            tracings.append(np.zeros((4096, 12), np.float32))
             if drop != "tracings":
                 handle.create_dataset("tracings", data=np.stack(tracings))
             if drop != "exam_id":
-                # the published files end with one all-zero padding row whose exam_id is 0
-                handle.create_dataset("exam_id", data=np.array([e["exam_id"] for e in members], dtype=np.int64))
+                exam_ids = [exam["exam_id"] for exam in members] + [0]
+                handle.create_dataset("exam_id", data=np.array(exam_ids, dtype=np.int64))
     rows = []
     for exam in exams:
         row = {
