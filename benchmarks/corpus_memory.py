@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
 from ecg_pma.data import build_training_splits, load_code15, stream_training_records
 from ecg_pma.data.code15 import CODE_LABELS
+from ecg_pma.data.crops import fix_malloc_mmap_threshold
 from ecg_pma.training import EcgDataCollator
 
 
@@ -95,6 +96,7 @@ def measure(exams: int, config, extractor, workdir: Path) -> dict:
         "rss_growth_prepare_mb": round(after_prepare - baseline, 1),
         "rss_growth_peak_iterating_mb": round(max(peak) - baseline, 1),
     }
+    fix_malloc_mmap_threshold()  # as `pretrain --streaming` does
     baseline = resident_mb()
     streamed = load_code15(root, streaming=True, validation_fraction=0, test_fraction=0)["train"]
     peak = []

@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=args.band_pass)
     if args.streaming:
+        from ..data.crops import fix_malloc_mmap_threshold
+
+        fix_malloc_mmap_threshold()
         train, protocol = load_streaming_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     else:
         _, splits, protocol = load_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)

@@ -213,6 +213,24 @@ class EcgTrainingDataset(torch.utils.data.Dataset):
         }
 
 
+def fix_malloc_mmap_threshold(threshold: int = 128 * 1024) -> bool:
+    """
+    Streams hold a shuffle buffer of raw records (~200 KB each), freed in random order. glibc raises its mmap threshold
+    after such frees, after which they come from the heap, which fragments: resident memory then creeps up with the
+    records read (82 -> 162 MB from 1,000 to 3,000 records in `benchmarks/corpus_memory.py`). A fixed threshold
+    (`mallopt(M_MMAP_THRESHOLD)`, what `MALLOC_MMAP_THRESHOLD_=131072` sets) keeps it flat. Process-wide: the
+    command line calls it for `--streaming`; returns False where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(-3, int(threshold)))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
 def stream_training_records(
     records: IterableDataset,
     feature_extractor: EcgPmaFeatureExtractor,
