@@ -13,7 +13,7 @@ HEAD_TYPES = ("linear", "mlp")
 PRESET_NAMES = ("tiny", "vit-b-paper", "vit-b-st-mem", "vit-s-paper", "vit-s-st-mem")
 
 SPLITS = ("train", "validation", "test")
-DATA_FORMATS = ("ptbxl", "physionet2021", "wfdb")
+DATA_FORMATS = ("ptbxl", "physionet2021", "wfdb", "code15", "code-test", "mimic-iv-ecg")
 DTYPES = ("fp32", "bf16")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 FINETUNE_MODES = ("probe", "finetune", "lora")

@@ -8,8 +8,18 @@ from ..constants import DATA_FORMATS
 from .argument_types import positive_int
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="root folder of the records")
+def add_data_arguments(parser: argparse.ArgumentParser, mixture: bool = False) -> None:
+    """`mixture`: `--data` may be given several times, each `FORMAT:PATH` or a path in `--data-format`."""
+    if mixture:
+        parser.add_argument(
+            "--data",
+            required=True,
+            action="append",
+            help="root folder of the records; repeat it to train on a mixture of corpora, each as FORMAT:PATH "
+            f"(FORMAT one of {', '.join(DATA_FORMATS)}) or a PATH in --data-format",
+        )
+    else:
+        parser.add_argument("--data", required=True, help="root folder of the records")
     parser.add_argument(
         "--data-format", choices=DATA_FORMATS, default="ptbxl", help="layout of --data (default: ptbxl)"
     )
@@ -17,7 +27,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--label-set",
         default=None,
         help="PTB-XL: all (default, 71 statements), diagnostic, subdiagnostic, superdiagnostic, form, rhythm; "
-        "PhysioNet 2021: scored (default), all",
+        "PhysioNet 2021: scored (default), all; MIMIC-IV-ECG: none (default), reports (machine report statements)",
+    )
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        default=None,
+        help="physionet2021: only these source databases (cpsc2018 cpsc2018-extra incart ptb ptb-xl georgia chapman "
+        "ningbo), told by record-name prefix",
     )
     parser.add_argument(
         "--keep-unlabeled",
@@ -48,6 +65,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the commands that train (pretrain, finetune), next to `add_data_arguments`."""
     parser.add_argument(
+        "--storage-dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="the model-rate records cached for random crops: float16 halves the cache (crops computed in float64)",
+    )
+    parser.add_argument(
         "--train-windows",
         choices=("random", "sliding"),
         default="random",
@@ -56,12 +79,89 @@ def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_raw_records(args: argparse.Namespace):
+def corpus_specs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """`--data` as `[(format, path), ...]`: `FORMAT:PATH` names its format, a bare path is in `--data-format`."""
+    specs = []
+    for value in args.data if isinstance(args.data, list) else [args.data]:
+        data_format, separator, path = str(value).partition(":")
+        specs.append((data_format, path) if separator and data_format in DATA_FORMATS else (args.data_format, value))
+    return specs
+
+
+def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
+    """
+    Several corpora as one unlabelled `DatasetDict` (pre-training): each corpus keeps its own rate (resampled to the
+    model's later, row by row), `record_id` becomes `FORMAT:PATH/record_id`. Returns it and the per-corpus record
+    counts per split, which are logged. Arrow tables are concatenated, not copied.
+    """
+    import logging
+
+    from datasets import DatasetDict, Sequence, Value, concatenate_datasets
+
+    columns = ["record_id", "signal", "sampling_rate", "lead_names"]  # the columns every loader shares
+    parts: dict[str, list] = {}
+    counts = []
+    for data_format, path in specs:
+        corpus = load_raw_records(args, data_format, path)
+        counts.append({"format": data_format, "path": str(path), "records": {}})
+        for split, dataset in corpus.items():
+            counts[-1]["records"][split] = len(dataset)
+            # new columns held in memory next to the memory-mapped signals: nothing is rewritten on disk
+            names = [f"{data_format}:{path}/{name}" for name in dataset["record_id"]]
+            dataset = dataset.select_columns(columns[1:]).add_column("record_id", names, feature=Value("string"))
+            dataset = dataset.add_column("labels", [[]] * len(dataset), feature=Sequence(Value("float32")))
+            parts.setdefault(split, []).append(dataset)
+        logging.getLogger(__name__).warning(f"Corpus {data_format}:{path}: {counts[-1]['records']} records per split.")
+    return DatasetDict({split: concatenate_datasets(datasets) for split, datasets in parts.items()}), counts
+
+
+def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int = 0, all_splits: bool = False):
+    """
+    `--streaming`: the training records read from their source files as training goes (nothing cached), every
+    corpus of `--data` interleaved in turn, shuffled through a `--shuffle-buffer`, one random crop per record per
+    pass (`stream_training_records`). Returns the stream and the protocol choices for the run's results.
+    """
+    from datasets import concatenate_datasets, interleave_datasets
+
+    from ..data import stream_training_records
+
+    specs = corpus_specs(args)
+    streams = []
+    for data_format, path in specs:
+        corpus = load_raw_records(args, data_format, path, streaming=True)
+        splits = list(corpus.values()) if all_splits else [corpus["train"]]
+        prefix = f"{data_format}:{path}/"
+        columns = ["record_id", "signal", "sampling_rate", "lead_names"]  # the columns every loader shares
+        selected = concatenate_datasets([split.select_columns(columns) for split in splits])
+        streams.append(
+            selected.map(
+                lambda batch, prefix=prefix: {"record_id": [prefix + name for name in batch["record_id"]]},
+                batched=True,
+                features=selected.features,
+            )
+        )
+    records = streams[0] if len(streams) == 1 else interleave_datasets(streams, stopping_strategy="all_exhausted")
+    train = stream_training_records(records, extractor, seed=seed, shuffle_buffer=args.shuffle_buffer)
+    protocol = {
+        "training_windows": f"one random crop per record per pass, streamed (seed {seed}, shuffle buffer "
+        f"{args.shuffle_buffer} records)",
+        "short_records": "drop (named in the log)",
+        "corpora": [{"format": data_format, "path": str(path), "records": "streamed"} for data_format, path in specs],
+        "splits": "all" if all_splits else "train",
+    }
+    return train, protocol
+
+
+def load_raw_records(
+    args: argparse.Namespace, data_format: str | None = None, path: str | None = None, streaming: bool = False
+):
     from ..data import load_records
 
+    if data_format is None:
+        ((data_format, path),) = corpus_specs(args)
     return load_records(
-        args.data_format,
-        args.data,
+        data_format,
+        path,
         label_set=args.label_set,
         sampling_rate=args.sampling_rate,
         labels_csv=args.labels_csv,
@@ -69,6 +169,8 @@ def load_raw_records(args: argparse.Namespace):
         cache_dir=args.cache_dir,
         num_proc=args.num_proc,
         drop_unlabeled=not getattr(args, "keep_unlabeled", False),
+        sources=getattr(args, "sources", None),
+        streaming=streaming,
     )
 
 
@@ -98,11 +200,23 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
 
     from ..data import build_training_splits
 
-    raw = load_raw_records(args)
+    specs = corpus_specs(args)
+    corpora = None
+    if len(specs) > 1:
+        raw, corpora = load_mixture(args, specs)
+    else:
+        raw = load_raw_records(args)
     if all_splits:
         raw = DatasetDict({"train": concatenate_datasets([split for split in raw.values() if len(split)])})
     splits, dropped = build_training_splits(
-        raw, extractor, args.train_windows, args.short_records, augment=augment, seed=seed, num_proc=args.num_proc
+        raw,
+        extractor,
+        args.train_windows,
+        args.short_records,
+        augment=augment,
+        seed=seed,
+        num_proc=args.num_proc,
+        storage_dtype=getattr(args, "storage_dtype", "float32"),
     )
     protocol = {
         "training_windows": (
@@ -118,8 +232,12 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
         + ", predictions averaged per record",
         "short_records": args.short_records,
         "short_records_dropped" if args.short_records == "drop" else "short_records_padded": dropped,
-        "label_set": args.label_set or {"ptbxl": "all", "physionet2021": "scored"}.get(args.data_format, "from CSV"),
+        "label_set": "none (a mixture of corpora, unlabelled)"
+        if corpora is not None
+        else args.label_set or {"ptbxl": "all", "physionet2021": "scored"}.get(args.data_format, "from CSV"),
     }
+    if corpora is not None:
+        protocol["corpora"] = corpora
     if args.data_format == "ptbxl":
         protocol["unlabeled_records"] = (
             "kept as all-negative rows" if args.keep_unlabeled else "dropped (PTB-XL benchmark rule)"

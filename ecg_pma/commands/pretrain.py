@@ -12,12 +12,17 @@ from .argument_types import (
     positive_float,
     positive_int,
 )
-from .data_arguments import add_data_arguments, add_training_data_arguments, load_training_data
+from .data_arguments import (
+    add_data_arguments,
+    add_training_data_arguments,
+    load_streaming_training_data,
+    load_training_data,
+)
 
 
 def add_parser(commands) -> None:
     pre = commands.add_parser("pretrain", help="masked-modeling pre-training with Accelerate (last or IPA)")
-    add_data_arguments(pre)
+    add_data_arguments(pre, mixture=True)
     add_training_data_arguments(pre)
     pre.add_argument("--output-dir", type=output_directory, required=True)
     pre.add_argument("--preset", choices=PRESET_NAMES, default="vit-b-paper")
@@ -37,6 +42,15 @@ def add_parser(commands) -> None:
     )
     pre.add_argument(
         "--all-splits", action="store_true", help="pre-train on train + validation + test (no labels used)"
+    )
+    pre.add_argument(
+        "--streaming",
+        action="store_true",
+        help="read the records from their source files as training goes, nothing cached (a corpus larger than the "
+        "disk); needs --max-steps",
+    )
+    pre.add_argument(
+        "--shuffle-buffer", type=positive_int, default=1000, help="--streaming: records in the shuffle buffer"
     )
     pre.add_argument("--batch-size", type=positive_int, default=64, help="per device")
     pre.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
@@ -67,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from ..configuration_ecg_pma import EcgPmaConfig
     from ..feature_extraction_ecg_pma import ST_MEM_PREPROCESSING, EcgPmaFeatureExtractor
     from ..modeling_ecg_pma import EcgPmaForPreTraining
+    from ..training.checkpoint import refuse_sharded_training
     from ..training.pretrain import PretrainingArguments, pretrain, resolve_mixed_precision
 
     # every setting checked before any record is read
@@ -87,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         lead_sets=args.lead_sets,
     )
     resolve_mixed_precision(training_args.mixed_precision, training_args.use_cpu)
+    refuse_sharded_training()
+    if args.streaming and args.max_steps is None:
+        raise ValueError("--streaming: a streamed corpus has no length to count epochs by; give --max-steps.")
     set_seed(args.seed)  # before the model exists: its initial weights follow the seed too
     overrides = {"pretraining_aggregation": args.pretraining_aggregation} if args.pretraining_aggregation else {}
     if args.config:
@@ -97,7 +115,14 @@ def run(args: argparse.Namespace) -> int:
         extractor = EcgPmaFeatureExtractor.from_model_config(config, **ST_MEM_PREPROCESSING)
     else:
         extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=args.band_pass)
-    _, splits, protocol = load_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
-    result = pretrain(EcgPmaForPreTraining(config), splits["train"], training_args, extractor, protocol=protocol)
+    if args.streaming:
+        from ..data.crops import fix_malloc_mmap_threshold
+
+        fix_malloc_mmap_threshold()
+        train, protocol = load_streaming_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
+    else:
+        _, splits, protocol = load_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
+        train = splits["train"]
+    result = pretrain(EcgPmaForPreTraining(config), train, training_args, extractor, protocol=protocol)
     print(f"Pre-trained for {result.global_step} steps; model saved to {result.output_dir}")
     return 0

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import copy
 import logging
+import zlib
 
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from datasets import Array2D, Dataset, DatasetDict, Features, Sequence, Value
+from datasets import Array2D, Dataset, DatasetDict, Features, IterableDataset, Sequence, Value
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, EcgRecord
 from .preprocessing import extract_features
@@ -82,19 +83,30 @@ def handle_short_records(
     return dataset.select(keep), feature_extractor, names
 
 
+STORAGE_DTYPES = ("float32", "float16")
+
+
 def prepare_records(
-    dataset: Dataset, feature_extractor: EcgPmaFeatureExtractor, num_proc: int | None = None, batch_size: int = 32
+    dataset: Dataset,
+    feature_extractor: EcgPmaFeatureExtractor,
+    num_proc: int | None = None,
+    batch_size: int = 32,
+    storage_dtype: str = "float32",
 ) -> Dataset:
     """
     Raw records (as the loaders return them) -> one row per record (per segment) at the model rate: `record_id`,
-    `signal (samples, leads)` float32 (resampled; filtered unless the extractor filters each crop; not standardised),
-    `present_leads`, `labels`. Cached by `datasets` like any map.
+    `signal (samples, leads)` (resampled; filtered unless the extractor filters each crop; not standardised) stored
+    as `storage_dtype` (`"float16"` halves the cache; crops are computed in float64 either way), `present_leads`,
+    `labels`. Written once into Arrow shards by `datasets` (`num_proc` processes); a second run reads the cache, and
+    training reads it memory-mapped.
     """
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"Unknown `storage_dtype` {storage_dtype!r}; expected one of {STORAGE_DTYPES}.")
     num_leads = len(feature_extractor.lead_names)
     features = Features(
         {
             "record_id": Value("string"),
-            "signal": Array2D(shape=(None, num_leads), dtype="float32"),
+            "signal": Array2D(shape=(None, num_leads), dtype=storage_dtype),
             "present_leads": Sequence(Value("bool"), length=num_leads),
             "labels": dataset.features["labels"],
         }
@@ -111,7 +123,7 @@ def prepare_records(
             segments, present = feature_extractor.preprocess_segments(record)
             for segment in segments:
                 output["record_id"].append(record_id)
-                output["signal"].append(segment.T.astype(np.float32))
+                output["signal"].append(segment.T.astype(storage_dtype))
                 output["present_leads"].append(present.tolist())
                 output["labels"].append(labels)
         return output
@@ -125,6 +137,22 @@ def prepare_records(
         num_proc=num_proc,
         desc="Resampling records",
     )
+
+
+def random_crop(
+    feature_extractor: EcgPmaFeatureExtractor, row: dict, rng: np.random.Generator, augment=None
+) -> torch.Tensor:
+    """
+    A model-rate row (`signal (samples, leads)`, `present_leads`) -> one random `(leads, signal_length)` crop,
+    filtered (with `crop_before_filter`) and standardised, absent leads set to the padding value, then `augment`ed.
+    """
+    (window,) = feature_extractor.windows(np.asarray(row["signal"], dtype=np.float64).T, "random", None, rng)
+    window[~np.asarray(row["present_leads"], dtype=bool)] = feature_extractor.padding_value
+    signals = torch.from_numpy(window.astype(np.float32))
+    if augment is not None:
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        signals = augment(signals, generator=generator)
+    return signals
 
 
 class EcgTrainingDataset(torch.utils.data.Dataset):
@@ -176,14 +204,8 @@ class EcgTrainingDataset(torch.utils.data.Dataset):
 
     def _draw(self, index: int, row: dict) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        if self.crop:
-            extractor = self.feature_extractor
-            (window,) = extractor.windows(np.asarray(row["signal"], dtype=np.float64).T, "random", None, rng)
-            window[~np.asarray(row["present_leads"], dtype=bool)] = extractor.padding_value
-            signals = torch.from_numpy(window.astype(np.float32))
-        else:
-            signals = row["signals"]
-        if self.augment is not None:
+        signals = random_crop(self.feature_extractor, row, rng, self.augment) if self.crop else row["signals"]
+        if not self.crop and self.augment is not None:
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
             signals = self.augment(signals, generator=generator)
         return {
@@ -191,6 +213,78 @@ class EcgTrainingDataset(torch.utils.data.Dataset):
             "labels": torch.as_tensor(np.asarray(row["labels"])),
             "record_id": row["record_id"],
         }
+
+
+def fix_malloc_mmap_threshold(threshold: int = 128 * 1024) -> bool:
+    """
+    Streams hold a shuffle buffer of raw records (~200 KB each), freed in random order. glibc raises its mmap threshold
+    after such frees, after which they come from the heap, which fragments: resident memory then creeps up with the
+    records read (82 -> 162 MB from 1,000 to 3,000 records in `benchmarks/corpus_memory.py`). A fixed threshold
+    (`mallopt(M_MMAP_THRESHOLD)`, what `MALLOC_MMAP_THRESHOLD_=131072` sets) keeps it flat. Process-wide: the
+    command line calls it for `--streaming`; returns False where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return bool(libc.mallopt(-3, int(threshold)))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def stream_training_records(
+    records: IterableDataset,
+    feature_extractor: EcgPmaFeatureExtractor,
+    seed: int = 0,
+    shuffle_buffer: int = 1000,
+    augment=None,
+) -> IterableDataset:
+    """
+    A corpus larger than the disk cache: raw records streamed from their source files (a loader's `streaming=True`
+    split), shuffled through a buffer of `shuffle_buffer` records (reshuffled each epoch by `set_epoch`), resampled
+    and cropped as [`prepare_records`] and [`EcgTrainingDataset`] do: one random crop per record (segment) per
+    pass. Records shorter than the window are dropped, each named in a warning. Memory holds the buffer, not the
+    corpus. Crops are a function of `(seed, position in the shuffled stream, record_id)`.
+    """
+    extractor = feature_extractor
+    needed = required_seconds(extractor)
+
+    def crop(batch: dict, indices: list[int]) -> dict:
+        output = {"signals": [], "labels": [], "record_id": []}
+        labels_of = batch.get("labels") or [[]] * len(indices)  # a mixture of corpora carries no labels
+        for index, record_id, signal, sampling_rate, lead_names, labels in zip(
+            indices, batch["record_id"], batch["signal"], batch["sampling_rate"], batch["lead_names"], labels_of
+        ):
+            signal = np.asarray(signal, dtype=np.float64)
+            if len(signal) / sampling_rate < needed:
+                logger.warning(f"{record_id}: {len(signal) / sampling_rate:g} s, shorter than {needed:g} s: dropped.")
+                continue
+            record = {"name": record_id, "signal": signal.T, "fs": sampling_rate, "leads": lead_names, "units": "mV"}
+            segments, present = extractor.preprocess_segments(record)
+            for number, segment in enumerate(segments):
+                rng = np.random.default_rng([seed, index, number, zlib.crc32(record_id.encode())])
+                window = random_crop(extractor, {"signal": segment.T, "present_leads": present}, rng, augment)
+                output["signals"].append(window.numpy())
+                output["labels"].append(np.asarray(labels, dtype=np.float32))
+                output["record_id"].append(record_id)
+        return output
+
+    shuffled = records.shuffle(seed=seed, buffer_size=shuffle_buffer) if shuffle_buffer > 1 else records
+    return shuffled.map(
+        crop,
+        batched=True,
+        batch_size=16,
+        with_indices=True,
+        remove_columns=list(records.column_names or records.features),
+        features=Features(
+            {
+                "signals": Array2D(shape=(len(extractor.lead_names), extractor.signal_length), dtype="float32"),
+                "labels": Sequence(Value("float32")),
+                "record_id": Value("string"),
+            }
+        ),
+    )
 
 
 def build_training_splits(
@@ -202,6 +296,7 @@ def build_training_splits(
     seed: int = 0,
     num_proc: int | None = None,
     evaluation_windows: str | None = None,
+    storage_dtype: str = "float32",
 ) -> tuple[dict, dict[str, list[str]]]:
     """
     Raw splits -> `train` as an [`EcgTrainingDataset`] (one random crop per record per epoch, or with
@@ -218,7 +313,7 @@ def build_training_splits(
     for split, dataset in records.items():
         dataset, extractor, dropped[split] = handle_short_records(dataset, feature_extractor, short_records, split)
         if split == "train" and train_windows == "random":
-            rows = prepare_records(dataset, extractor, num_proc=num_proc)
+            rows = prepare_records(dataset, extractor, num_proc=num_proc, storage_dtype=storage_dtype)
         else:
             mode = "sliding" if split == "train" else evaluation_windows
             rows = extract_features(dataset, extractor, window_mode=mode, num_proc=num_proc)

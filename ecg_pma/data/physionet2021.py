@@ -6,6 +6,7 @@ Chapman-Shaoxing, Ningbo) as a `datasets.DatasetDict`, labelled by the SNOMED-CT
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from datasets import DatasetDict, Sequence, Value
@@ -54,6 +55,41 @@ EQUIVALENT_SNOMED = {
     "17338001": "427172004",
 }
 LABEL_SETS = ("scored", "all")
+# The source databases of the 2021 release (1.0.3) by record-name prefix; Chapman-Shaoxing and Ningbo share `JS` and
+# are told apart by number (Chapman-Shaoxing JS00001-JS10646, Ningbo from JS10647 on).
+SOURCE_PREFIXES = {
+    "cpsc2018": "A",
+    "cpsc2018-extra": "Q",
+    "incart": "I",
+    "ptb": "S",
+    "ptb-xl": "HR",
+    "georgia": "E",
+    "chapman": "JS",
+    "ningbo": "JS",
+}
+LAST_CHAPMAN_NUMBER = 10646
+
+
+def record_source(record_id: str) -> str | None:
+    """`'JS00012'` -> `'chapman'`, `'HR06009'` -> `'ptb-xl'`; None for a name no challenge source uses."""
+    match = re.fullmatch(r"([A-Z]+)(\d+)", record_id)
+    if match is None:
+        return None
+    prefix, number = match.groups()
+    if prefix == "JS":
+        return "chapman" if int(number) <= LAST_CHAPMAN_NUMBER else "ningbo"
+    return next((source for source, known in SOURCE_PREFIXES.items() if known == prefix), None)
+
+
+def select_sources(records: list[str], sources, root) -> list[str]:
+    """The record paths whose name belongs to one of `sources` (keys of `SOURCE_PREFIXES`)."""
+    unknown = sorted(set(sources) - set(SOURCE_PREFIXES))
+    if unknown:
+        raise ValueError(f"Unknown PhysioNet 2021 source(s) {unknown}; expected some of {list(SOURCE_PREFIXES)}.")
+    selected = [path for path in records if record_source(Path(path).name) in set(sources)]
+    if not selected:
+        raise FileNotFoundError(f"PhysioNet 2021: no record of source(s) {list(sources)} below {root}.")
+    return selected
 
 
 def parse_header_comments(comments: list[str]) -> dict[str, str]:
@@ -86,9 +122,12 @@ def load_physionet2021(
     test_fraction: float = 0.1,
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
+    sources=None,
+    streaming: bool = False,
 ) -> DatasetDict:
     """
-    Loads every WFDB record below `root` whose header has a `# Dx:` line.
+    Loads every WFDB record below `root` whose header has a `# Dx:` line (with `sources`, only those of the named
+    source databases, told by record-name prefix: see `SOURCE_PREFIXES`).
 
     Args:
         label_set: `"scored"`: the challenge's scored classes, by abbreviation (26 when `merge_equivalent`, which
@@ -102,6 +141,8 @@ def load_physionet2021(
     records = find_records(root)
     if not records:
         raise FileNotFoundError(f"PhysioNet 2021: no WFDB header (.hea) below {root}.")
+    if sources:
+        records = select_sources(records, sources, root)
 
     entries = []
     for record_path in records:
@@ -147,4 +188,4 @@ def load_physionet2021(
     features = record_features(
         12, label_names, {"dx_codes": Sequence(Value("string")), "age": Value("float32"), "sex": Value("string")}
     )
-    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc)
+    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)

@@ -76,6 +76,7 @@ def load_ptbxl(
     missing: str = "raise",
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
+    streaming: bool = False,
 ) -> DatasetDict:
     """
     Loads PTB-XL from its PhysioNet layout (`ptbxl_database.csv`, `scp_statements.csv`, `records100/`,
@@ -142,4 +143,4 @@ def load_ptbxl(
         label_names,
         {"patient_id": Value("int64"), "strat_fold": Value("int32"), "age": Value("float32"), "sex": Value("int32")},
     )
-    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc)
+    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)

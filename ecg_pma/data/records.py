@@ -9,7 +9,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, Value
 from datasets import Sequence as SequenceFeature
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
@@ -97,12 +97,16 @@ def build_splits(
     features: Features,
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
-) -> DatasetDict:
+    streaming: bool = False,
+) -> DatasetDict | IterableDatasetDict:
     """
     Builds one Arrow-cached `Dataset` per split from rows holding a WFDB `path` (and a `signature` of its files, so
-    that an edited record invalidates the cache); a second call with the same rows reuses the cache.
+    that an edited record invalidates the cache); a second call with the same rows reuses the cache. With
+    `streaming`, an `IterableDataset` per split reading the files as it goes (a corpus larger than the disk cache).
     """
     num_leads = features["signal"].shape[1]
+    if streaming:
+        return stream_splits(rows_by_split, features, _generate_rows, "rows", {"num_leads": num_leads})
     splits = {}
     for split, rows in rows_by_split.items():
         for row in rows:
@@ -119,6 +123,21 @@ def build_splits(
             split=datasets.NamedSplit(split),  # names the progress bar ("Generating validation split")
         )
     return DatasetDict(splits)
+
+
+def stream_splits(
+    sources_by_split: dict[str, list], features: Features, generator, key: str, gen_kwargs: dict
+) -> IterableDatasetDict:
+    """One `IterableDataset` per split over `generator(**{key: sources}, **gen_kwargs)`: nothing written to disk; the
+    `sources` list is what data-loader workers and `split_dataset_by_node` share out (one shard per item)."""
+    return IterableDatasetDict(
+        {
+            split: IterableDataset.from_generator(
+                generator, features=features, gen_kwargs={key: list(sources), **gen_kwargs}
+            )
+            for split, sources in sources_by_split.items()
+        }
+    )
 
 
 def path_inside(root: str | os.PathLike, relative: str, what: str) -> str:

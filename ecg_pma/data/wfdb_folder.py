@@ -32,6 +32,7 @@ def load_wfdb_folder(
     test_fraction: float = 0.1,
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
+    streaming: bool = False,
 ) -> DatasetDict:
     """
     Loads WFDB records below `root`.
@@ -91,4 +92,10 @@ def load_wfdb_folder(
                 "label_ids": label_ids,
             }
         )
-    return build_splits(rows_by_split, record_features(num_leads, label_names), cache_dir=cache_dir, num_proc=num_proc)
+    return build_splits(
+        rows_by_split,
+        record_features(num_leads, label_names),
+        cache_dir=cache_dir,
+        num_proc=num_proc,
+        streaming=streaming,
+    )

@@ -35,6 +35,31 @@ class CheckpointError(ValueError):
     """A checkpoint folder is unfinished or damaged; the message names the folder and the file."""
 
 
+def refuse_sharded_training(accelerator=None) -> None:
+    """
+    Stops, before any record is read, a run launched under FSDP or DeepSpeed (`accelerate config` / `accelerate
+    launch` set `ACCELERATE_USE_FSDP` / `ACCELERATE_USE_DEEPSPEED`; an `accelerator` tells its `distributed_type`).
+    Our checkpoints hold each parameter's full optimizer state on every process (as under DDP); under sharding they
+    would hold one process's shard and could not be resumed, so such a run is refused rather than started.
+    """
+    from accelerate.utils import DistributedType, str_to_bool
+
+    sharded = [
+        name
+        for name, variable in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+        if str_to_bool(os.environ.get(variable, "false") or "false")
+    ]
+    if accelerator is not None and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        sharded.append(str(accelerator.distributed_type))
+    if sharded:
+        raise ValueError(
+            f"This run is set up for sharded training ({', '.join(sharded)}), which ecg-pma does not support: its "
+            "safetensors checkpoints hold unsharded optimizer state, so a sharded run's checkpoints could not be "
+            "resumed. Use data parallelism (`accelerate config`: multi-GPU / multi-node, no FSDP or DeepSpeed); the "
+            "model fits on one device."
+        )
+
+
 def _atomic_path(path: Path, write) -> None:
     """Calls `write(temporary_path)`, flushes it to disk and renames it to `path`: `path` is whole or absent."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -26,7 +26,13 @@ from ..modelcard import card_protocol
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
 
 # The same safetensors + JSON layout as the pre-training checkpoints.
-from .checkpoint import _flatten_optimizer_state, _unflatten_optimizer_state, random_state, set_random_state
+from .checkpoint import (
+    _flatten_optimizer_state,
+    _unflatten_optimizer_state,
+    random_state,
+    refuse_sharded_training,
+    set_random_state,
+)
 from .collator import EcgDataCollator
 from .lora import add_lora, save_lora_adapter
 
@@ -115,7 +121,9 @@ class EcgTrainer(Trainer):
     """
 
     def __init__(self, *args, train_data_collator=None, **kwargs):
+        refuse_sharded_training()
         super().__init__(*args, **kwargs)
+        refuse_sharded_training(self.accelerator)
         self.train_data_collator = train_data_collator
 
     def get_train_dataloader(self):

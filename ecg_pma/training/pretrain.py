@@ -28,6 +28,7 @@ from .checkpoint import (
     CHECKPOINT_PREFIX,
     load_training_state,
     prune_checkpoints,
+    refuse_sharded_training,
     resumable_checkpoint,
     save_training_state,
     truncate_train_log,
@@ -177,6 +178,7 @@ def pretrain(
     `args.output_dir`. `protocol` (the data choices: windows, dropped short records, ...) is written to
     `pretraining_data.json` and the card.
     """
+    refuse_sharded_training()
     output_dir = Path(args.output_dir)
     if args.lead_sets:
         protocol = {**(protocol or {}), "lead sets (one drawn per sample)": ", ".join(map(str, args.lead_sets))}
@@ -190,6 +192,7 @@ def pretrain(
         project_dir=str(output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
+    refuse_sharded_training(accelerator)
     set_seed(args.seed)
 
     dataloader = pretraining_dataloader(train_dataset, args, model.config)

@@ -1,0 +1,313 @@
+"""
+CODE-15% (Ribeiro et al., Zenodo 4916206) and CODE-test (Ribeiro et al. 2020, Zenodo 3625006) as a
+`datasets.DatasetDict`: 12-lead exams at 400 Hz stored in HDF5 as `tracings (exams, 4096, leads)`, each 7-10 s signal
+zero-padded at both ends to 4,096 samples. The padding is stripped, the HDF5 files are read exam batch by exam batch
+with `h5py` (never a whole file in memory).
+
+Units: the authors' README says the values are "at the scale 1e-4V: so it should be multiplied by 1000 in order to
+obtain the signals in V"; the two halves disagree, and multiplying volts by 1000 gives millivolts, which is also the
+amplitude of the stored values (QRS of about 1). We read them as mV. Lead order: I, II, III, aVR, aVL, aVF, V1-V6 (the
+repository README; its data/README lists aVL, aVF, aVR instead — `lead_names` overrides it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+from datasets import Dataset, DatasetDict, Value
+
+from .records import SPLITS, file_signature, hash_split, multi_hot, path_inside, record_features, stream_splits
+
+
+CODE_SAMPLING_RATE = 400.0
+CODE_LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+# The six abnormalities, in the order of the authors' model output and CODE-test's annotation files.
+CODE_LABELS = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
+EXAMS_COLUMNS = ("exam_id", "patient_id", "trace_file", "age", "is_male", *CODE_LABELS)
+READ_BATCH = 64  # exams read from HDF5 at once: bounded memory (64 x 4096 x 12 float32 = 12.6 MB)
+
+
+def strip_padding(tracing: np.ndarray, where: str) -> np.ndarray:
+    """`(4096, leads)` -> the samples between the first and the last one where any lead is non-zero."""
+    active = np.flatnonzero(np.any(tracing != 0, axis=1))
+    if not len(active):
+        raise ValueError(f"{where}: every sample is zero (no signal inside the padding).")
+    return tracing[active[0] : active[-1] + 1]
+
+
+def open_tracings(path: str, need_exam_ids: bool):
+    """Opens `path`, checking the published layout; returns the file, `tracings` and `exam_id` (or None)."""
+    import h5py
+
+    try:
+        handle = h5py.File(path, "r")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"CODE HDF5 file {path!r}: cannot be opened as HDF5 ({error}).") from error
+    members = sorted(handle)
+    if "tracings" not in handle:
+        handle.close()
+        raise ValueError(f"CODE HDF5 file {path!r}: no `tracings` dataset (found {members}).")
+    tracings = handle["tracings"]
+    if tracings.ndim != 3 or tracings.shape[2] != len(CODE_LEAD_NAMES):
+        handle.close()
+        raise ValueError(
+            f"CODE HDF5 file {path!r}: `tracings` has shape {tracings.shape}; expected (exams, samples, 12)."
+        )
+    exam_ids = None
+    if need_exam_ids:
+        if "exam_id" not in handle:
+            handle.close()
+            raise ValueError(f"CODE HDF5 file {path!r}: no `exam_id` dataset (found {members}).")
+        exam_ids = handle["exam_id"][:]
+        if exam_ids.shape != (tracings.shape[0],):
+            handle.close()
+            raise ValueError(
+                f"CODE HDF5 file {path!r}: `exam_id` has shape {exam_ids.shape}; expected ({tracings.shape[0]},)."
+            )
+    return handle, tracings, exam_ids
+
+
+def _generate_code_rows(chunks: list[dict], lead_names: list[str]):
+    """Rows of one or more chunks, each `{"file", "positions", "rows"}` of exams stored in one HDF5 file."""
+    for chunk in chunks:
+        handle, tracings, _ = open_tracings(chunk["file"], need_exam_ids=False)
+        with handle:
+            positions = np.asarray(chunk["positions"])
+            order = np.argsort(positions)  # h5py reads a list of rows in increasing order
+            for start in range(0, len(order), READ_BATCH):
+                batch = order[start : start + READ_BATCH]
+                signals = tracings[positions[batch].tolist()]
+                for signal, index in zip(signals, batch):
+                    row = chunk["rows"][index]
+                    where = f"CODE HDF5 file {chunk['file']!r}, exam {row['record_id']}"
+                    if not np.isfinite(signal).all():
+                        raise ValueError(f"{where}: {int((~np.isfinite(signal)).sum())} NaN/inf samples.")
+                    yield {
+                        **row,
+                        "signal": strip_padding(signal, where).astype(np.float32),
+                        "sampling_rate": CODE_SAMPLING_RATE,
+                        "lead_names": list(lead_names),
+                    }
+
+
+def build_code_splits(
+    rows_by_file: dict[str, list[tuple[int, dict]]],
+    split_of,
+    features,
+    lead_names,
+    cache_dir=None,
+    num_proc: int | None = None,
+    chunk_size: int = 1000,
+    streaming: bool = False,
+) -> DatasetDict:
+    """
+    `{hdf5 path: [(position in the file, row), ...]}` -> one Arrow-cached `Dataset` per split. Work is cut into chunks
+    of `chunk_size` exams of one file (what `num_proc` processes share); each chunk carries its file's size and
+    modification time, so an edited file is read again.
+    """
+    if num_proc and num_proc > 1:  # at least one chunk per process
+        total = sum(len(entries) for entries in rows_by_file.values())
+        chunk_size = min(chunk_size, max(READ_BATCH, -(-total // num_proc)))
+    chunks_by_split: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for path, entries in rows_by_file.items():
+        signature = file_signature(path)
+        for split in SPLITS:
+            selected = [(position, row) for position, row in entries if split_of(row) == split]
+            for start in range(0, len(selected), chunk_size):
+                part = selected[start : start + chunk_size]
+                chunks_by_split[split].append(
+                    {
+                        "file": path,
+                        "signature": signature,
+                        "positions": [position for position, _ in part],
+                        "rows": [row for _, row in part],
+                    }
+                )
+    if streaming:
+        return stream_splits(
+            chunks_by_split, features, _generate_code_rows, "chunks", {"lead_names": tuple(lead_names)}
+        )
+    splits = {}
+    for split, chunks in chunks_by_split.items():
+        if not chunks:
+            splits[split] = Dataset.from_dict({name: [] for name in features}, features=features)
+            continue
+        splits[split] = Dataset.from_generator(
+            _generate_code_rows,
+            features=features,
+            gen_kwargs={"chunks": chunks, "lead_names": tuple(lead_names)},  # a tuple: not sharded
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+            num_proc=num_proc if num_proc and num_proc > 1 and len(chunks) >= num_proc else None,
+            split=datasets.NamedSplit(split),
+            writer_batch_size=READ_BATCH,  # rows buffered before each Arrow write: bounded memory per process
+        )
+    return DatasetDict(splits)
+
+
+def _label_row(table: pd.DataFrame, position: int, source: str) -> list[int]:
+    label_ids = []
+    for index, name in enumerate(CODE_LABELS):
+        value = str(table[name].iloc[position]).strip().lower()
+        if value not in ("0", "1", "true", "false", "0.0", "1.0"):
+            raise ValueError(f"{source}, row {position + 2}: label {name} is {value!r}; expected 0/1 or True/False.")
+        if value in ("1", "true", "1.0"):
+            label_ids.append(index)
+    return label_ids
+
+
+def _optional_float(value) -> float | None:
+    number = pd.to_numeric(value, errors="coerce")
+    return None if pd.isna(number) else float(number)
+
+
+def load_code15(
+    root: str | os.PathLike,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    lead_names=CODE_LEAD_NAMES,
+    cache_dir: str | os.PathLike | None = None,
+    num_proc: int | None = None,
+    streaming: bool = False,
+) -> DatasetDict:
+    """
+    CODE-15%: `root/exams.csv` (one row per exam: `exam_id`, `patient_id`, `trace_file`, `age`, `is_male`, the six
+    labels 1dAVb, RBBB, LBBB, SB, ST, AF as True/False, ...) and the `exams_part*.hdf5` files it names in
+    `trace_file`. Exams listed in `exams.csv` only are read; a listed exam absent from its file is an error naming it.
+
+    The split is by patient (a hash of `patient_id`, `validation_fraction`/`test_fraction`), so no patient's exams are
+    in two splits. Columns: the common ones (`record_id` is the exam id) plus `patient_id`, `age`, `is_male`.
+    """
+    root = Path(root)
+    exams_csv = root / "exams.csv"
+    if not exams_csv.is_file():
+        raise FileNotFoundError(f"CODE-15%: no exams.csv in {root}.")
+    table = pd.read_csv(exams_csv, dtype=str, keep_default_na=False)
+    absent = [column for column in EXAMS_COLUMNS if column not in table.columns]
+    if absent:
+        raise ValueError(f"{exams_csv}: no column(s) {absent} (columns: {list(table.columns)}).")
+    if table["exam_id"].duplicated().any():
+        raise ValueError(
+            f"{exams_csv}: exams listed twice: {sorted(set(table['exam_id'][table['exam_id'].duplicated()]))[:10]}."
+        )
+
+    rows_by_file: dict[str, list[tuple[int, dict]]] = {}
+    for trace_file, group in table.groupby("trace_file", sort=True):
+        path = path_inside(root, trace_file, f"{exams_csv}, trace_file")
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"CODE-15%: {exams_csv} lists {len(group)} exam(s) in {path}, which is not on disk."
+            )
+        handle, _, exam_ids = open_tracings(path, need_exam_ids=True)
+        handle.close()
+        position_of = {str(int(exam_id)): position for position, exam_id in enumerate(exam_ids)}
+        entries = []
+        for position in group.index:
+            exam_id = str(table["exam_id"].iloc[position]).strip()
+            if exam_id not in position_of:
+                raise ValueError(f"CODE-15%: exam {exam_id} ({exams_csv}, row {position + 2}) is not in {path}.")
+            label_ids = _label_row(table, position, str(exams_csv))
+            entries.append(
+                (
+                    position_of[exam_id],
+                    {
+                        "record_id": exam_id,
+                        "labels": multi_hot(label_ids, len(CODE_LABELS)),
+                        "label_ids": label_ids,
+                        "patient_id": str(table["patient_id"].iloc[position]).strip(),
+                        "age": _optional_float(table["age"].iloc[position]),
+                        "is_male": str(table["is_male"].iloc[position]).strip().lower() in ("true", "1"),
+                    },
+                )
+            )
+        rows_by_file[path] = entries
+    features = record_features(
+        len(lead_names),
+        CODE_LABELS,
+        {"patient_id": Value("string"), "age": Value("float32"), "is_male": Value("bool")},
+    )
+    return build_code_splits(
+        rows_by_file,
+        lambda row: hash_split(f"patient-{row['patient_id']}", validation_fraction, test_fraction),
+        features,
+        lead_names,
+        cache_dir=cache_dir,
+        num_proc=num_proc,
+        streaming=streaming,
+    )
+
+
+def load_code_test(
+    root: str | os.PathLike,
+    annotations: str = "annotations/gold_standard.csv",
+    split: str | None = "test",
+    lead_names=CODE_LEAD_NAMES,
+    cache_dir: str | os.PathLike | None = None,
+    num_proc: int | None = None,
+    streaming: bool = False,
+) -> DatasetDict:
+    """
+    CODE-test (827 exams of 827 patients): `root/ecg_tracings.hdf5` with one `tracings` dataset (no exam ids: the
+    i-th tracing is the i-th row of every CSV), `root/attributes.csv` (`age`, `sex` M/F) and the cardiologists' gold
+    labels `root/annotations/gold_standard.csv` (columns 1dAVb, RBBB, LBBB, SB, AF, ST, 0/1).
+
+    Every exam is in `split` (`"test"`, its published role; `None` splits by a hash of the exam, which is a split by
+    patient since every exam is a different patient). `record_id` is `code-test-NNNN` (the row, from 0).
+    """
+    root = Path(root)
+    hdf5_path = root / "ecg_tracings.hdf5"
+    if not hdf5_path.is_file():
+        raise FileNotFoundError(f"CODE-test: no ecg_tracings.hdf5 in {root}.")
+    labels_path = Path(path_inside(root, annotations, "CODE-test annotations"))
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"CODE-test: no annotation file {labels_path}.")
+    labels = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
+    absent = [name for name in CODE_LABELS if name not in labels.columns]
+    if absent:
+        raise ValueError(f"{labels_path}: no column(s) {absent} (columns: {list(labels.columns)}).")
+    attributes_path = root / "attributes.csv"
+    attributes = pd.read_csv(attributes_path, dtype=str, keep_default_na=False) if attributes_path.is_file() else None
+    handle, tracings, _ = open_tracings(str(hdf5_path), need_exam_ids=False)
+    num_exams = tracings.shape[0]
+    handle.close()
+    for table, path in ((labels, labels_path), (attributes, attributes_path)):
+        if table is not None and len(table) != num_exams:
+            raise ValueError(f"{path}: {len(table)} rows for the {num_exams} tracings of {hdf5_path}; one row each.")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"CODE-test `split` must be one of {SPLITS} or None, got {split!r}.")
+
+    entries = []
+    for position in range(num_exams):
+        label_ids = _label_row(labels, position, str(labels_path))
+        sex = str(attributes["sex"].iloc[position]).strip() if attributes is not None else ""
+        entries.append(
+            (
+                position,
+                {
+                    "record_id": f"code-test-{position:04d}",
+                    "labels": multi_hot(label_ids, len(CODE_LABELS)),
+                    "label_ids": label_ids,
+                    "patient_id": f"code-test-{position:04d}",
+                    "age": _optional_float(attributes["age"].iloc[position]) if attributes is not None else None,
+                    "is_male": sex.upper() == "M" if sex else None,
+                },
+            )
+        )
+    features = record_features(
+        len(lead_names),
+        CODE_LABELS,
+        {"patient_id": Value("string"), "age": Value("float32"), "is_male": Value("bool")},
+    )
+    split_of = (lambda row: split) if split is not None else (lambda row: hash_split(row["record_id"]))
+    return build_code_splits(
+        {str(hdf5_path): entries},
+        split_of,
+        features,
+        lead_names,
+        cache_dir=cache_dir,
+        num_proc=num_proc,
+        streaming=streaming,
+    )
