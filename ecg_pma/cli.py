@@ -86,6 +86,18 @@ EXPECTED_LIBRARY_ERRORS = (
 )
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time of the record (it may be replaced after `main` starts)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 class _StripTerminalCodes(logging.Filter):
     """Drops ANSI colour codes from library log records (transformers' load report writes them unconditionally)."""
 
@@ -103,7 +115,7 @@ def plain_library_output() -> None:
 
     transformers_logging.disable_progress_bar()  # `logging.tqdm` passes `disable=` itself: TQDM_DISABLE is not read
     datasets.disable_progress_bars()
-    handler = logging.StreamHandler()
+    handler = _CurrentStderrHandler()
     handler.addFilter(_StripTerminalCodes())
     transformers_logging.disable_default_handler()
     transformers_logging.add_handler(handler)

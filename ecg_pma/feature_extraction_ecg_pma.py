@@ -607,7 +607,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             )
         return signal, present
 
-    def preprocess(self, record: dict) -> tuple[np.ndarray, np.ndarray]:
+    def preprocess(self, record: EcgRecord) -> tuple[np.ndarray, np.ndarray]:
         """
         One record, any layout -> `(model_leads, samples at model rate)` in mV, resampled and filtered (not yet
         standardised: that is done per window; not filtered when `crop_before_filter`), and which model leads the
@@ -622,7 +622,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             signal = self.band_pass(signal, name)
         return signal
 
-    def preprocess_segments(self, record: dict) -> tuple[list[np.ndarray], np.ndarray]:
+    def preprocess_segments(self, record: EcgRecord) -> tuple[list[np.ndarray], np.ndarray]:
         """
         As `preprocess`, cut first into non-overlapping `segment_seconds` segments at the record's own rate (the
         remainder dropped, as ST-MEM's `process_ecg.py` does); one segment (the whole record) without it.

@@ -205,7 +205,7 @@ def test_a_config_that_does_not_fit_the_weights_fails_loudly(capsys, damaged, ch
 
 
 def test_predict_and_export_refuse_a_pretraining_checkpoint(capsys, tmp_path, pretrained_dir):
-    expected = f"{pretrained_dir} has no trained classifier (EcgPmaForPreTraining checkpoint; missing ['aggregator"
+    expected = f"{pretrained_dir} is not a classifier (EcgPmaForPreTraining): it is a pre-trained model without a"
     assert_fails(capsys, expected, "predict", pretrained_dir, record())
     assert_fails(capsys, expected, "export-onnx", pretrained_dir, tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
@@ -240,9 +240,9 @@ def test_an_unreadable_record_in_a_folder_is_named(capsys, tmp_path):
 
 def test_finetune_with_an_out_of_range_layer_fails_before_training(capsys, tmp_path, pretrained_dir):
     assert_fails(
-        capsys, "`aggregation_layer` 99 is out of range for 4 layers (valid: -4 to 3)",
+        capsys, f"--aggregation_layer 99 is out of range: {pretrained_dir} has 4 layers",
         "finetune", *data_args(tmp_path / "cache"), "--model", pretrained_dir, "--output-dir", tmp_path / "out",
-        "--aggregation", "layer", "--aggregation-layer", "99", "--epochs", "1",
+        "--aggregation", "layer", "--aggregation-layer", "99", "--num_train_epochs", "1",
     )  # fmt: skip
     assert not (tmp_path / "out").exists()
 

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict, Value
 
-from .records import SPLITS, file_signature, hash_split, multi_hot, path_inside, record_features, stream_splits
+from ..constants import SPLITS
+from .records import file_signature, hash_split, multi_hot, path_inside, record_features, stream_splits
 
 
 CODE_SAMPLING_RATE = 400.0

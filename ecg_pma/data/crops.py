@@ -260,7 +260,7 @@ def stream_training_records(
             if len(signal) / sampling_rate < needed:
                 logger.warning(f"{record_id}: {len(signal) / sampling_rate:g} s, shorter than {needed:g} s: dropped.")
                 continue
-            record = {"name": record_id, "signal": signal.T, "fs": sampling_rate, "leads": lead_names, "units": "mV"}
+            record = EcgRecord(name=record_id, signal=signal.T, fs=sampling_rate, leads=lead_names, units="mV")
             segments, present = extractor.preprocess_segments(record)
             for number, segment in enumerate(segments):
                 rng = np.random.default_rng([seed, index, number, zlib.crc32(record_id.encode())])
