@@ -71,7 +71,7 @@ def variants(config: EcgPmaConfig, rank: int, device: torch.device) -> dict[str,
     full = EcgPmaForSequenceClassification(config).to(device).train()
     lora = add_lora(copy.deepcopy(full), rank=rank).train()
     checkpointed = add_lora(copy.deepcopy(full), rank=rank).train()
-    checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    checkpointed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     return {"full": full, "lora": lora, "lora_checkpointed": checkpointed}
 
 

@@ -109,12 +109,12 @@ class _StripTerminalCodes(logging.Filter):
 
 @functools.cache  # once per process: `main` may run several times in one (tests, notebooks)
 def plain_library_output() -> None:
-    """For a log file or a pipe: no progress bars (one line per refresh) and no colour codes from transformers."""
-    import datasets
+    """
+    For a log file or a pipe: no colour codes from transformers (its load report writes them whatever the stream;
+    the progress bars are already off through the environment switches `main` sets before any import).
+    """
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # `logging.tqdm` passes `disable=` itself: TQDM_DISABLE is not read
-    datasets.disable_progress_bars()
     handler = _CurrentStderrHandler()
     handler.addFilter(_StripTerminalCodes())
     transformers_logging.disable_default_handler()

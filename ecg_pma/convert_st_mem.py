@@ -213,7 +213,7 @@ def convert_st_mem(
 ):
     """
     Converts an ST-MEM checkpoint (path or state dict). `full`: the file holds encoder + decoder (`encoder.` prefix,
-    as `main_pretrain.py` writes it, patch embedding duplicated at the top level) and becomes an
+    as ST-MEM's pre-training script writes it, patch embedding duplicated at the top level) and becomes an
     `EcgPmaForPreTraining`; otherwise the encoder (an `EcgPmaModel`, or a classifier when the file has a `head`).
     Raises `ConversionError` listing unmapped, missing or mis-shaped tensors. With `output_dir`, saves the model
     (safetensors), its code and a feature extractor with ST-MEM's preprocessing (`ST_MEM_PREPROCESSING`: FFT

@@ -625,7 +625,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
     def preprocess_segments(self, record: EcgRecord) -> tuple[list[np.ndarray], np.ndarray]:
         """
         As `preprocess`, cut first into non-overlapping `segment_seconds` segments at the record's own rate (the
-        remainder dropped, as ST-MEM's `process_ecg.py` does); one segment (the whole record) without it.
+        remainder dropped, as ST-MEM's preprocessing script does); one segment (the whole record) without it.
         """
         signal, present = self.clean(record)
         fs = record.fs

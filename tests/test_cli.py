@@ -163,13 +163,15 @@ def test_demo_runs_offline_end_to_end(tmp_path):
 
 def test_option_choices_are_the_package_constants():
     from ecg_pma.cli import build_parser
+    from ecg_pma.commands.finetune import finetune_argument_parser
     from ecg_pma.configuration_ecg_pma import AGGREGATIONS, HEAD_TYPES, PRETRAINING_AGGREGATIONS
-    from ecg_pma.data.records import SPLITS
+    from ecg_pma.constants import SPLITS
     from ecg_pma.inference import DTYPES
     from ecg_pma.training.finetune import MODES
     from ecg_pma.training.pretrain import MIXED_PRECISIONS
 
-    subcommands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    subcommands = dict(next(a for a in build_parser()._actions if a.dest == "command").choices)
+    subcommands["finetune"] = finetune_argument_parser("probe")  # built when the subcommand is chosen
     choices = {
         (name, action.dest): tuple(action.choices)
         for name, subparser in subcommands.items()
@@ -185,4 +187,5 @@ def test_option_choices_are_the_package_constants():
     assert choices[("predict", "dtype")] == DTYPES
     args = build_parser().parse_args(["finetune", "--data", "d", "--model", "m", "--output-dir", "o", "--mode", "lora",
                                       "--lora-rank", "4"])  # fmt: skip
-    assert (args.mode, args.lora_rank, args.lora_alpha, args.lora_dropout) == ("lora", 4, None, 0.0)
+    options = args.finetune_args
+    assert (options.mode, options.lora_rank, options.lora_alpha, options.lora_dropout) == ("lora", 4, None, 0.0)

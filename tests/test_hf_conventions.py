@@ -88,7 +88,7 @@ def test_enable_input_require_grads_makes_gradients_flow_under_reentrant_checkpo
     assert expected.abs().sum() > 0
 
     model.zero_grad(set_to_none=True)
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     with pytest.warns(UserWarning, match="requires_grad"):
         model(signals, labels=labels).loss.backward()
     assert inner.grad is None  # the defect: silently no gradient for weights inside checkpointed blocks

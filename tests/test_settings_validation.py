@@ -82,17 +82,18 @@ def test_fp16_needs_a_gpu():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"num_train_epochs": -1}, "`num_train_epochs` must be positive, got -1"),
-        ({"num_train_epochs": 0}, "`num_train_epochs` must be positive, got 0"),
-        ({"per_device_train_batch_size": 0}, "Batch sizes must be positive, got 0 (train)"),
+        ({"num_train_epochs": -1}, "num_train_epochs must be > 0 (or max_steps > 0), got -1"),
+        ({"num_train_epochs": 0}, "num_train_epochs must be > 0 (or max_steps > 0), got 0"),
+        ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be >= 1, got 0"),
     ],
 )
 def test_finetuning_that_would_train_nothing_is_refused_before_the_trainer_starts(tmp_path, overrides, expected):
     from ecg_pma import EcgPmaForSequenceClassification
 
     model = EcgPmaForSequenceClassification(EcgPmaConfig.from_preset("tiny", num_labels=2))
-    arguments = reference_training_arguments("probe", str(tmp_path / "out"), report_to="none", **overrides)
+    # refused as soon as the training arguments are made, before any Trainer or output folder exists
     with pytest.raises(ValueError, match=re.escape(expected)):
+        arguments = reference_training_arguments("probe", str(tmp_path / "out"), report_to="none", **overrides)
         finetune(model, None, None, arguments, feature_extractor=EcgPmaFeatureExtractor())
     assert not (tmp_path / "out").exists()
 

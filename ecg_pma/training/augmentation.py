@@ -1,6 +1,6 @@
 """
 ST-MEM's finetuning augmentations on tensors: RandAugment (Cubuk et al. 2020) over eight ECG operations, as ST-MEM's
-`util/transforms.py` defines them (its downstream config: 2 operations per sample, level 10, each applied with
+augmentation module defines them (its downstream config: 2 operations per sample, level 10, each applied with
 probability 0.5). Every random draw comes from the `torch.Generator` passed in, so a seeded generator per sample
 (`ecg_pma.data.crops.EcgTrainingDataset` derives one from seed, epoch and row) makes a run reproducible.
 
