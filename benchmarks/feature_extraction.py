@@ -22,6 +22,7 @@ import datasets
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
 from ecg_pma.data import extract_features, load_code15, load_wfdb_folder, prepare_records
 from ecg_pma.data.code15 import READ_BATCH, open_tracings, strip_padding
+from ecg_pma.feature_extraction_ecg_pma import EcgRecord
 
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -38,8 +39,10 @@ def raw_limit(root: Path, extractor) -> tuple[int, float]:
             for first in range(0, tracings.shape[0], READ_BATCH):
                 for signal in tracings[first : first + READ_BATCH]:
                     signal = strip_padding(signal, str(path)).astype("float64")
-                    record = {"name": "exam", "signal": signal.T, "fs": 400.0, "units": "mV"}
-                    extractor.preprocess_segments({**record, "leads": list(extractor.lead_names)})
+                    record = EcgRecord(
+                        name="exam", signal=signal.T, fs=400.0, leads=list(extractor.lead_names), units="mV"
+                    )
+                    extractor.preprocess_segments(record)
                     count += 1
     return count, time.perf_counter() - start
 

@@ -47,7 +47,7 @@ def read_all(paths: list[str], names: list[str], extractor, batch_size: int, num
     windows = [item[1] for items in loader for item in items]
     if any(item is None for item in windows):
         raise RuntimeError("a challenge record failed to read")
-    return windows
+    return [item["signals"] for item in windows]
 
 
 def main() -> None:
