@@ -50,7 +50,15 @@ def trained_model(tmp_path_factory):
     )
     data_info = {"name": "PhysioNet/CinC Challenge 2021 sample", "description": "40 real WFDB records"}
     finetune(
-        model, windows["train"], windows["validation"], args, "probe", windows["test"], extractor, True, data_info
+        model,
+        windows["train"],
+        windows["validation"],
+        args,
+        "probe",
+        windows["test"],
+        extractor,
+        True,
+        data_info=data_info,
     )
     export = cli("export-onnx", root / "model", root / "model" / "model.onnx")
     assert export.returncode == 0, export.stderr[-3000:]
