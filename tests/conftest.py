@@ -31,6 +31,18 @@ def tiny_config() -> EcgPmaConfig:
     return EcgPmaConfig.from_preset("tiny", num_labels=3)
 
 
+@pytest.fixture(scope="module")
+def challenge(tmp_path_factory):
+    """The 40 real challenge records, as raw rows and as model-ready windows for the tiny config."""
+    from ecg_pma import EcgPmaFeatureExtractor
+    from ecg_pma.data import extract_features, load_physionet2021
+
+    cache = tmp_path_factory.mktemp("cache")
+    raw = load_physionet2021(shared_data_dir("physionet2021"), cache_dir=cache)
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    return raw, extract_features(raw, extractor, window_mode="sliding"), extractor
+
+
 @pytest.fixture
 def signals() -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)

@@ -5,22 +5,13 @@ import json
 
 import pytest
 import torch
-from conftest import shared_data_dir
 from safetensors.torch import load_file
 
-from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification
-from ecg_pma.data import extract_features, id2label, load_physionet2021
+from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining, EcgPmaForSequenceClassification
+from ecg_pma.data import id2label
 from ecg_pma.training import PretrainingArguments, pretrain
 from ecg_pma.training.finetune import finetune, load_classifier, reference_training_arguments
 from ecg_pma.training.lora import add_lora, load_lora_classifier
-
-
-@pytest.fixture(scope="module")
-def challenge(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    raw = load_physionet2021(shared_data_dir("physionet2021"), cache_dir=cache)
-    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
-    return raw, extract_features(raw, extractor, window_mode="sliding"), extractor
 
 
 @pytest.fixture(scope="module")

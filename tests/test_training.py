@@ -12,21 +12,12 @@ from conftest import shared_data_dir
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification
-from ecg_pma.data import extract_features, id2label, load_physionet2021
+from ecg_pma.data import id2label
 from ecg_pma.inference import average_windows, predict_records
 from ecg_pma.metrics import load_ecg_multilabel
 from ecg_pma.training import EcgDataCollator, PretrainingArguments, pretrain
 from ecg_pma.training.finetune import finetune, load_classifier, reference_training_arguments
 from ecg_pma.training.probe_layers import LayerCache, probe_layers
-
-
-@pytest.fixture(scope="module")
-def challenge(tmp_path_factory):
-    """The 40 real challenge records, as raw rows and as model-ready windows for the tiny config."""
-    cache = tmp_path_factory.mktemp("cache")
-    raw = load_physionet2021(shared_data_dir("physionet2021"), cache_dir=cache)
-    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
-    return raw, extract_features(raw, extractor, window_mode="sliding"), extractor
 
 
 @pytest.fixture(scope="module")
