@@ -21,7 +21,15 @@ import pandas as pd
 from datasets import Dataset, DatasetDict, Value
 
 from ..constants import SPLITS
-from .records import file_signature, hash_split, multi_hot, path_inside, record_features, stream_splits
+from .records import (
+    file_signature,
+    hash_split,
+    multi_hot,
+    path_inside,
+    read_listing,
+    record_features,
+    stream_splits,
+)
 
 
 CODE_SAMPLING_RATE = 400.0
@@ -184,16 +192,7 @@ def load_code15(
     """
     root = Path(root)
     exams_csv = root / "exams.csv"
-    if not exams_csv.is_file():
-        raise FileNotFoundError(f"CODE-15%: no exams.csv in {root}.")
-    table = pd.read_csv(exams_csv, dtype=str, keep_default_na=False)
-    absent = [column for column in EXAMS_COLUMNS if column not in table.columns]
-    if absent:
-        raise ValueError(f"{exams_csv}: no column(s) {absent} (columns: {list(table.columns)}).")
-    if table["exam_id"].duplicated().any():
-        raise ValueError(
-            f"{exams_csv}: exams listed twice: {sorted(set(table['exam_id'][table['exam_id'].duplicated()]))[:10]}."
-        )
+    table = read_listing(exams_csv, "CODE-15%", EXAMS_COLUMNS, key="exam_id", items="exams")
 
     rows_by_file: dict[str, list[tuple[int, dict]]] = {}
     for trace_file, group in table.groupby("trace_file", sort=True):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict, Value
 
-from .records import build_splits, check_missing, hash_split, multi_hot, path_inside, record_features
+from .records import build_splits, check_missing, hash_split, multi_hot, path_inside, read_listing, record_features
 
 
 RECORD_LIST_COLUMNS = ("subject_id", "study_id", "file_name", "ecg_time", "path")
@@ -54,16 +54,7 @@ def load_mimic_iv_ecg(
     """
     root = Path(root)
     listing = root / "record_list.csv"
-    if not listing.is_file():
-        raise FileNotFoundError(f"MIMIC-IV-ECG: no record_list.csv in {root}.")
-    table = pd.read_csv(listing, dtype=str, keep_default_na=False)
-    absent = [column for column in RECORD_LIST_COLUMNS if column not in table.columns]
-    if absent:
-        raise ValueError(f"{listing}: no column(s) {absent} (columns: {list(table.columns)}).")
-    if table["study_id"].duplicated().any():
-        raise ValueError(
-            f"{listing}: studies listed twice: {sorted(set(table['study_id'][table['study_id'].duplicated()]))[:10]}."
-        )
+    table = read_listing(listing, "MIMIC-IV-ECG", RECORD_LIST_COLUMNS, key="study_id", items="studies")
     paths = {
         study_id: path_inside(root, relative, f"{listing}, row {row + 2} (path)")
         for row, (study_id, relative) in enumerate(zip(table["study_id"], table["path"]))

@@ -180,3 +180,22 @@ def check_missing(paths: dict[str, str], missing: str, what: str) -> list[str]:
             f"{what}: skipping {len(absent)} record(s) not on disk: {absent[:10]}"
         )
     return absent
+
+
+def read_listing(path: Path, corpus: str, columns, key: str, items: str):
+    """
+    A corpus's index CSV (all strings, empty cells kept) after checking that it exists, has `columns` and lists each
+    `key` once; errors name the file, the missing columns or the repeated `items`.
+    """
+    import pandas as pd
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{corpus}: no {path.name} in {path.parent}.")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    absent = [column for column in columns if column not in table.columns]
+    if absent:
+        raise ValueError(f"{path}: no column(s) {absent} (columns: {list(table.columns)}).")
+    repeated = table[key][table[key].duplicated()]
+    if len(repeated):
+        raise ValueError(f"{path}: {items} listed twice: {sorted(set(repeated))[:10]}.")
+    return table
