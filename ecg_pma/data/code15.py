@@ -157,20 +157,27 @@ def build_code_splits(
     return DatasetDict(splits)
 
 
-def _label_row(table: pd.DataFrame, position: int, source: str) -> list[int]:
-    label_ids = []
-    for index, name in enumerate(CODE_LABELS):
-        value = str(table[name].iloc[position]).strip().lower()
-        if value not in ("0", "1", "true", "false", "0.0", "1.0"):
-            raise ValueError(f"{source}, row {position + 2}: label {name} is {value!r}; expected 0/1 or True/False.")
-        if value in ("1", "true", "1.0"):
-            label_ids.append(index)
-    return label_ids
+LABEL_VALUES = {"0": False, "false": False, "0.0": False, "1": True, "true": True, "1.0": True}
 
 
-def _optional_float(value) -> float | None:
-    number = pd.to_numeric(value, errors="coerce")
-    return None if pd.isna(number) else float(number)
+def label_matrix(table: pd.DataFrame, source: str) -> np.ndarray:
+    """`(rows, 6)` booleans from the label columns (0/1 or True/False); an error names the first other value's row."""
+    values = table[list(CODE_LABELS)].apply(lambda column: column.str.strip().str.lower())
+    unknown = ~values.isin(list(LABEL_VALUES))
+    if unknown.to_numpy().any():
+        position, index = (int(i) for i in np.argwhere(unknown.to_numpy())[0])
+        name = CODE_LABELS[index]
+        raise ValueError(
+            f"{source}, row {position + 2}: label {name} is {values[name].iloc[position]!r}; expected 0/1 or "
+            "True/False."
+        )
+    return values.isin([value for value, positive in LABEL_VALUES.items() if positive]).to_numpy()
+
+
+def optional_floats(column: pd.Series) -> list[float | None]:
+    """A CSV column as numbers, empty or unreadable cells as None."""
+    numbers = pd.to_numeric(column, errors="coerce")
+    return [None if pd.isna(number) else float(number) for number in numbers]
 
 
 def load_code15(
@@ -194,6 +201,11 @@ def load_code15(
     exams_csv = root / "exams.csv"
     table = read_listing(exams_csv, "CODE-15%", EXAMS_COLUMNS, key="exam_id", items="exams")
 
+    labels = label_matrix(table, str(exams_csv))
+    exam_id_of = table["exam_id"].str.strip().tolist()
+    patient_id_of = table["patient_id"].str.strip().tolist()
+    age_of = optional_floats(table["age"])
+    is_male_of = table["is_male"].str.strip().str.lower().isin(["true", "1"]).tolist()
     rows_by_file: dict[str, list[tuple[int, dict]]] = {}
     for trace_file, group in table.groupby("trace_file", sort=True):
         path = path_inside(root, trace_file, f"{exams_csv}, trace_file")
@@ -206,10 +218,10 @@ def load_code15(
         position_of = {str(int(exam_id)): position for position, exam_id in enumerate(exam_ids)}
         entries = []
         for position in group.index:
-            exam_id = str(table["exam_id"].iloc[position]).strip()
+            exam_id = exam_id_of[position]
             if exam_id not in position_of:
                 raise ValueError(f"CODE-15%: exam {exam_id} ({exams_csv}, row {position + 2}) is not in {path}.")
-            label_ids = _label_row(table, position, str(exams_csv))
+            label_ids = np.flatnonzero(labels[position]).tolist()
             entries.append(
                 (
                     position_of[exam_id],
@@ -217,9 +229,9 @@ def load_code15(
                         "record_id": exam_id,
                         "labels": multi_hot(label_ids, len(CODE_LABELS)),
                         "label_ids": label_ids,
-                        "patient_id": str(table["patient_id"].iloc[position]).strip(),
-                        "age": _optional_float(table["age"].iloc[position]),
-                        "is_male": str(table["is_male"].iloc[position]).strip().lower() in ("true", "1"),
+                        "patient_id": patient_id_of[position],
+                        "age": age_of[position],
+                        "is_male": is_male_of[position],
                     },
                 )
             )
@@ -279,10 +291,13 @@ def load_code_test(
     if split is not None and split not in SPLITS:
         raise ValueError(f"CODE-test `split` must be one of {SPLITS} or None, got {split!r}.")
 
+    label_rows = label_matrix(labels, str(labels_path))
+    ages = optional_floats(attributes["age"]) if attributes is not None else [None] * num_exams
+    sexes = attributes["sex"].str.strip().tolist() if attributes is not None else [""] * num_exams
     entries = []
     for position in range(num_exams):
-        label_ids = _label_row(labels, position, str(labels_path))
-        sex = str(attributes["sex"].iloc[position]).strip() if attributes is not None else ""
+        label_ids = np.flatnonzero(label_rows[position]).tolist()
+        sex = sexes[position]
         entries.append(
             (
                 position,
@@ -291,7 +306,7 @@ def load_code_test(
                     "labels": multi_hot(label_ids, len(CODE_LABELS)),
                     "label_ids": label_ids,
                     "patient_id": f"code-test-{position:04d}",
-                    "age": _optional_float(attributes["age"].iloc[position]) if attributes is not None else None,
+                    "age": ages[position],
                     "is_male": sex.upper() == "M" if sex else None,
                 },
             )
