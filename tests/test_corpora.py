@@ -320,7 +320,7 @@ def test_mixture_of_corpora_at_the_model_rate(tmp_path):
 
     from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
     from ecg_pma.commands import pretrain
-    from ecg_pma.commands.data_arguments import load_training_data
+    from ecg_pma.commands.data_arguments import load_pretraining_data
 
     small_code15(tmp_path / "code15")
     parser = argparse.ArgumentParser()
@@ -331,19 +331,23 @@ def test_mixture_of_corpora_at_the_model_rate(tmp_path):
         + ["--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
     )
     extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
-    _, splits, protocol = load_training_data(args, extractor, all_splits=True)
+    train, protocol = load_pretraining_data(args, extractor, all_splits=True)
     counts = {corpus["format"]: sum(corpus["records"].values()) for corpus in protocol["corpora"]}
     assert counts == {"physionet2021": 40, "code15": 24}
-    rows = splits["train"].rows
+    # no raw cache: what is on disk is the model-rate rows (40 + 24 records of 10 s at 100 Hz, float32), not the
+    # source-rate signals (500 and 400 Hz: over 4x as much)
+    cached_bytes = sum(path.stat().st_size for path in (tmp_path / "cache").rglob("*.arrow"))
+    assert cached_bytes < 1.5 * (40 + 24) * 10 * extractor.sampling_rate * 12 * 4
+    rows = train.rows
     names = list(rows["record_id"])
     assert sum(name.startswith("physionet2021:") for name in names) == 40
     # the six 7 s exams are shorter than the 10 s window: dropped and named
     assert sum(name.startswith("code15:") for name in names) == 18
-    assert len(protocol["short_records_dropped"]["train"]) == 6
-    assert all(name.startswith("code15:") for name in protocol["short_records_dropped"]["train"])
+    dropped = [name for names in protocol["short_records_dropped"].values() for name in names]  # per source split
+    assert len(dropped) == 6 and all(name.startswith("code15:") for name in dropped)
     lengths = {name.split(":")[0]: len(rows[i]["signal"]) for i, name in enumerate(names)}
     assert lengths["physionet2021"] == lengths["code15"] == 10 * extractor.sampling_rate  # 500 / 400 Hz -> model rate
-    assert splits["train"][0]["signals"].shape == (12, extractor.signal_length)
+    assert train[0]["signals"].shape == (12, extractor.signal_length)
 
 
 @pytest.mark.slow
@@ -467,3 +471,43 @@ def test_sharded_training_is_refused_at_start(tmp_path, variable):
     assert result.returncode != 0
     assert "sharded training" in result.stderr and "could not be resumed" in result.stderr
     assert "exams.csv" not in result.stderr  # stopped before reading the data
+
+
+def test_streamed_source_is_prepared_at_the_model_rate_without_a_raw_cache(tmp_path):
+    """`prepare_streamed_records`: HDF5 -> model-rate shards directly, the same rows as the raw cache + `prepare_records`
+    path, short records named and dropped (or padded), `num_proc` giving the same rows, a second run reading the
+    cache."""
+    from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
+    from ecg_pma.data import handle_short_records, prepare_records
+    from ecg_pma.data.crops import prepare_streamed_records
+
+    small_code15(tmp_path / "code15")
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    stream = load_code15(tmp_path / "code15", streaming=True, validation_fraction=0, test_fraction=0)["train"]
+    rows, used, dropped = prepare_streamed_records(stream, extractor, cache_dir=tmp_path / "direct")
+    assert sorted(dropped) == [str(1000 + i) for i in range(0, 24, 4)]  # the six 7 s exams
+    assert used is extractor
+    caches = list((tmp_path / "direct").rglob("*.arrow"))
+    raw_signal_bytes = 18 * 4000 * 12 * 4
+    assert sum(path.stat().st_size for path in caches) < 0.5 * raw_signal_bytes  # model rate, not the source's
+
+    cached = load_code15(tmp_path / "code15", validation_fraction=0, test_fraction=0, cache_dir=tmp_path / "raw")
+    kept, _, _ = handle_short_records(cached["train"], extractor)
+    two_step = prepare_records(kept, extractor)
+    assert sorted(rows["record_id"]) == sorted(two_step["record_id"])
+    by_id = {row["record_id"]: row for row in two_step.with_format("numpy")}
+    for row in rows.with_format("numpy"):
+        np.testing.assert_array_equal(row["signal"], by_id[row["record_id"]]["signal"])
+        np.testing.assert_array_equal(row["present_leads"], by_id[row["record_id"]]["present_leads"])
+        np.testing.assert_array_equal(row["labels"], by_id[row["record_id"]]["labels"])
+
+    again, _, _ = prepare_streamed_records(stream, extractor, cache_dir=tmp_path / "direct")
+    assert [f["filename"] for f in again.cache_files] == [f["filename"] for f in rows.cache_files]
+    parallel, _, _ = prepare_streamed_records(stream, extractor, num_proc=2, cache_dir=tmp_path / "parallel")
+    assert parallel["record_id"] == rows["record_id"]
+
+    padded, padder, named = prepare_streamed_records(stream, extractor, short_records="pad", cache_dir=tmp_path / "p")
+    assert len(padded) == 24 and sorted(named) == sorted(dropped) and padder.min_duration == 0.0
+    with pytest.raises(DatasetGenerationError) as raised:
+        prepare_streamed_records(stream, extractor, short_records="raise", cache_dir=tmp_path / "r")
+    assert re.search(r"Record '1000': 7 s, shorter than the 10 s", str(raised.value.__cause__))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ..constants import DATA_FORMATS
 from .argument_types import positive_int
@@ -94,11 +95,9 @@ def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
     model's later, row by row), `record_id` becomes `FORMAT:PATH/record_id`. Returns it and the per-corpus record
     counts per split, which are logged. Arrow tables are concatenated, not copied.
     """
-    import logging
-
     from datasets import DatasetDict, Sequence, Value, concatenate_datasets
 
-    columns = ["record_id", "signal", "sampling_rate", "lead_names"]  # the columns every loader shares
+    columns = SHARED_COLUMNS
     parts: dict[str, list] = {}
     counts = []
     for data_format, path in specs:
@@ -115,6 +114,39 @@ def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
     return DatasetDict({split: concatenate_datasets(datasets) for split, datasets in parts.items()}), counts
 
 
+SHARED_COLUMNS = ["record_id", "signal", "sampling_rate", "lead_names"]  # what every loader's rows have
+
+
+def corpus_streams(args: argparse.Namespace, all_splits: bool = False) -> list[tuple[str, str, dict]]:
+    """
+    Each corpus of `--data` as `(format, path, {split: stream})`, read from its source files as iterated (the
+    splits used: `train`, or all). In a mixture (`--data` given more than once) the record ids become
+    `FORMAT:PATH/record_id` and the labels are left out (each corpus has its own), as `load_mixture` does.
+    """
+    from datasets import Features, Sequence, Value
+
+    specs = corpus_specs(args)
+    corpora = []
+    for data_format, path in specs:
+        corpus = load_raw_records(args, data_format, path, streaming=True)
+        splits = {split: stream for split, stream in corpus.items() if all_splits or split == "train"}
+        if len(specs) > 1:
+            prefix = f"{data_format}:{path}/"
+            for split, stream in splits.items():
+                stream = stream.select_columns(SHARED_COLUMNS)
+                features = Features({**stream.features, "labels": Sequence(Value("float32"))})
+                splits[split] = stream.map(
+                    lambda batch, prefix=prefix: {
+                        "record_id": [prefix + name for name in batch["record_id"]],
+                        "labels": [[] for _ in batch["record_id"]],
+                    },
+                    batched=True,
+                    features=features,
+                )
+        corpora.append((data_format, path, splits))
+    return corpora
+
+
 def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int = 0, all_splits: bool = False):
     """
     `--streaming`: the training records read from their source files as training goes (nothing cached), every
@@ -125,31 +157,71 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
 
     from ..data import stream_training_records
 
-    specs = corpus_specs(args)
-    streams = []
-    for data_format, path in specs:
-        corpus = load_raw_records(args, data_format, path, streaming=True)
-        splits = list(corpus.values()) if all_splits else [corpus["train"]]
-        prefix = f"{data_format}:{path}/"
-        columns = ["record_id", "signal", "sampling_rate", "lead_names"]  # the columns every loader shares
-        selected = concatenate_datasets([split.select_columns(columns) for split in splits])
-        streams.append(
-            selected.map(
-                lambda batch, prefix=prefix: {"record_id": [prefix + name for name in batch["record_id"]]},
-                batched=True,
-                features=selected.features,
-            )
-        )
+    corpora = corpus_streams(args, all_splits)
+    streams = [concatenate_datasets(list(splits.values())) for _, _, splits in corpora]
     records = streams[0] if len(streams) == 1 else interleave_datasets(streams, stopping_strategy="all_exhausted")
     train = stream_training_records(records, extractor, seed=seed, shuffle_buffer=args.shuffle_buffer)
     protocol = {
         "training_windows": f"one random crop per record per pass, streamed (seed {seed}, shuffle buffer "
         f"{args.shuffle_buffer} records)",
         "short_records": "drop (named in the log)",
-        "corpora": [{"format": data_format, "path": str(path), "records": "streamed"} for data_format, path in specs],
+        "corpora": [
+            {"format": data_format, "path": str(path), "records": "streamed"} for data_format, path, _ in corpora
+        ],
         "splits": "all" if all_splits else "train",
     }
     return train, protocol
+
+
+def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, all_splits: bool = False):
+    """
+    `pretrain` without `--streaming`: every corpus of `--data` read from its source files straight into model-rate
+    Arrow shards (`prepare_streamed_records`, `--num-proc` processes, `--storage-dtype`; no cache of the raw signals,
+    a second run reads the shards), the splits used (`train`, or all) concatenated and read memory-mapped, one random
+    crop per record per epoch. `--train-windows sliding` takes the raw-record path (`load_training_data`). Returns
+    the training rows and the protocol choices for the run's results, with the records read per corpus and split.
+    """
+    from datasets import concatenate_datasets
+
+    from ..data import EcgTrainingDataset
+    from ..data.crops import prepare_streamed_records
+
+    if args.train_windows != "random":
+        _, splits, protocol = load_training_data(args, extractor, seed=seed, all_splits=all_splits)
+        return splits["train"], protocol
+    parts, dropped, counts = [], {}, []
+    for data_format, path, splits in corpus_streams(args, all_splits):
+        counts.append({"format": data_format, "path": str(path), "records": {}})
+        for split, stream in splits.items():
+            rows, crop_extractor, names = prepare_streamed_records(
+                stream,
+                extractor,
+                num_proc=args.num_proc,
+                storage_dtype=args.storage_dtype,
+                cache_dir=args.cache_dir,
+                short_records=args.short_records,
+                split=split,
+            )
+            parts.append(rows)
+            dropped.setdefault(split, []).extend(names)
+            read = len(set(rows["record_id"])) + (len(names) if args.short_records == "drop" else 0)
+            counts[-1]["records"][split] = read
+        logging.getLogger(__name__).warning(f"Corpus {data_format}:{path}: {counts[-1]['records']} records per split.")
+    rows = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if not len(rows):
+        raise ValueError(f"No record of {', '.join(args.data)} is long enough to train on.")
+    protocol = {
+        "training_windows": f"one random crop per record per epoch (seed {seed})",
+        "short_records": args.short_records,
+        "short_records_dropped" if args.short_records == "drop" else "short_records_padded": dropped,
+        "label_set": "none (a mixture of corpora, unlabelled)"
+        if len(counts) > 1
+        else args.label_set or {"ptbxl": "all", "physionet2021": "scored"}.get(args.data_format, "from CSV"),
+        "corpora": counts,
+        "splits": "all" if all_splits else "train",
+        "cache": f"model-rate records, {args.storage_dtype}",
+    }
+    return EcgTrainingDataset(rows, crop_extractor, seed=seed), protocol
 
 
 def load_raw_records(

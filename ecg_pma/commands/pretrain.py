@@ -15,8 +15,8 @@ from .argument_types import (
 from .data_arguments import (
     add_data_arguments,
     add_training_data_arguments,
+    load_pretraining_data,
     load_streaming_training_data,
-    load_training_data,
 )
 
 
@@ -121,8 +121,7 @@ def run(args: argparse.Namespace) -> int:
         fix_malloc_mmap_threshold()
         train, protocol = load_streaming_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     else:
-        _, splits, protocol = load_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
-        train = splits["train"]
+        train, protocol = load_pretraining_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     result = pretrain(EcgPmaForPreTraining(config), train, training_args, extractor, protocol=protocol)
     print(f"Pre-trained for {result.global_step} steps; model saved to {result.output_dir}")
     return 0

@@ -16,6 +16,7 @@ import copy
 import logging
 import zlib
 
+import datasets
 import numpy as np
 import pyarrow.compute as pc
 import torch
@@ -38,16 +39,21 @@ def required_seconds(feature_extractor: EcgPmaFeatureExtractor) -> float:
     return max(shortest, feature_extractor.segment_seconds or 0.0)
 
 
-def record_durations(dataset: Dataset) -> np.ndarray:
-    """Each record's duration in seconds, from the Arrow list lengths of `signal` (the samples are not decoded)."""
-    durations = []
-    for batch in dataset.with_format("arrow").iter(batch_size=1000):
+def signal_lengths(dataset: Dataset, batch_size: int = 1000):
+    """Each row's `signal` length in samples, from the Arrow list lengths (the samples are not decoded); yields
+    `(lengths, arrow batch)` per batch."""
+    for batch in dataset.with_format("arrow").iter(batch_size=batch_size):
         column = batch["signal"]
         chunks = column.chunks if hasattr(column, "chunks") else [column]
         lengths = np.concatenate(
             [pc.list_value_length(getattr(chunk, "storage", chunk)).to_numpy(zero_copy_only=False) for chunk in chunks]
         )
-        durations.append(lengths / batch["sampling_rate"].to_numpy())
+        yield lengths, batch
+
+
+def record_durations(dataset: Dataset) -> np.ndarray:
+    """Each record's duration in seconds, from the Arrow list lengths of `signal` (the samples are not decoded)."""
+    durations = [lengths / batch["sampling_rate"].to_numpy() for lengths, batch in signal_lengths(dataset)]
     return np.concatenate(durations) if durations else np.zeros(0)
 
 
@@ -86,12 +92,49 @@ def handle_short_records(
 STORAGE_DTYPES = ("float32", "float16")
 
 
+def model_rate_features(feature_extractor: EcgPmaFeatureExtractor, labels, storage_dtype: str) -> Features:
+    """The columns of [`prepare_records`]' output; `labels` is the source's `labels` feature."""
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"Unknown `storage_dtype` {storage_dtype!r}; expected one of {STORAGE_DTYPES}.")
+    num_leads = len(feature_extractor.lead_names)
+    return Features(
+        {
+            "record_id": Value("string"),
+            "signal": Array2D(shape=(None, num_leads), dtype=storage_dtype),
+            "present_leads": Sequence(Value("bool"), length=num_leads),
+            "labels": labels,
+        }
+    )
+
+
+def model_rate_rows(
+    feature_extractor: EcgPmaFeatureExtractor, storage_dtype: str, record_id, signal, sampling_rate, lead_names, labels
+):
+    """One raw record (`signal (samples, leads)` in mV) -> its rows at the model rate, one per segment."""
+    record = EcgRecord(
+        name=str(record_id),
+        signal=np.asarray(signal).T,
+        fs=float(sampling_rate),
+        leads=[str(lead) for lead in lead_names],
+        units="mV",
+    )
+    segments, present = feature_extractor.preprocess_segments(record)
+    for segment in segments:
+        yield {
+            "record_id": record.name,
+            "signal": segment.T.astype(storage_dtype),
+            "present_leads": present.tolist(),
+            "labels": labels,
+        }
+
+
 def prepare_records(
-    dataset: Dataset,
+    dataset: Dataset | IterableDataset,
     feature_extractor: EcgPmaFeatureExtractor,
     num_proc: int | None = None,
     batch_size: int = 32,
     storage_dtype: str = "float32",
+    cache_dir=None,
 ) -> Dataset:
     """
     Raw records (as the loaders return them) -> one row per record (per segment) at the model rate: `record_id`,
@@ -99,33 +142,23 @@ def prepare_records(
     as `storage_dtype` (`"float16"` halves the cache; crops are computed in float64 either way), `present_leads`,
     `labels`. Written once into Arrow shards by `datasets` (`num_proc` processes); a second run reads the cache, and
     training reads it memory-mapped.
+
+    `dataset` may be a loader's `streaming=True` split: its records are then read from the source files and written
+    at the model rate only, with no cache of the raw signals (`cache_dir`: where; the `datasets` cache by default).
+    Its records must be long enough for `feature_extractor` (see [`prepare_streamed_records`] for short ones).
     """
-    if storage_dtype not in STORAGE_DTYPES:
-        raise ValueError(f"Unknown `storage_dtype` {storage_dtype!r}; expected one of {STORAGE_DTYPES}.")
-    num_leads = len(feature_extractor.lead_names)
-    features = Features(
-        {
-            "record_id": Value("string"),
-            "signal": Array2D(shape=(None, num_leads), dtype=storage_dtype),
-            "present_leads": Sequence(Value("bool"), length=num_leads),
-            "labels": dataset.features["labels"],
-        }
-    )
+    if isinstance(dataset, IterableDataset):
+        return prepare_streamed_records(dataset, feature_extractor, num_proc, storage_dtype, cache_dir, "raise")[0]
+    features = model_rate_features(feature_extractor, dataset.features["labels"], storage_dtype)
 
     def resample(batch: dict) -> dict:
         output = {name: [] for name in features}
-        for record_id, signal, sampling_rate, lead_names, labels in zip(
+        for values in zip(
             batch["record_id"], batch["signal"], batch["sampling_rate"], batch["lead_names"], batch["labels"]
         ):
-            record = EcgRecord(
-                name=record_id, signal=np.asarray(signal).T, fs=sampling_rate, leads=lead_names, units="mV"
-            )
-            segments, present = feature_extractor.preprocess_segments(record)
-            for segment in segments:
-                output["record_id"].append(record_id)
-                output["signal"].append(segment.T.astype(storage_dtype))
-                output["present_leads"].append(present.tolist())
-                output["labels"].append(labels)
+            for row in model_rate_rows(feature_extractor, storage_dtype, *values):
+                for name, value in row.items():
+                    output[name].append(value)
         return output
 
     return dataset.with_format("numpy", columns=["signal"], output_all_columns=True).map(
@@ -137,6 +170,114 @@ def prepare_records(
         num_proc=num_proc,
         desc="Resampling records",
     )
+
+
+# The streamed source is read in this many contiguous parts (what `num_proc` processes share): fixed, so that the
+# cache does not depend on `num_proc`.
+STREAM_PARTS = 64
+
+
+def _streamed_model_rate_rows(
+    parts: list[int],
+    records: IterableDataset,
+    num_parts: int,
+    feature_extractor: EcgPmaFeatureExtractor,
+    storage_dtype: str,
+    needed_seconds: float,
+    short_records: str,
+):
+    num_leads = len(feature_extractor.lead_names)
+    for part in parts:
+        shard = records.shard(num_shards=num_parts, index=part).with_format("numpy")
+        for batch in shard.iter(batch_size=READ_BATCH):
+            for values in zip(
+                batch["record_id"], batch["signal"], batch["sampling_rate"], batch["lead_names"], batch["labels"]
+            ):
+                record_id, signal, sampling_rate = values[:3]
+                if len(signal) / sampling_rate < needed_seconds and short_records != "pad":
+                    seconds = f"{len(signal) / sampling_rate:g} s"
+                    if short_records == "raise":
+                        raise ValueError(
+                            f"Record {str(record_id)!r}: {seconds}, shorter than the {needed_seconds:g} s the model "
+                            "needs. Set short_records='drop' or 'pad'."
+                        )
+                    # an empty row marks it: [`prepare_streamed_records`] names it and leaves it out
+                    yield {
+                        "record_id": str(record_id),
+                        "signal": np.zeros((0, num_leads), dtype=storage_dtype),
+                        "present_leads": [False] * num_leads,
+                        "labels": values[4],
+                    }
+                    continue
+                yield from model_rate_rows(feature_extractor, storage_dtype, *values)
+
+
+READ_BATCH = 64  # records decoded from the stream at once
+
+
+def prepare_streamed_records(
+    records: IterableDataset,
+    feature_extractor: EcgPmaFeatureExtractor,
+    num_proc: int | None = None,
+    storage_dtype: str = "float32",
+    cache_dir=None,
+    short_records: str = "drop",
+    split: str = "train",
+) -> tuple[Dataset, EcgPmaFeatureExtractor, list[str]]:
+    """
+    A loader's `streaming=True` split -> the model-rate rows of [`prepare_records`], written straight from the source
+    files (HDF5, WFDB) into Arrow shards by `num_proc` processes, with no cache of the raw signals in between: what
+    pre-training on a large corpus needs (for MIMIC-IV-ECG the raw cache alone would take ~190 GB). A second run with
+    the same files and settings reads the cache. Short records follow `short_records` as in
+    [`handle_short_records`]. Returns the rows, the extractor to crop them with and the record ids dropped (or
+    padded).
+    """
+    if short_records not in SHORT_RECORD_POLICIES:
+        raise ValueError(f"Unknown `short_records` {short_records!r}; expected one of {SHORT_RECORD_POLICIES}.")
+    needed = required_seconds(feature_extractor)
+    if short_records == "pad":
+        if feature_extractor.segment_seconds is not None:
+            raise ValueError("short_records='pad' cannot make a `segment_seconds` segment: use short_records='drop'.")
+        feature_extractor = copy.deepcopy(feature_extractor)
+        feature_extractor.min_duration = 0.0
+    features = model_rate_features(feature_extractor, records.features["labels"], storage_dtype)
+    num_parts = min(records.n_shards, STREAM_PARTS)
+    if not num_parts or next(iter(records.take(1)), None) is None:  # an empty split: `datasets` writes no table
+        return Dataset.from_dict({name: [] for name in features}, features=features), feature_extractor, []
+    rows = Dataset.from_generator(
+        _streamed_model_rate_rows,
+        features=features,
+        gen_kwargs={
+            "parts": list(range(num_parts)),
+            "records": records,
+            "num_parts": num_parts,
+            "feature_extractor": feature_extractor,
+            "storage_dtype": storage_dtype,
+            "needed_seconds": needed,
+            "short_records": short_records,
+        },
+        cache_dir=str(cache_dir) if cache_dir is not None else None,
+        num_proc=num_proc if num_proc and num_proc > 1 and num_parts >= num_proc else None,
+        split=datasets.NamedSplit(split),
+        writer_batch_size=READ_BATCH,
+    )
+    lengths = [lengths for lengths, _ in signal_lengths(rows.select_columns(["signal"]))]
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=int)
+    if short_records == "pad":  # kept shorter than a window: each crop is zero-padded at the end
+        padded = np.flatnonzero(lengths < round(needed * feature_extractor.sampling_rate))
+        names = rows.select_columns(["record_id"]).select(padded)["record_id"] if len(padded) else []
+        if names:
+            logger.warning(f"{split}: {len(names)} record(s) shorter than {needed:g} s zero-padded: {names[:10]}.")
+        return rows, feature_extractor, names
+    empty = np.flatnonzero(lengths == 0)
+    if not len(empty):
+        return rows, feature_extractor, []
+    names = rows.select_columns(["record_id"]).select(empty)["record_id"]
+    logger.warning(
+        f"{split}: {len(names)} record(s) shorter than the {needed:g} s the model needs: {', '.join(names[:10])}"
+        f"{' ...' if len(names) > 10 else ''}; dropped (short_records='drop')."
+    )
+    return rows.select(np.setdiff1d(np.arange(len(rows)), empty)), feature_extractor, names
 
 
 def random_crop(
