@@ -67,7 +67,11 @@ def test_speed_benchmark_prints_one_json_line_with_every_variant():
 @pytest.mark.parametrize(
     ("script", "arguments", "reported"),
     [
-        ("feature_extraction.py", ["--repeat", "1", "--corpus-records", "40"], "records_per_s_num_proc_2"),
+        (
+            "feature_extraction.py",
+            ["--repeat", "1", "--corpus-records", "40", "--corpus-repeats", "1"],
+            "records_per_s_num_proc_2",
+        ),
         ("probe_cache.py", ["--preset", "tiny", "--epochs", "1"], "per_epoch_speedup"),
         ("bf16_accuracy.py", ["--preset", "tiny"], "test_macro_auroc_bf16"),
         ("training_crops.py", ["--repeat", "1"], "paper_crop_vs_precomputed"),

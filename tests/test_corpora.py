@@ -505,6 +505,12 @@ def test_streamed_source_is_prepared_at_the_model_rate_without_a_raw_cache(tmp_p
     assert [f["filename"] for f in again.cache_files] == [f["filename"] for f in rows.cache_files]
     parallel, _, _ = prepare_streamed_records(stream, extractor, num_proc=2, cache_dir=tmp_path / "parallel")
     assert parallel["record_id"] == rows["record_id"]
+    # a stream transformed after loading has no `record_source`: read through the `IterableDataset`, same rows
+    transformed = stream.select_columns(list(stream.column_names))
+    assert getattr(stream, "record_source", None) and getattr(transformed, "record_source", None) is None
+    generic, _, _ = prepare_streamed_records(transformed, extractor, num_proc=2, cache_dir=tmp_path / "generic")
+    assert generic["record_id"] == rows["record_id"]
+    np.testing.assert_array_equal(generic.with_format("numpy")["signal"], rows.with_format("numpy")["signal"])
 
     padded, padder, named = prepare_streamed_records(stream, extractor, short_records="pad", cache_dir=tmp_path / "p")
     assert len(padded) == 24 and sorted(named) == sorted(dropped) and padder.min_duration == 0.0

@@ -101,6 +101,20 @@ def test_resampling_keeps_duration_and_frequency(target_rate, expected_samples):
     assert dominant_frequency(out[3], target_rate) == pytest.approx(7.0, abs=0.1)
 
 
+@pytest.mark.parametrize(("source_rate", "target_rate"), [(400, 100), (500, 250), (360, 100), (257, 100), (1000, 500)])
+def test_resampling_filter_designed_once_gives_scipys_output_bit_for_bit(source_rate, target_rate):
+    """The polyphase filter is designed once per rate pair; the output is what `resample_poly` designs each call."""
+    from scipy.signal import resample_poly
+
+    extractor = EcgPmaFeatureExtractor(sampling_rate=target_rate, signal_length=target_rate * 10)
+    signal = np.random.default_rng(0).normal(size=(12, source_rate * 10))
+    ours = extractor.resample(signal, source_rate)
+    again = extractor.resample(signal, source_rate)  # the cached filter is not scaled in place by the first call
+    up, down = target_rate // np.gcd(target_rate, source_rate), source_rate // np.gcd(target_rate, source_rate)
+    np.testing.assert_array_equal(ours, resample_poly(signal, up, down, axis=-1))
+    np.testing.assert_array_equal(again, ours)
+
+
 def test_stmem_preset_crops_the_center_and_band_passes():
     config = EcgPmaConfig.from_preset("vit-s-st-mem")
     extractor = EcgPmaFeatureExtractor.from_model_config(config, do_filter=True)

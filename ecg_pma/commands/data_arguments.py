@@ -117,33 +117,19 @@ def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
 SHARED_COLUMNS = ["record_id", "signal", "sampling_rate", "lead_names"]  # what every loader's rows have
 
 
-def corpus_streams(args: argparse.Namespace, all_splits: bool = False) -> list[tuple[str, str, dict]]:
+def corpus_streams(args: argparse.Namespace, all_splits: bool = False) -> list[tuple[str, str, str, dict]]:
     """
-    Each corpus of `--data` as `(format, path, {split: stream})`, read from its source files as iterated (the
-    splits used: `train`, or all). In a mixture (`--data` given more than once) the record ids become
-    `FORMAT:PATH/record_id` and the labels are left out (each corpus has its own), as `load_mixture` does.
+    Each corpus of `--data` as `(format, path, record_prefix, {split: stream})`, read from its source files as
+    iterated (the splits used: `train`, or all). In a mixture (`--data` given more than once) `record_prefix` is
+    `FORMAT:PATH/`, to be put before its record ids (and its labels are left out: each corpus has its own), as
+    `load_mixture` does; otherwise empty.
     """
-    from datasets import Features, Sequence, Value
-
     specs = corpus_specs(args)
     corpora = []
     for data_format, path in specs:
         corpus = load_raw_records(args, data_format, path, streaming=True)
         splits = {split: stream for split, stream in corpus.items() if all_splits or split == "train"}
-        if len(specs) > 1:
-            prefix = f"{data_format}:{path}/"
-            for split, stream in splits.items():
-                stream = stream.select_columns(SHARED_COLUMNS)
-                features = Features({**stream.features, "labels": Sequence(Value("float32"))})
-                splits[split] = stream.map(
-                    lambda batch, prefix=prefix: {
-                        "record_id": [prefix + name for name in batch["record_id"]],
-                        "labels": [[] for _ in batch["record_id"]],
-                    },
-                    batched=True,
-                    features=features,
-                )
-        corpora.append((data_format, path, splits))
+        corpora.append((data_format, path, f"{data_format}:{path}/" if len(specs) > 1 else "", splits))
     return corpora
 
 
@@ -158,7 +144,16 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
     from ..data import stream_training_records
 
     corpora = corpus_streams(args, all_splits)
-    streams = [concatenate_datasets(list(splits.values())) for _, _, splits in corpora]
+    streams = []
+    for _, _, prefix, splits in corpora:
+        selected = concatenate_datasets([split.select_columns(SHARED_COLUMNS) for split in splits.values()])
+        streams.append(
+            selected.map(
+                lambda batch, prefix=prefix: {"record_id": [prefix + name for name in batch["record_id"]]},
+                batched=True,
+                features=selected.features,
+            )
+        )
     records = streams[0] if len(streams) == 1 else interleave_datasets(streams, stopping_strategy="all_exhausted")
     train = stream_training_records(records, extractor, seed=seed, shuffle_buffer=args.shuffle_buffer)
     protocol = {
@@ -166,7 +161,7 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
         f"{args.shuffle_buffer} records)",
         "short_records": "drop (named in the log)",
         "corpora": [
-            {"format": data_format, "path": str(path), "records": "streamed"} for data_format, path, _ in corpora
+            {"format": data_format, "path": str(path), "records": "streamed"} for data_format, path, _, _ in corpora
         ],
         "splits": "all" if all_splits else "train",
     }
@@ -190,7 +185,7 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
         _, splits, protocol = load_training_data(args, extractor, seed=seed, all_splits=all_splits)
         return splits["train"], protocol
     parts, dropped, counts = [], {}, []
-    for data_format, path, splits in corpus_streams(args, all_splits):
+    for data_format, path, prefix, splits in corpus_streams(args, all_splits):
         counts.append({"format": data_format, "path": str(path), "records": {}})
         for split, stream in splits.items():
             rows, crop_extractor, names = prepare_streamed_records(
@@ -201,6 +196,8 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
                 cache_dir=args.cache_dir,
                 short_records=args.short_records,
                 split=split,
+                record_prefix=prefix,
+                keep_labels=not prefix,
             )
             parts.append(rows)
             dropped.setdefault(split, []).extend(names)

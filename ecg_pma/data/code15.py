@@ -80,8 +80,36 @@ def open_tracings(path: str, need_exam_ids: bool):
     return handle, tracings, exam_ids
 
 
+def exam_columns(rows: list[dict]) -> dict[str, np.ndarray]:
+    """
+    The exams' metadata rows as one array per field: what a chunk carries. `datasets` hashes every chunk to key its
+    cache, object by object: arrays hash in one piece, where a dict per exam took a tenth of a millisecond each.
+    """
+    return {
+        "record_id": np.array([row["record_id"] for row in rows], dtype=str),
+        "patient_id": np.array([row["patient_id"] for row in rows], dtype=str),
+        "labels": np.array([row["labels"] for row in rows], dtype=np.float32).reshape(len(rows), len(CODE_LABELS)),
+        "age": np.array([np.nan if row["age"] is None else row["age"] for row in rows], dtype=np.float64),
+        "is_male": np.array([-1 if row["is_male"] is None else int(row["is_male"]) for row in rows], dtype=np.int8),
+    }
+
+
+def exam_row(columns: dict[str, np.ndarray], index: int) -> dict:
+    """Row `index` of `exam_columns` back in the loader's columns."""
+    labels = columns["labels"][index]
+    age, is_male = columns["age"][index], columns["is_male"][index]
+    return {
+        "record_id": str(columns["record_id"][index]),
+        "labels": labels.tolist(),
+        "label_ids": np.flatnonzero(labels).tolist(),
+        "patient_id": str(columns["patient_id"][index]),
+        "age": None if np.isnan(age) else float(age),
+        "is_male": None if is_male < 0 else bool(is_male),
+    }
+
+
 def _generate_code_rows(chunks: list[dict], lead_names: list[str]):
-    """Rows of one or more chunks, each `{"file", "positions", "rows"}` of exams stored in one HDF5 file."""
+    """Rows of one or more chunks, each `{"file", "positions", "exams"}` (`exam_columns`) of exams in one HDF5 file."""
     for chunk in chunks:
         handle, tracings, _ = open_tracings(chunk["file"], need_exam_ids=False)
         with handle:
@@ -91,7 +119,7 @@ def _generate_code_rows(chunks: list[dict], lead_names: list[str]):
                 batch = order[start : start + READ_BATCH]
                 signals = tracings[positions[batch].tolist()]
                 for signal, index in zip(signals, batch):
-                    row = chunk["rows"][index]
+                    row = exam_row(chunk["exams"], index)
                     where = f"CODE HDF5 file {chunk['file']!r}, exam {row['record_id']}"
                     if not np.isfinite(signal).all():
                         raise ValueError(f"{where}: {int((~np.isfinite(signal)).sum())} NaN/inf samples.")
@@ -132,8 +160,8 @@ def build_code_splits(
                     {
                         "file": path,
                         "signature": signature,
-                        "positions": [position for position, _ in part],
-                        "rows": [row for _, row in part],
+                        "positions": np.array([position for position, _ in part], dtype=np.int64),
+                        "exams": exam_columns([row for _, row in part]),
                     }
                 )
     if streaming:

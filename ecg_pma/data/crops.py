@@ -13,6 +13,7 @@ are returned so a run can write them into its results) or zero-padded, never a c
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import zlib
 
@@ -24,6 +25,7 @@ from datasets import Array2D, Dataset, DatasetDict, Features, IterableDataset, S
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, EcgRecord
 from .preprocessing import extract_features
+from .records import RecordSource
 
 
 logger = logging.getLogger(__name__)
@@ -175,44 +177,69 @@ def prepare_records(
 # The streamed source is read in this many contiguous parts (what `num_proc` processes share): fixed, so that the
 # cache does not depend on `num_proc`.
 STREAM_PARTS = 64
+READ_BATCH = 64  # records decoded at once from a stream without a `record_source`
+
+
+def _stream_parts(records: IterableDataset) -> tuple[RecordSource | IterableDataset, list]:
+    """
+    What [`_streamed_model_rate_rows`] reads and its parts: the loader's `record_source` (without its items) and
+    contiguous sub-lists of its items; or else the stream and shard numbers.
+    """
+    source = getattr(records, "record_source", None)
+    if source is None:
+        return records, list(range(min(records.n_shards, STREAM_PARTS)))
+    bounds = np.linspace(0, len(source.items), min(len(source.items), STREAM_PARTS) + 1).round().astype(int)
+    parts = [source.items[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+    return dataclasses.replace(source, items=[]), parts
+
+
+def _raw_rows(reader: RecordSource | IterableDataset, part, num_parts: int):
+    """The raw rows of one part: read through the loader's `RecordSource`, else from a shard of the stream."""
+    if isinstance(reader, RecordSource):
+        for row in reader.read(part):
+            yield row["record_id"], row["signal"], row["sampling_rate"], row["lead_names"], row["labels"]
+        return
+    shard = reader.shard(num_shards=num_parts, index=part).with_format("numpy")
+    for batch in shard.iter(batch_size=READ_BATCH):
+        yield from zip(
+            batch["record_id"], batch["signal"], batch["sampling_rate"], batch["lead_names"], batch["labels"]
+        )
 
 
 def _streamed_model_rate_rows(
-    parts: list[int],
-    records: IterableDataset,
+    parts: list,
+    reader: RecordSource | IterableDataset,
     num_parts: int,
     feature_extractor: EcgPmaFeatureExtractor,
     storage_dtype: str,
     needed_seconds: float,
     short_records: str,
+    record_prefix: str,
+    keep_labels: bool,
 ):
     num_leads = len(feature_extractor.lead_names)
     for part in parts:
-        shard = records.shard(num_shards=num_parts, index=part).with_format("numpy")
-        for batch in shard.iter(batch_size=READ_BATCH):
-            for values in zip(
-                batch["record_id"], batch["signal"], batch["sampling_rate"], batch["lead_names"], batch["labels"]
-            ):
-                record_id, signal, sampling_rate = values[:3]
-                if len(signal) / sampling_rate < needed_seconds and short_records != "pad":
-                    seconds = f"{len(signal) / sampling_rate:g} s"
-                    if short_records == "raise":
-                        raise ValueError(
-                            f"Record {str(record_id)!r}: {seconds}, shorter than the {needed_seconds:g} s the model "
-                            "needs. Set short_records='drop' or 'pad'."
-                        )
-                    # an empty row marks it: [`prepare_streamed_records`] names it and leaves it out
-                    yield {
-                        "record_id": str(record_id),
-                        "signal": np.zeros((0, num_leads), dtype=storage_dtype),
-                        "present_leads": [False] * num_leads,
-                        "labels": values[4],
-                    }
-                    continue
-                yield from model_rate_rows(feature_extractor, storage_dtype, *values)
-
-
-READ_BATCH = 64  # records decoded from the stream at once
+        for record_id, signal, sampling_rate, lead_names, labels in _raw_rows(reader, part, num_parts):
+            record_id = record_prefix + str(record_id)
+            labels = labels if keep_labels else []
+            if len(signal) / sampling_rate < needed_seconds and short_records != "pad":
+                seconds = f"{len(signal) / sampling_rate:g} s"
+                if short_records == "raise":
+                    raise ValueError(
+                        f"Record {record_id!r}: {seconds}, shorter than the {needed_seconds:g} s the model "
+                        "needs. Set short_records='drop' or 'pad'."
+                    )
+                # an empty row marks it: [`prepare_streamed_records`] names it and leaves it out
+                yield {
+                    "record_id": record_id,
+                    "signal": np.zeros((0, num_leads), dtype=storage_dtype),
+                    "present_leads": [False] * num_leads,
+                    "labels": labels,
+                }
+                continue
+            yield from model_rate_rows(
+                feature_extractor, storage_dtype, record_id, signal, sampling_rate, lead_names, labels
+            )
 
 
 def prepare_streamed_records(
@@ -223,14 +250,17 @@ def prepare_streamed_records(
     cache_dir=None,
     short_records: str = "drop",
     split: str = "train",
+    record_prefix: str = "",
+    keep_labels: bool = True,
 ) -> tuple[Dataset, EcgPmaFeatureExtractor, list[str]]:
     """
     A loader's `streaming=True` split -> the model-rate rows of [`prepare_records`], written straight from the source
     files (HDF5, WFDB) into Arrow shards by `num_proc` processes, with no cache of the raw signals in between: what
     pre-training on a large corpus needs (for MIMIC-IV-ECG the raw cache alone would take ~190 GB). A second run with
     the same files and settings reads the cache. Short records follow `short_records` as in
-    [`handle_short_records`]. Returns the rows, the extractor to crop them with and the record ids dropped (or
-    padded).
+    [`handle_short_records`]. `record_prefix` is put before every record id and `keep_labels=False` leaves the
+    labels out (empty lists), as a mixture of corpora needs. Returns the rows, the extractor to crop them with and
+    the record ids dropped (or padded).
     """
     if short_records not in SHORT_RECORD_POLICIES:
         raise ValueError(f"Unknown `short_records` {short_records!r}; expected one of {SHORT_RECORD_POLICIES}.")
@@ -240,24 +270,27 @@ def prepare_streamed_records(
             raise ValueError("short_records='pad' cannot make a `segment_seconds` segment: use short_records='drop'.")
         feature_extractor = copy.deepcopy(feature_extractor)
         feature_extractor.min_duration = 0.0
-    features = model_rate_features(feature_extractor, records.features["labels"], storage_dtype)
-    num_parts = min(records.n_shards, STREAM_PARTS)
-    if not num_parts or next(iter(records.take(1)), None) is None:  # an empty split: `datasets` writes no table
+    labels = records.features["labels"] if keep_labels else Sequence(Value("float32"))
+    features = model_rate_features(feature_extractor, labels, storage_dtype)
+    reader, parts = _stream_parts(records)
+    if not parts or next(iter(records.take(1)), None) is None:  # an empty split: `datasets` writes no table
         return Dataset.from_dict({name: [] for name in features}, features=features), feature_extractor, []
     rows = Dataset.from_generator(
         _streamed_model_rate_rows,
         features=features,
         gen_kwargs={
-            "parts": list(range(num_parts)),
-            "records": records,
-            "num_parts": num_parts,
+            "parts": parts,
+            "reader": reader,
+            "num_parts": len(parts),
             "feature_extractor": feature_extractor,
             "storage_dtype": storage_dtype,
             "needed_seconds": needed,
             "short_records": short_records,
+            "record_prefix": record_prefix,
+            "keep_labels": keep_labels,
         },
         cache_dir=str(cache_dir) if cache_dir is not None else None,
-        num_proc=num_proc if num_proc and num_proc > 1 and num_parts >= num_proc else None,
+        num_proc=num_proc if num_proc and num_proc > 1 and len(parts) >= num_proc else None,
         split=datasets.NamedSplit(split),
         writer_batch_size=READ_BATCH,
     )

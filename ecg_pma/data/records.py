@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -125,19 +126,38 @@ def build_splits(
     return DatasetDict(splits)
 
 
+@dataclass
+class RecordSource:
+    """
+    Where one split's raw records come from, with nothing in between: `generator(**{key: items}, **kwargs)` yields the
+    loader's rows (numpy signals), any sub-list of `items` (files, chunks of exams) its share of them. A loader's
+    `streaming=True` split carries it as `record_source`: [`prepare_streamed_records`] reads the rows through it,
+    without the `IterableDataset`'s per-row encoding and formatting (a fifth of the time per record).
+    """
+
+    generator: Callable[..., Iterator[dict]]
+    key: str
+    items: list
+    kwargs: dict
+
+    def read(self, items: list | None = None) -> Iterator[dict]:
+        return self.generator(**{self.key: self.items if items is None else items}, **self.kwargs)
+
+
 def stream_splits(
     sources_by_split: dict[str, list], features: Features, generator, key: str, gen_kwargs: dict
 ) -> IterableDatasetDict:
     """One `IterableDataset` per split over `generator(**{key: sources}, **gen_kwargs)`: nothing written to disk; the
-    `sources` list is what data-loader workers and `split_dataset_by_node` share out (one shard per item)."""
-    return IterableDatasetDict(
-        {
-            split: IterableDataset.from_generator(
-                generator, features=features, gen_kwargs={key: list(sources), **gen_kwargs}
-            )
-            for split, sources in sources_by_split.items()
-        }
-    )
+    `sources` list is what data-loader workers and `split_dataset_by_node` share out (one shard per item). Each
+    carries its [`RecordSource`] as `record_source` (lost, as it should be, by any transform of the stream)."""
+    splits = {}
+    for split, sources in sources_by_split.items():
+        stream = IterableDataset.from_generator(
+            generator, features=features, gen_kwargs={key: list(sources), **gen_kwargs}
+        )
+        stream.record_source = RecordSource(generator, key, list(sources), dict(gen_kwargs))
+        splits[split] = stream
+    return IterableDatasetDict(splits)
 
 
 def path_inside(root: str | os.PathLike, relative: str, what: str) -> str:
