@@ -1,9 +1,10 @@
 """
 Private resident memory while loading and iterating a corpus, at two corpus sizes: a synthetic CODE-15%-layout corpus
-(`exams.csv` + `exams_part*.hdf5`, 400 Hz, zero-padded to 4,096 samples) of a few thousand exams, read into the Arrow
-cache (`load_code15`), resampled once to the model rate (`prepare_records`, memory-mapped) and iterated one random
-crop per record through a DataLoader; then the same corpus streamed from the HDF5 files (`streaming=True`, shuffle
-buffer). Bounded memory = the peak does not grow with the corpus. Prints one JSON line.
+(`exams.csv` + `exams_part*.hdf5`, 400 Hz, zero-padded to 4,096 samples) of a few thousand exams, read straight into
+model-rate Arrow shards (`prepare_streamed_records`, what `pretrain` does) and iterated one random crop per record
+through a DataLoader, memory-mapped; then the same corpus streamed from the HDF5 files (`stream_training_records`,
+shuffle buffer, what `pretrain --streaming` does). Each measurement in a fresh process. Bounded memory = the peak does
+not grow with the corpus. Prints one JSON line.
 
     python benchmarks/corpus_memory.py [--sizes 1000 3000]
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +28,16 @@ from common import machine_info
 from torch.utils.data import DataLoader
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
-from ecg_pma.data import build_training_splits, load_code15, stream_training_records
+from ecg_pma.data import EcgTrainingDataset, load_code15, stream_training_records
 from ecg_pma.data.code15 import CODE_LABELS
-from ecg_pma.data.crops import fix_malloc_mmap_threshold
+from ecg_pma.data.crops import fix_malloc_mmap_threshold, prepare_streamed_records
 from ecg_pma.training import EcgDataCollator
 
 
-EXAMS_PER_FILE = 1000
+# Exams per HDF5 file. Streaming reads up to ten files (shards) at once to fill its shuffle buffer (`datasets`'
+# `max_buffer_input_shards`), each holding one read batch: a real corpus (CODE-15%: 18 files cut into 345 shards of
+# 1,000 exams) is always past ten shards, so the synthetic one is written in small files to be there too.
+EXAMS_PER_FILE = 100
 
 
 def resident_mb() -> float:
@@ -78,48 +84,56 @@ def iterate(dataset, config, peak: list[float]) -> int:
     return rows
 
 
-def measure(exams: int, config, extractor, workdir: Path) -> dict:
-    root = workdir / f"corpus{exams}"
-    write_corpus(root, exams)
+def measure(mode: str, root: Path, cache: Path) -> dict:
+    """
+    One mode on one corpus, in this (fresh) process: `cached` reads the HDF5 files straight into model-rate Arrow
+    shards (`prepare_streamed_records`, as `pretrain` does) and iterates one random crop per record, memory-mapped;
+    `streamed` crops the records as they are read (`stream_training_records`, as `pretrain --streaming` does).
+    """
+    config = EcgPmaConfig.from_preset("vit-b-paper")
+    extractor = EcgPmaFeatureExtractor.from_model_config(config)
+    if mode == "streamed":
+        fix_malloc_mmap_threshold()  # as `pretrain --streaming` does
     baseline = resident_mb()
-    start = time.perf_counter()
-    raw = load_code15(root, cache_dir=workdir / f"cache{exams}", validation_fraction=0, test_fraction=0)
-    after_load = resident_mb()
-    train = build_training_splits(raw, extractor)[0]["train"]
-    after_prepare = resident_mb()
+    stream = load_code15(root, streaming=True, validation_fraction=0, test_fraction=0)["train"]
     peak: list[float] = []
-    cached_rows = iterate(train, config, peak)
-    cached = {
-        "rows": cached_rows,
-        "seconds": round(time.perf_counter() - start, 1),
-        "rss_growth_load_mb": round(after_load - baseline, 1),
-        "rss_growth_prepare_mb": round(after_prepare - baseline, 1),
-        "rss_growth_peak_iterating_mb": round(max(peak) - baseline, 1),
-    }
-    fix_malloc_mmap_threshold()  # as `pretrain --streaming` does
-    baseline = resident_mb()
-    streamed = load_code15(root, streaming=True, validation_fraction=0, test_fraction=0)["train"]
-    peak = []
-    stream = stream_training_records(streamed, extractor, shuffle_buffer=256).with_format("torch")
-    streamed_rows = iterate(stream, config, peak)
-    return {
-        "cached": cached,
-        "streamed": {"rows": streamed_rows, "rss_growth_peak_iterating_mb": round(max(peak) - baseline, 1)},
-    }
+    if mode == "cached":
+        start = time.perf_counter()
+        rows, extractor, _ = prepare_streamed_records(stream, extractor, cache_dir=cache)
+        prepared = resident_mb()
+        count = iterate(EcgTrainingDataset(rows, extractor), config, peak)
+        return {
+            "rows": count,
+            "seconds": round(time.perf_counter() - start, 1),
+            "rss_growth_prepare_mb": round(prepared - baseline, 1),
+            "rss_growth_peak_iterating_mb": round(max(peak) - baseline, 1),
+        }
+    count = iterate(stream_training_records(stream, extractor, shuffle_buffer=256).with_format("torch"), config, peak)
+    return {"rows": count, "rss_growth_peak_iterating_mb": round(max(peak) - baseline, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000])
+    parser.add_argument("--measure", nargs=3, metavar=("MODE", "CORPUS", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     datasets.disable_progress_bars()
     torch.set_num_threads(1)
-    config = EcgPmaConfig.from_preset("vit-b-paper")
-    extractor = EcgPmaFeatureExtractor.from_model_config(config)
+    if args.measure:  # one measurement, in a fresh process started by the loop below
+        mode, root, cache = args.measure
+        print(json.dumps(measure(mode, Path(root), Path(cache))))
+        return
     report = {"benchmark": "corpus_memory", **machine_info(), "corpora": {}}
     with tempfile.TemporaryDirectory() as workdir:
         for exams in args.sizes:
-            report["corpora"][str(exams)] = measure(exams, config, extractor, Path(workdir))
+            root = Path(workdir) / f"corpus{exams}"
+            write_corpus(root, exams)
+            report["corpora"][str(exams)] = {}
+            for mode in ("cached", "streamed"):
+                # each in a fresh process: what one measurement allocated cannot shift the next one's baseline
+                command = [sys.executable, __file__, "--measure", mode, str(root), f"{workdir}/cache{exams}"]
+                result = subprocess.run(command, capture_output=True, text=True, check=True)
+                report["corpora"][str(exams)][mode] = json.loads(result.stdout.strip().splitlines()[-1])
     small, large = (report["corpora"][str(size)] for size in (min(args.sizes), max(args.sizes)))
     report["peak_growth_ratio_large_vs_small"] = {
         mode: round(
