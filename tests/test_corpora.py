@@ -505,9 +505,9 @@ def test_streamed_source_is_prepared_at_the_model_rate_without_a_raw_cache(tmp_p
     assert [f["filename"] for f in again.cache_files] == [f["filename"] for f in rows.cache_files]
     parallel, _, _ = prepare_streamed_records(stream, extractor, num_proc=2, cache_dir=tmp_path / "parallel")
     assert parallel["record_id"] == rows["record_id"]
-    # a stream transformed after loading has no `record_source`: read through the `IterableDataset`, same rows
+    # a stream transformed after loading has no `record_reader`: read through the `IterableDataset`, same rows
     transformed = stream.select_columns(list(stream.column_names))
-    assert getattr(stream, "record_source", None) and getattr(transformed, "record_source", None) is None
+    assert getattr(stream, "record_reader", None) and getattr(transformed, "record_reader", None) is None
     generic, _, _ = prepare_streamed_records(transformed, extractor, num_proc=2, cache_dir=tmp_path / "generic")
     assert generic["record_id"] == rows["record_id"]
     np.testing.assert_array_equal(generic.with_format("numpy")["signal"], rows.with_format("numpy")["signal"])
@@ -517,3 +517,26 @@ def test_streamed_source_is_prepared_at_the_model_rate_without_a_raw_cache(tmp_p
     with pytest.raises(DatasetGenerationError) as raised:
         prepare_streamed_records(stream, extractor, short_records="raise", cache_dir=tmp_path / "r")
     assert re.search(r"Record '1000': 7 s, shorter than the 10 s", str(raised.value.__cause__))
+
+
+def test_each_process_streams_its_own_shards(tmp_path):
+    """`stream_share`: with at least as many shards as processes each process gets whole shards (it opens only its
+    own files), the shares are disjoint and together the whole corpus; with fewer, one record in `num_processes`."""
+    from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
+    from ecg_pma.data import stream_training_records
+    from ecg_pma.training.pretrain import stream_share
+
+    small_code15(tmp_path / "code15")
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    physionet = load_physionet2021(shared_data_dir("physionet2021"), streaming=True)["train"]
+    code15 = load_code15(tmp_path / "code15", streaming=True, validation_fraction=0, test_fraction=0)["train"]
+    for records, shards, expected in ((physionet, 29, 29), (code15, 2, 18)):
+        stream = stream_training_records(records, extractor, seed=1, shuffle_buffer=4)
+        assert stream.n_shards == shards
+        shares = [stream_share(stream, rank, 2) for rank in (0, 1)]
+        assert sorted(share.n_shards for share in shares) == [shards // 2, shards - shards // 2]  # files, not records
+        ids = [[row["record_id"] for row in share] for share in shares]
+        assert not set(ids[0]) & set(ids[1]) and len(ids[0]) + len(ids[1]) == expected
+    shares = [stream_share(stream, rank, 3) for rank in range(3)]  # two shards, three processes
+    ids = [[row["record_id"] for row in share] for share in shares]
+    assert sorted(sum(ids, [])) == sorted(row["record_id"] for row in stream) and all(ids)

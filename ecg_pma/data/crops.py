@@ -25,7 +25,7 @@ from datasets import Array2D, Dataset, DatasetDict, Features, IterableDataset, S
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, EcgRecord
 from .preprocessing import extract_features
-from .records import RecordSource
+from .records import RecordReader
 
 
 logger = logging.getLogger(__name__)
@@ -177,15 +177,15 @@ def prepare_records(
 # The streamed source is read in this many contiguous parts (what `num_proc` processes share): fixed, so that the
 # cache does not depend on `num_proc`.
 STREAM_PARTS = 64
-READ_BATCH = 64  # records decoded at once from a stream without a `record_source`
+READ_BATCH = 64  # records decoded at once from a stream without a `record_reader`
 
 
-def _stream_parts(records: IterableDataset) -> tuple[RecordSource | IterableDataset, list]:
+def _stream_parts(records: IterableDataset) -> tuple[RecordReader | IterableDataset, list]:
     """
-    What [`_streamed_model_rate_rows`] reads and its parts: the loader's `record_source` (without its items) and
+    What [`_streamed_model_rate_rows`] reads and its parts: the loader's `record_reader` (without its items) and
     contiguous sub-lists of its items; or else the stream and shard numbers.
     """
-    source = getattr(records, "record_source", None)
+    source = getattr(records, "record_reader", None)
     if source is None:
         return records, list(range(min(records.n_shards, STREAM_PARTS)))
     bounds = np.linspace(0, len(source.items), min(len(source.items), STREAM_PARTS) + 1).round().astype(int)
@@ -193,9 +193,9 @@ def _stream_parts(records: IterableDataset) -> tuple[RecordSource | IterableData
     return dataclasses.replace(source, items=[]), parts
 
 
-def _raw_rows(reader: RecordSource | IterableDataset, part, num_parts: int):
-    """The raw rows of one part: read through the loader's `RecordSource`, else from a shard of the stream."""
-    if isinstance(reader, RecordSource):
+def _raw_rows(reader: RecordReader | IterableDataset, part, num_parts: int):
+    """The raw rows of one part: read through the loader's `RecordReader`, else from a shard of the stream."""
+    if isinstance(reader, RecordReader):
         for row in reader.read(part):
             yield row["record_id"], row["signal"], row["sampling_rate"], row["lead_names"], row["labels"]
         return
@@ -208,7 +208,7 @@ def _raw_rows(reader: RecordSource | IterableDataset, part, num_parts: int):
 
 def _streamed_model_rate_rows(
     parts: list,
-    reader: RecordSource | IterableDataset,
+    reader: RecordReader | IterableDataset,
     num_parts: int,
     feature_extractor: EcgPmaFeatureExtractor,
     storage_dtype: str,

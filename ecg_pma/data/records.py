@@ -127,11 +127,11 @@ def build_splits(
 
 
 @dataclass
-class RecordSource:
+class RecordReader:
     """
-    Where one split's raw records come from, with nothing in between: `generator(**{key: items}, **kwargs)` yields the
+    How one split's raw records are read, with nothing in between: `generator(**{key: items}, **kwargs)` yields the
     loader's rows (numpy signals), any sub-list of `items` (files, chunks of exams) its share of them. A loader's
-    `streaming=True` split carries it as `record_source`: [`prepare_streamed_records`] reads the rows through it,
+    `streaming=True` split carries it as `record_reader`: [`prepare_streamed_records`] reads the rows through it,
     without the `IterableDataset`'s per-row encoding and formatting (a fifth of the time per record).
     """
 
@@ -149,13 +149,13 @@ def stream_splits(
 ) -> IterableDatasetDict:
     """One `IterableDataset` per split over `generator(**{key: sources}, **gen_kwargs)`: nothing written to disk; the
     `sources` list is what data-loader workers and `split_dataset_by_node` share out (one shard per item). Each
-    carries its [`RecordSource`] as `record_source` (lost, as it should be, by any transform of the stream)."""
+    carries its [`RecordReader`] as `record_reader` (lost, as it should be, by any transform of the stream)."""
     splits = {}
     for split, sources in sources_by_split.items():
         stream = IterableDataset.from_generator(
             generator, features=features, gen_kwargs={key: list(sources), **gen_kwargs}
         )
-        stream.record_source = RecordSource(generator, key, list(sources), dict(gen_kwargs))
+        stream.record_reader = RecordReader(generator, key, list(sources), dict(gen_kwargs))
         splits[split] = stream
     return IterableDatasetDict(splits)
 

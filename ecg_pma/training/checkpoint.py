@@ -202,6 +202,10 @@ def set_random_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+# The progress fields that differ between processes (each its own pass over its share of a streamed corpus).
+DATA_POSITION = ("epoch", "batches_in_epoch")
+
+
 def save_training_state(
     directory: str | Path,
     model_state: dict[str, torch.Tensor],
@@ -212,8 +216,8 @@ def save_training_state(
     is_main_process: bool,
 ) -> None:
     """
-    Writes one checkpoint folder's files, each atomically; every process writes its random state, the main process the
-    rest. Once every process is done, the main process calls `write_manifest`: until then the folder is unfinished.
+    Writes one checkpoint folder's files, each atomically; every process writes its random state and its position in
+    the data, the main process the rest. Once every process is done, the main process calls `write_manifest`: until then the folder is unfinished.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -222,6 +226,9 @@ def save_training_state(
     rng_tensors, rng_meta = random_state()
     save_file_atomically(rng_tensors, directory / f"random_state_{process_index}.safetensors")
     write_text_atomically(directory / f"random_state_{process_index}.json", json.dumps(rng_meta))
+    # where this process is in its data: processes reading their own share of a stream end their passes apart
+    position = {key: progress[key] for key in DATA_POSITION if key in progress}
+    write_text_atomically(directory / f"data_position_{process_index}.json", json.dumps(position))
     if not is_main_process:
         return
     model_tensors = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
@@ -236,7 +243,8 @@ def save_training_state(
 def load_training_state(
     directory: str | Path, model: torch.nn.Module, optimizer, scheduler, process_index: int
 ) -> dict:
-    """Restores what `save_training_state` wrote into `model`, `optimizer` and `scheduler`; returns the progress."""
+    """Restores what `save_training_state` wrote into `model`, `optimizer` and `scheduler`; returns the progress (with
+    this process's own position in the data)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"No checkpoint folder {directory}.")
@@ -262,7 +270,11 @@ def load_training_state(
     else:
         # saved by fewer processes than resume it: this one starts from the seed (not bit-identical from here on)
         logger.warning(f"Checkpoint {directory} has no random state of process {process_index}; it starts fresh.")
-    return json.loads((directory / "progress.json").read_text())
+    progress = json.loads((directory / "progress.json").read_text())
+    position_file = directory / f"data_position_{process_index}.json"
+    if position_file.exists():
+        progress.update(json.loads(position_file.read_text()))
+    return progress
 
 
 def list_checkpoints(checkpoint_dir: str | Path, finished_only: bool = True) -> list[Path]:

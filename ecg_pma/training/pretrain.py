@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import compile_regions, set_seed
 from datasets import Dataset, IterableDataset
+from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -195,14 +196,23 @@ def pretrain(
     refuse_sharded_training(accelerator)
     set_seed(args.seed)
 
-    dataloader = pretraining_dataloader(train_dataset, args, model.config)
+    streamed = isinstance(train_dataset, IterableDataset)
     schedule = pretraining_schedule(train_dataset, args, accelerator.num_processes)
+    if streamed:
+        train_dataset = stream_share(train_dataset, accelerator.process_index, accelerator.num_processes)
+    dataloader = pretraining_dataloader(train_dataset, args, model.config)
     optimizer = torch.optim.AdamW(
         parameter_groups(model, args.weight_decay), lr=schedule.learning_rate, betas=tuple(args.adam_betas)
     )
     # Stepped once per optimizer step here; Accelerate's scheduler wrapper would step it once per process.
     scheduler = get_cosine_schedule_with_warmup(optimizer, schedule.warmup_steps, schedule.total_steps)
-    model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
+    if streamed:
+        # Split by node above, so not prepared (Accelerate would split it again); and without a prepared loader,
+        # gradients are synchronised every `gradient_accumulation_steps` batches on every process alike, whichever
+        # process ends a pass over its share first.
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
     if args.torch_compile:
         # Here rather than through `Accelerator(dynamo_plugin=...)`: Accelerate keeps that setting process-wide, so a
         # second `pretrain` call in the same process would silently keep the first call's choice.
@@ -222,6 +232,20 @@ def pretrain(
     save_pretrained_model(accelerator, model, output_dir, feature_extractor, progress, protocol)
     accelerator.end_training()
     return PretrainingResult(output_dir=str(output_dir), global_step=progress.global_step, losses=losses)
+
+
+def stream_share(stream: IterableDataset, process_index: int, num_processes: int) -> IterableDataset:
+    """
+    The part of a streamed corpus one of `num_processes` processes trains on: whole shards (source files, chunks of
+    exams), so that each process reads only its own, as long as there are at least as many shards as processes (the
+    shares may then differ by a shard: the training loop keeps the processes in step regardless); with fewer, every
+    process reads all and keeps one record in `num_processes` (`split_dataset_by_node`).
+    """
+    if num_processes == 1:
+        return stream
+    if stream.n_shards >= num_processes:
+        return stream.shard(num_shards=num_processes, index=process_index)
+    return split_dataset_by_node(stream, rank=process_index, world_size=num_processes)
 
 
 def pretraining_dataloader(
@@ -329,7 +353,8 @@ def train_steps(
         skip = progress.batches_in_epoch
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
         for batch in batches:
-            signals = batch["signals"]
+            signals = batch["signals"].to(accelerator.device)
+            lead_mask = batch["lead_mask"].to(accelerator.device) if batch.get("lead_mask") is not None else None
             noise = mask_noise(
                 (signals.shape[0], config.num_leads, config.num_patches),
                 args.seed,
@@ -337,7 +362,7 @@ def train_steps(
                 accelerator.process_index,
             ).to(signals.device)
             with accelerator.accumulate(model):
-                loss = model(signals, noise=noise, lead_mask=batch.get("lead_mask")).loss
+                loss = model(signals, noise=noise, lead_mask=lead_mask).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
