@@ -177,7 +177,7 @@ def prepare_records(
 # The streamed source is read in this many contiguous parts (what `num_proc` processes share): fixed, so that the
 # cache does not depend on `num_proc`.
 STREAM_PARTS = 64
-READ_BATCH = 64  # records decoded at once from a stream without a `record_reader`
+READ_BATCH = 64  # rows buffered before each Arrow write
 
 
 def _stream_parts(records: IterableDataset) -> tuple[RecordReader | IterableDataset, list]:
@@ -199,11 +199,9 @@ def _raw_rows(reader: RecordReader | IterableDataset, part, num_parts: int):
         for row in reader.read(part):
             yield row["record_id"], row["signal"], row["sampling_rate"], row["lead_names"], row["labels"]
         return
-    shard = reader.shard(num_shards=num_parts, index=part).with_format("numpy")
-    for batch in shard.iter(batch_size=READ_BATCH):
-        yield from zip(
-            batch["record_id"], batch["signal"], batch["sampling_rate"], batch["lead_names"], batch["labels"]
-        )
+    # row by row: `iter(batch_size=...)` over a transformed stream fails to join its Arrow batches in datasets 3.6
+    for row in reader.shard(num_shards=num_parts, index=part).with_format("numpy"):
+        yield row["record_id"], row["signal"], row["sampling_rate"], row["lead_names"], row["labels"]
 
 
 def _streamed_model_rate_rows(
