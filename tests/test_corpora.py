@@ -540,3 +540,35 @@ def test_each_process_streams_its_own_shards(tmp_path):
     shares = [stream_share(stream, rank, 3) for rank in range(3)]  # two shards, three processes
     ids = [[row["record_id"] for row in share] for share in shares]
     assert sorted(sum(ids, [])) == sorted(row["record_id"] for row in stream) and all(ids)
+
+
+def test_model_rate_shards_from_a_stream_are_rebuilt_when_a_record_changes(tmp_path):
+    """The shards written from a WFDB stream are keyed by each record's header size and time: an edited record is
+    read again, an unchanged folder reads the shards."""
+    import shutil
+
+    from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
+    from ecg_pma.data import load_wfdb_folder
+    from ecg_pma.data.crops import prepare_streamed_records
+
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for path in sorted(shared_data_dir("physionet2021").glob("HR0*"))[:6]:
+        shutil.copy(path, folder / path.name)
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+
+    def prepare():
+        stream = load_wfdb_folder(folder, streaming=True)["train"]
+        return prepare_streamed_records(stream, extractor, cache_dir=tmp_path / "cache")[0]
+
+    first = prepare()
+    assert [f["filename"] for f in prepare().cache_files] == [f["filename"] for f in first.cache_files]
+    record_id = first[0]["record_id"]
+    header = folder / f"{record_id}.hea"
+    lines = header.read_text().splitlines()
+    lines[0] = lines[0].replace(" 500 ", " 250 ")  # the record was at half the rate all along: twice as long
+    header.write_text("\n".join(lines) + "\n")
+    edited = prepare()
+    assert [f["filename"] for f in edited.cache_files] != [f["filename"] for f in first.cache_files]
+    by_id = {row["record_id"]: len(row["signal"]) for row in edited}
+    assert by_id[record_id] == 2 * len(first[0]["signal"])

@@ -106,12 +106,14 @@ def build_splits(
     `streaming`, an `IterableDataset` per split reading the files as it goes (a corpus larger than the disk cache).
     """
     num_leads = features["signal"].shape[1]
+    for rows in rows_by_split.values():
+        for row in rows:
+            # in the rows a cache is keyed by: this one's, or the model-rate shards written from a stream
+            row["signature"] = file_signature(row["path"] + ".hea")
     if streaming:
         return stream_splits(rows_by_split, features, _generate_rows, "rows", {"num_leads": num_leads})
     splits = {}
     for split, rows in rows_by_split.items():
-        for row in rows:
-            row["signature"] = file_signature(row["path"] + ".hea")
         if not rows:
             splits[split] = Dataset.from_dict({name: [] for name in features}, features=features)
             continue
