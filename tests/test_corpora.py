@@ -505,18 +505,27 @@ def test_streamed_source_is_prepared_at_the_model_rate_without_a_raw_cache(tmp_p
     assert [f["filename"] for f in again.cache_files] == [f["filename"] for f in rows.cache_files]
     parallel, _, _ = prepare_streamed_records(stream, extractor, num_proc=2, cache_dir=tmp_path / "parallel")
     assert parallel["record_id"] == rows["record_id"]
-    # a stream transformed after loading has no `record_reader`: read through the `IterableDataset`, same rows
-    transformed = stream.select_columns(list(stream.column_names))
-    assert getattr(stream, "record_reader", None) and getattr(transformed, "record_reader", None) is None
-    generic, _, _ = prepare_streamed_records(transformed, extractor, num_proc=2, cache_dir=tmp_path / "generic")
-    assert generic["record_id"] == rows["record_id"]
-    np.testing.assert_array_equal(generic.with_format("numpy")["signal"], rows.with_format("numpy")["signal"])
+    # a stream transformed after loading (here cut to its first 10 records) is refused, not read shard by shard
+    transformed = stream.take(10)
+    with pytest.raises(ValueError, match="has been transformed since"):
+        prepare_streamed_records(transformed, extractor, cache_dir=tmp_path / "transformed")
 
     padded, padder, named = prepare_streamed_records(stream, extractor, short_records="pad", cache_dir=tmp_path / "p")
     assert len(padded) == 24 and sorted(named) == sorted(dropped) and padder.min_duration == 0.0
     with pytest.raises(DatasetGenerationError) as raised:
         prepare_streamed_records(stream, extractor, short_records="raise", cache_dir=tmp_path / "r")
     assert re.search(r"Record '1000': 7 s, shorter than the 10 s", str(raised.value.__cause__))
+
+    # ST-MEM's 10 s segments cannot be padded: an error naming the first short record, only if there is one
+    from ecg_pma.feature_extraction_ecg_pma import ST_MEM_PREPROCESSING
+
+    segments = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"), **ST_MEM_PREPROCESSING)
+    with pytest.raises(DatasetGenerationError) as raised:
+        prepare_streamed_records(stream, segments, short_records="pad", cache_dir=tmp_path / "s")
+    assert re.search(r"Record '\d+': 7 s, .* segment cannot be padded", str(raised.value.__cause__))
+    complete = load_physionet2021(shared_data_dir("physionet2021"), streaming=True)["validation"]
+    rows, _, named = prepare_streamed_records(complete, segments, short_records="pad", cache_dir=tmp_path / "s")
+    assert len(rows) == 5 and named == []
 
 
 def test_each_process_streams_its_own_shards(tmp_path):

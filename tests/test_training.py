@@ -185,33 +185,34 @@ def test_two_process_streaming_run_reads_a_share_each_and_resumes(tmp_path):
     """
     `--streaming` under torchrun: each process reads its own share of the records (split by node, not dispatched from
     the main process), gradients stay in step although the shares end their passes apart, and each process's place in
-    its share is checkpointed and resumed.
+    its share is checkpointed and resumed: the resumed run's losses are the uninterrupted run's.
     """
-    output = tmp_path / "two-process-stream"
-    common = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "--module", "ecg_pma.cli", "pretrain", "--streaming", "--shuffle-buffer", "8",
-        "--data", str(shared_data_dir("physionet2021")), "--data-format", "physionet2021",
-        "--preset", "tiny", "--output-dir", str(output), "--batch-size", "4", "--save-steps", "4",
-        "--warmup-steps", "1",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # 29 training records, one shard each, 15 and 14 per process: 3 full batches of 4 per pass on each, so step 4
-    # is in each process's second pass
-    result = subprocess.run([*common, "--max-steps", "6"], capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-4000:]
-    log = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
-    assert [entry["step"] for entry in log] == [1, 2, 3, 4, 5, 6]
-    checkpoint = output / "checkpoints" / "step-4"
+
+    def run(output, max_steps, *extra):
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "--module", "ecg_pma.cli", "pretrain", "--streaming", "--shuffle-buffer", "8",
+            "--data", str(shared_data_dir("physionet2021")), "--data-format", "physionet2021",
+            "--preset", "tiny", "--output-dir", str(output), "--batch-size", "3", "--save-steps", "5",
+            "--warmup-steps", "1", "--max-steps", str(max_steps), *extra,
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+
+    uninterrupted = run(tmp_path / "uninterrupted", 9)
+    assert [entry["step"] for entry in uninterrupted] == list(range(1, 10))
+    # 29 training records, one shard each: 15 and 14 per process, 5 and 4 full batches of 3 per pass; at step 5 the
+    # first process has taken its first pass's last batch, the second is one batch into its second pass
+    checkpoint = tmp_path / "uninterrupted" / "checkpoints" / "step-5"
     positions = [json.loads((checkpoint / f"data_position_{rank}.json").read_text()) for rank in (0, 1)]
-    assert all(position["epoch"] == 1 for position in positions)  # both past their first pass at step 4
-    resumed = subprocess.run(
-        [*common, "--max-steps", "8", "--resume", "latest"], capture_output=True, text=True, timeout=600, env=env
+    assert positions == [{"epoch": 0, "batches_in_epoch": 5}, {"epoch": 1, "batches_in_epoch": 1}]
+    resumed = run(tmp_path / "resumed", 9, "--resume", str(checkpoint))
+    assert [entry["step"] for entry in resumed] == [6, 7, 8, 9]
+    np.testing.assert_allclose(
+        [entry["loss"] for entry in resumed], [entry["loss"] for entry in uninterrupted[5:]], rtol=1e-5
     )
-    assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert "Resumed from" in resumed.stdout + resumed.stderr
-    log = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
-    assert [entry["step"] for entry in log] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 # --------------------------------------------------------------------------------------------------- probe / finetune

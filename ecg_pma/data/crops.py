@@ -131,26 +131,20 @@ def model_rate_rows(
 
 
 def prepare_records(
-    dataset: Dataset | IterableDataset,
+    dataset: Dataset,
     feature_extractor: EcgPmaFeatureExtractor,
     num_proc: int | None = None,
     batch_size: int = 32,
     storage_dtype: str = "float32",
-    cache_dir=None,
 ) -> Dataset:
     """
     Raw records (as the loaders return them) -> one row per record (per segment) at the model rate: `record_id`,
     `signal (samples, leads)` (resampled; filtered unless the extractor filters each crop; not standardised) stored
     as `storage_dtype` (`"float16"` halves the cache; crops are computed in float64 either way), `present_leads`,
     `labels`. Written once into Arrow shards by `datasets` (`num_proc` processes); a second run reads the cache, and
-    training reads it memory-mapped.
-
-    `dataset` may be a loader's `streaming=True` split: its records are then read from the source files and written
-    at the model rate only, with no cache of the raw signals (`cache_dir`: where; the `datasets` cache by default).
-    Its records must be long enough for `feature_extractor` (see [`prepare_streamed_records`] for short ones).
+    training reads it memory-mapped. A loader's `streaming=True` split goes to [`prepare_streamed_records`] instead,
+    which writes the model-rate rows straight from the source files.
     """
-    if isinstance(dataset, IterableDataset):
-        return prepare_streamed_records(dataset, feature_extractor, num_proc, storage_dtype, cache_dir, "raise")[0]
     features = model_rate_features(feature_extractor, dataset.features["labels"], storage_dtype)
 
     def resample(batch: dict) -> dict:
@@ -174,40 +168,29 @@ def prepare_records(
     )
 
 
-# The streamed source is read in this many contiguous parts (what `num_proc` processes share): fixed, so that the
-# cache does not depend on `num_proc`.
+# A loader's stream is read in this many contiguous parts (what `num_proc` processes share): fixed, so that the cache
+# does not depend on `num_proc`.
 STREAM_PARTS = 64
-READ_BATCH = 64  # rows buffered before each Arrow write
+WRITER_BATCH_SIZE = 64  # rows buffered before each Arrow write
 
 
-def _stream_parts(records: IterableDataset) -> tuple[RecordReader | IterableDataset, list]:
-    """
-    What [`_streamed_model_rate_rows`] reads and its parts: the loader's `record_reader` (without its items) and
-    contiguous sub-lists of its items; or else the stream and shard numbers.
-    """
-    source = getattr(records, "record_reader", None)
-    if source is None:
-        return records, list(range(min(records.n_shards, STREAM_PARTS)))
-    bounds = np.linspace(0, len(source.items), min(len(source.items), STREAM_PARTS) + 1).round().astype(int)
-    parts = [source.items[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
-    return dataclasses.replace(source, items=[]), parts
-
-
-def _raw_rows(reader: RecordReader | IterableDataset, part, num_parts: int):
-    """The raw rows of one part: read through the loader's `RecordReader`, else from a shard of the stream."""
-    if isinstance(reader, RecordReader):
-        for row in reader.read(part):
-            yield row["record_id"], row["signal"], row["sampling_rate"], row["lead_names"], row["labels"]
-        return
-    # row by row: `iter(batch_size=...)` over a transformed stream fails to join its Arrow batches in datasets 3.6
-    for row in reader.shard(num_shards=num_parts, index=part).with_format("numpy"):
-        yield row["record_id"], row["signal"], row["sampling_rate"], row["lead_names"], row["labels"]
+def _stream_parts(records: IterableDataset) -> tuple[RecordReader, list[list]]:
+    """The loader's `record_reader` of `records` (without its items) and contiguous sub-lists of its items."""
+    reader = getattr(records, "record_reader", None)
+    if reader is None:
+        raise ValueError(
+            "prepare_streamed_records reads a loader's `streaming=True` split as the loader returned it (it reads the "
+            "source files through the split's `record_reader`); this stream has been transformed since. Prepare the "
+            "loader's split, then transform the prepared `Dataset`."
+        )
+    bounds = np.linspace(0, len(reader.items), min(len(reader.items), STREAM_PARTS) + 1).round().astype(int)
+    parts = [reader.items[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+    return dataclasses.replace(reader, items=[]), parts
 
 
 def _streamed_model_rate_rows(
-    parts: list,
-    reader: RecordReader | IterableDataset,
-    num_parts: int,
+    parts: list[list],
+    reader: RecordReader,
     feature_extractor: EcgPmaFeatureExtractor,
     storage_dtype: str,
     needed_seconds: float,
@@ -217,15 +200,19 @@ def _streamed_model_rate_rows(
 ):
     num_leads = len(feature_extractor.lead_names)
     for part in parts:
-        for record_id, signal, sampling_rate, lead_names, labels in _raw_rows(reader, part, num_parts):
-            record_id = record_prefix + str(record_id)
-            labels = labels if keep_labels else []
-            if len(signal) / sampling_rate < needed_seconds and short_records != "pad":
-                seconds = f"{len(signal) / sampling_rate:g} s"
-                if short_records == "raise":
+        for row in reader.read(part):
+            record_id = record_prefix + str(row["record_id"])
+            labels = row["labels"] if keep_labels else []
+            seconds = len(row["signal"]) / row["sampling_rate"]
+            if seconds < needed_seconds and (short_records != "pad" or feature_extractor.segment_seconds is not None):
+                if short_records != "drop":
                     raise ValueError(
-                        f"Record {record_id!r}: {seconds}, shorter than the {needed_seconds:g} s the model "
-                        "needs. Set short_records='drop' or 'pad'."
+                        f"Record {record_id!r}: {seconds:g} s, shorter than the {needed_seconds:g} s the model needs"
+                        + (
+                            " and a `segment_seconds` segment cannot be padded: use short_records='drop'."
+                            if short_records == "pad"
+                            else ". Set short_records='drop' or 'pad'."
+                        )
                     )
                 # an empty row marks it: [`prepare_streamed_records`] names it and leaves it out
                 yield {
@@ -236,7 +223,13 @@ def _streamed_model_rate_rows(
                 }
                 continue
             yield from model_rate_rows(
-                feature_extractor, storage_dtype, record_id, signal, sampling_rate, lead_names, labels
+                feature_extractor,
+                storage_dtype,
+                record_id,
+                row["signal"],
+                row["sampling_rate"],
+                row["lead_names"],
+                labels,
             )
 
 
@@ -263,9 +256,7 @@ def prepare_streamed_records(
     if short_records not in SHORT_RECORD_POLICIES:
         raise ValueError(f"Unknown `short_records` {short_records!r}; expected one of {SHORT_RECORD_POLICIES}.")
     needed = required_seconds(feature_extractor)
-    if short_records == "pad":
-        if feature_extractor.segment_seconds is not None:
-            raise ValueError("short_records='pad' cannot make a `segment_seconds` segment: use short_records='drop'.")
+    if short_records == "pad" and feature_extractor.segment_seconds is None:
         feature_extractor = copy.deepcopy(feature_extractor)
         feature_extractor.min_duration = 0.0
     labels = records.features["labels"] if keep_labels else Sequence(Value("float32"))
@@ -279,7 +270,6 @@ def prepare_streamed_records(
         gen_kwargs={
             "parts": parts,
             "reader": reader,
-            "num_parts": len(parts),
             "feature_extractor": feature_extractor,
             "storage_dtype": storage_dtype,
             "needed_seconds": needed,
@@ -290,7 +280,7 @@ def prepare_streamed_records(
         cache_dir=str(cache_dir) if cache_dir is not None else None,
         num_proc=num_proc if num_proc and num_proc > 1 and len(parts) >= num_proc else None,
         split=datasets.NamedSplit(split),
-        writer_batch_size=READ_BATCH,
+        writer_batch_size=WRITER_BATCH_SIZE,
     )
     lengths = [lengths for lengths, _ in signal_lengths(rows.select_columns(["signal"]))]
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=int)

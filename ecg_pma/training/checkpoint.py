@@ -243,8 +243,10 @@ def save_training_state(
 def load_training_state(
     directory: str | Path, model: torch.nn.Module, optimizer, scheduler, process_index: int
 ) -> dict:
-    """Restores what `save_training_state` wrote into `model`, `optimizer` and `scheduler`; returns the progress (with
-    this process's own position in the data)."""
+    """
+    Restores what `save_training_state` wrote into `model`, `optimizer` and `scheduler`; returns the progress, with
+    this process's own position in the data.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"No checkpoint folder {directory}.")

@@ -234,16 +234,20 @@ def pretrain(
     return PretrainingResult(output_dir=str(output_dir), global_step=progress.global_step, losses=losses)
 
 
+SHARDS_PER_PROCESS = 8  # from this many shards per process on, uneven shares are close enough to share whole shards
+
+
 def stream_share(stream: IterableDataset, process_index: int, num_processes: int) -> IterableDataset:
     """
     The part of a streamed corpus one of `num_processes` processes trains on: whole shards (source files, chunks of
-    exams), so that each process reads only its own, as long as there are at least as many shards as processes (the
-    shares may then differ by a shard: the training loop keeps the processes in step regardless); with fewer, every
-    process reads all and keeps one record in `num_processes` (`split_dataset_by_node`).
+    exams), so that each process reads only its own, when they share out evenly or nearly (a shard more or less
+    than another process is at most one in `SHARDS_PER_PROCESS`: the training loop keeps the processes in step,
+    but a smaller share is gone through more often); else every process reads all and keeps one record in
+    `num_processes` (`split_dataset_by_node`).
     """
     if num_processes == 1:
         return stream
-    if stream.n_shards >= num_processes:
+    if stream.n_shards % num_processes == 0 or stream.n_shards >= SHARDS_PER_PROCESS * num_processes:
         return stream.shard(num_shards=num_processes, index=process_index)
     return split_dataset_by_node(stream, rank=process_index, world_size=num_processes)
 
@@ -352,6 +356,7 @@ def train_steps(
             dataloader.dataset.set_epoch(progress.epoch)
         skip = progress.batches_in_epoch
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
+        batches_before = progress.micro_step
         for batch in batches:
             signals = batch["signals"].to(accelerator.device)
             lead_mask = batch["lead_mask"].to(accelerator.device) if batch.get("lead_mask") is not None else None
@@ -391,6 +396,13 @@ def train_steps(
             if progress.global_step >= schedule.total_steps:
                 break
         else:
+            if progress.micro_step == batches_before and not skip:
+                # the others would wait for this process forever at the next gradient synchronisation
+                raise ValueError(
+                    f"Process {accelerator.process_index}: a pass over its data gave no batch of "
+                    f"{args.per_device_batch_size} (too few records, or all too short); use a smaller batch size or "
+                    "fewer processes."
+                )
             progress.epoch += 1
             progress.batches_in_epoch = 0
     bar.close()
