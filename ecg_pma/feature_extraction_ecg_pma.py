@@ -128,10 +128,14 @@ def polyphase_filter(up: int, down: int) -> np.ndarray:
     return coefficients
 
 
-@functools.lru_cache(maxsize=1024)  # called for every lead of every record: a few distinct names in a corpus
 def canonical_lead_key(name: str) -> str:
     """Case-, space- and punctuation-insensitive lead key: `aVR`, `AVR`, `avr`, `Lead aVR`, `a-VR` -> `avr`."""
-    key = re.sub(r"[\s_\-\.]", "", str(name)).lower()
+    return _canonical_lead_key(str(name))
+
+
+@functools.lru_cache(maxsize=1024)  # called for every lead of every record: a few distinct names in a corpus
+def _canonical_lead_key(name: str) -> str:
+    key = re.sub(r"[\s_\-\.]", "", name).lower()
     return key[len("lead") :] if key.startswith("lead") and len(key) > len("lead") else key
 
 
@@ -511,7 +515,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             )
         source_rows, problem, extra, missing = lead_order(
             tuple(self.lead_names),
-            tuple(sorted(self.lead_aliases.items())),
+            tuple(self.lead_aliases.items()),  # in the user's order: of two spellings of one alias, the last wins
             tuple(self.required_lead_names()),
             tuple(str(lead) for lead in lead_names),
         )
@@ -531,6 +535,8 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
 
     @staticmethod
     def to_millivolts(signal: np.ndarray, units: str | list[str], name: str) -> np.ndarray:
+        """`signal (leads, samples)` in `units` (one, or one per lead) -> mV; `signal` itself when it is in mV already
+        (not a copy: callers copy before writing into it)."""
         if not isinstance(units, (str, list, tuple)) or not all(isinstance(unit, str) for unit in units):
             raise TypeError(f"{name}: `units` must be a unit name or a list of them (one per lead), got {units!r}.")
         units = [units] * signal.shape[0] if isinstance(units, str) else list(units)

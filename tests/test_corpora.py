@@ -552,8 +552,8 @@ def test_each_process_streams_its_own_shards(tmp_path):
 
 
 def test_model_rate_shards_from_a_stream_are_rebuilt_when_a_record_changes(tmp_path):
-    """The shards written from a WFDB stream are keyed by each record's header size and time: an edited record is
-    read again, an unchanged folder reads the shards."""
+    """The shards written from a WFDB stream are keyed by the size and time of each record's header and signal file:
+    a replaced signal file or an edited header is read again, an unchanged folder reads the shards."""
     import shutil
 
     from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
@@ -572,6 +572,13 @@ def test_model_rate_shards_from_a_stream_are_rebuilt_when_a_record_changes(tmp_p
 
     first = prepare()
     assert [f["filename"] for f in prepare().cache_files] == [f["filename"] for f in first.cache_files]
+    # a signal file replaced, its header unchanged: read again
+    names = sorted(first["record_id"])  # the train split's
+    shutil.copy(folder / f"{names[1]}.mat", folder / f"{names[0]}.mat")
+    replaced = prepare()
+    assert [f["filename"] for f in replaced.cache_files] != [f["filename"] for f in first.cache_files]
+    signals = {row["record_id"]: np.asarray(row["signal"]) for row in replaced}
+    np.testing.assert_array_equal(signals[names[0]], signals[names[1]])
     record_id = first[0]["record_id"]
     header = folder / f"{record_id}.hea"
     lines = header.read_text().splitlines()

@@ -97,7 +97,6 @@ def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
     """
     from datasets import DatasetDict, Sequence, Value, concatenate_datasets
 
-    columns = SHARED_COLUMNS
     parts: dict[str, list] = {}
     counts = []
     for data_format, path in specs:
@@ -106,8 +105,10 @@ def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
         for split, dataset in corpus.items():
             counts[-1]["records"][split] = len(dataset)
             # new columns held in memory next to the memory-mapped signals: nothing is rewritten on disk
-            names = [f"{data_format}:{path}/{name}" for name in dataset["record_id"]]
-            dataset = dataset.select_columns(columns[1:]).add_column("record_id", names, feature=Value("string"))
+            names = [corpus_prefix(data_format, path) + name for name in dataset["record_id"]]
+            dataset = dataset.select_columns(SHARED_COLUMNS[1:]).add_column(
+                "record_id", names, feature=Value("string")
+            )
             dataset = dataset.add_column("labels", [[]] * len(dataset), feature=Sequence(Value("float32")))
             parts.setdefault(split, []).append(dataset)
         logging.getLogger(__name__).warning(f"Corpus {data_format}:{path}: {counts[-1]['records']} records per split.")
@@ -115,6 +116,11 @@ def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
 
 
 SHARED_COLUMNS = ["record_id", "signal", "sampling_rate", "lead_names"]  # what every loader's rows have
+
+
+def corpus_prefix(data_format: str, path: str) -> str:
+    """What a mixture of corpora puts before each record id, so that ids stay unique and say where a record is from."""
+    return f"{data_format}:{path}/"
 
 
 def corpus_streams(args: argparse.Namespace, all_splits: bool = False) -> list[tuple[str, str, str, dict]]:
@@ -129,7 +135,7 @@ def corpus_streams(args: argparse.Namespace, all_splits: bool = False) -> list[t
     for data_format, path in specs:
         corpus = load_raw_records(args, data_format, path, streaming=True)
         splits = {split: stream for split, stream in corpus.items() if all_splits or split == "train"}
-        corpora.append((data_format, path, f"{data_format}:{path}/" if len(specs) > 1 else "", splits))
+        corpora.append((data_format, path, corpus_prefix(data_format, path) if len(specs) > 1 else "", splits))
     return corpora
 
 
@@ -200,7 +206,8 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
                 keep_labels=not prefix,
             )
             parts.append(rows)
-            dropped.setdefault(split, []).extend(names)
+            # every split used is training data here: one list, as `load_training_data` gives with `all_splits`
+            dropped.setdefault("train", []).extend(names)
             read = len(set(rows["record_id"])) + (len(names) if args.short_records == "drop" else 0)
             counts[-1]["records"][split] = read
         logging.getLogger(__name__).warning(f"Corpus {data_format}:{path}: {counts[-1]['records']} records per split.")
@@ -209,12 +216,7 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
         raise ValueError(f"No record of {', '.join(args.data)} is long enough to train on.")
     protocol = {
         "training_windows": f"one random crop per record per epoch (seed {seed})",
-        "short_records": args.short_records,
-        "short_records_dropped" if args.short_records == "drop" else "short_records_padded": dropped,
-        "label_set": "none (a mixture of corpora, unlabelled)"
-        if len(counts) > 1
-        else args.label_set or {"ptbxl": "all", "physionet2021": "scored"}.get(args.data_format, "from CSV"),
-        "corpora": counts,
+        **data_protocol(args, dropped, counts),
         "splits": "all" if all_splits else "train",
         "cache": f"model-rate records, {args.storage_dtype}",
     }
@@ -299,10 +301,19 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
             else "sliding windows (half-window stride)"
         )
         + ", predictions averaged per record",
+        **data_protocol(args, dropped, corpora),
+    }
+    return raw, splits, protocol
+
+
+def data_protocol(args: argparse.Namespace, dropped: dict[str, list[str]], corpora: list[dict] | None) -> dict:
+    """The data choices of a training run for its results: short records (and which), label set, PTB-XL's unlabelled
+    records, the corpora of a mixture with their record counts."""
+    protocol = {
         "short_records": args.short_records,
         "short_records_dropped" if args.short_records == "drop" else "short_records_padded": dropped,
         "label_set": "none (a mixture of corpora, unlabelled)"
-        if corpora is not None
+        if corpora is not None and len(corpora) > 1
         else args.label_set or {"ptbxl": "all", "physionet2021": "scored"}.get(args.data_format, "from CSV"),
     }
     if corpora is not None:
@@ -311,4 +322,4 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
         protocol["unlabeled_records"] = (
             "kept as all-negative rows" if args.keep_unlabeled else "dropped (PTB-XL benchmark rule)"
         )
-    return raw, splits, protocol
+    return protocol

@@ -55,6 +55,17 @@ def file_signature(path: str | os.PathLike) -> str:
     return f"{stat.st_size}-{stat.st_mtime_ns}"
 
 
+# The files of a WFDB record besides its header: the signal file of the usual single-segment record (`.dat`), or the
+# MATLAB one of the PhysioNet challenges (`.mat`).
+SIGNAL_SUFFIXES = (".dat", ".mat")
+
+
+def record_signature(record_path: str) -> str:
+    """`file_signature` of a WFDB record's header and signal file: a record edited or replaced is read again."""
+    files = [record_path + ".hea"] + [record_path + suffix for suffix in SIGNAL_SUFFIXES]
+    return " ".join(file_signature(path) for path in files if os.path.exists(path))
+
+
 def hash_split(record_id: str, validation_fraction: float = 0.1, test_fraction: float = 0.1) -> str:
     """A deterministic split from the record name alone: a record keeps its split when the corpus grows."""
     position = int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
@@ -109,7 +120,7 @@ def build_splits(
     for rows in rows_by_split.values():
         for row in rows:
             # in the rows a cache is keyed by: this one's, or the model-rate shards written from a stream
-            row["signature"] = file_signature(row["path"] + ".hea")
+            row["signature"] = record_signature(row["path"])
     if streaming:
         return stream_splits(rows_by_split, features, _generate_rows, "rows", {"num_leads": num_leads})
     splits = {}
