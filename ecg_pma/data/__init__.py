@@ -7,6 +7,7 @@ from .crops import (
     build_training_splits,
     handle_short_records,
     prepare_records,
+    prepare_streamed_records,
     stream_training_records,
 )
 from .download import DATABASES, SAMPLES, download_database
@@ -27,6 +28,7 @@ __all__ = [
     "build_training_splits",
     "handle_short_records",
     "prepare_records",
+    "prepare_streamed_records",
     "stream_training_records",
     "download_database",
     "extract_features",
