@@ -187,3 +187,15 @@ def test_deployment_benchmarks_run_on_the_challenge_records(script, arguments, r
         assert report["passed"] == (not report["failed_targets"])
     else:
         assert report["records"] == 40 and report["windows"] == 40
+
+
+@pytest.mark.slow
+def test_corpus_memory_benchmark_measures_both_paths_at_two_sizes():
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "corpus_memory.py"), "--sizes", "100", "200"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    for size, modes in report["corpora"].items():
+        assert modes["cached"]["rows"] == modes["streamed"]["rows"] == int(size)  # every exam, once
+    assert set(report["peak_growth_ratio_large_vs_small"]) == {"cached", "streamed"}

@@ -232,9 +232,9 @@ def test_an_unreadable_record_in_a_folder_is_named(capsys, tmp_path):
     (folder / "E07501.mat").write_bytes(b"\x00" * 10)  # truncated signal file
     err = assert_fails(
         capsys, "E07501",
-        "pretrain", "--data", folder, "--data-format", "wfdb", "--cache-dir", tmp_path / "cache",
+        "pretrain", "--data", folder, "--data-format", "wfdb", "--cache-dir", tmp_path / "cache", "--all-splits",
         "--output-dir", tmp_path / "out", "--preset", "tiny", "--max-steps", "1",
-    )  # fmt: skip
+    )  # fmt: skip  # --all-splits: pretrain reads only the splits it trains on, and E07501 is not in train
     assert "reading the dataset failed: WFDB record" in err
 
 

@@ -262,7 +262,7 @@ def prepare_streamed_records(
     labels = records.features["labels"] if keep_labels else Sequence(Value("float32"))
     features = model_rate_features(feature_extractor, labels, storage_dtype)
     reader, parts = _stream_parts(records)
-    if not parts or next(iter(records.take(1)), None) is None:  # an empty split: `datasets` writes no table
+    if not parts:  # an empty split (no file, no record): `datasets` would write no table
         return Dataset.from_dict({name: [] for name in features}, features=features), feature_extractor, []
     rows = Dataset.from_generator(
         _streamed_model_rate_rows,
