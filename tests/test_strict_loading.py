@@ -85,10 +85,16 @@ def test_ignore_mismatched_sizes_loads_and_reports_the_weights_by_name(saved, ca
     with pytest.raises(ValueError, match=r"weights do not fit the config: classifier.head.6.bias \(3,\) -> \(5,\)"):
         EcgPmaForSequenceClassification.from_pretrained(saved["pma"], num_labels=5)
     caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        model = EcgPmaForSequenceClassification.from_pretrained(
-            saved["pma"], num_labels=5, ignore_mismatched_sizes=True
-        )
+    # transformers' loggers do not propagate; its recent releases hand their records to pytest, 5.5 (our floor) not
+    library_logger = logging.getLogger("transformers")
+    library_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING):
+            model = EcgPmaForSequenceClassification.from_pretrained(
+                saved["pma"], num_labels=5, ignore_mismatched_sizes=True
+            )
+    finally:
+        library_logger.removeHandler(caplog.handler)
     assert model.config.num_labels == 5
     report = caplog.text  # transformers' load report
     assert "classifier.head.6.{bias, weight}" in report or "classifier.head.6.bias" in report, report
