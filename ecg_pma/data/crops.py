@@ -59,6 +59,22 @@ def record_durations(dataset: Dataset) -> np.ndarray:
     return np.concatenate(durations) if durations else np.zeros(0)
 
 
+def short_records_message(split: str, names: list[str], needed: float, seconds=None) -> str:
+    """What every short-record warning and error of a split says first: how many, and which (ten, with their length
+    when known)."""
+    lengths = seconds if seconds is not None else [None] * len(names)
+    shown = ", ".join(
+        name if length is None else f"{name} ({length:g} s)" for name, length in zip(names[:10], lengths)
+    )
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    return f"{split}: {len(names)} record(s) shorter than the {needed:g} s the model needs: {shown}{more}"
+
+
+def short_record_message(record_id: str, seconds: float, needed: float) -> str:
+    """The same, for one record met while streaming."""
+    return f"Record {record_id!r}: {seconds:g} s, shorter than the {needed:g} s the model needs"
+
+
 def handle_short_records(
     dataset: Dataset, feature_extractor: EcgPmaFeatureExtractor, short_records: str = "drop", split: str = "dataset"
 ) -> tuple[Dataset, EcgPmaFeatureExtractor, list[str]]:
@@ -75,8 +91,7 @@ def handle_short_records(
     names = dataset.select_columns(["record_id"])[short.tolist()]["record_id"] if len(short) else []
     if not names:
         return dataset, feature_extractor, []
-    shown = ", ".join(f"{name} ({durations[index]:g} s)" for name, index in zip(names[:10], short))
-    message = f"{split}: {len(names)} record(s) shorter than the {needed:g} s the model needs: {shown}"
+    message = short_records_message(split, names, needed, durations[short])
     if short_records == "raise":
         raise ValueError(f"{message}. Set short_records='drop' or 'pad'.")
     if short_records == "pad":
@@ -207,7 +222,7 @@ def _streamed_model_rate_rows(
             if seconds < needed_seconds and (short_records != "pad" or feature_extractor.segment_seconds is not None):
                 if short_records != "drop":
                     raise ValueError(
-                        f"Record {record_id!r}: {seconds:g} s, shorter than the {needed_seconds:g} s the model needs"
+                        short_record_message(record_id, seconds, needed_seconds)
                         + (
                             " and a `segment_seconds` segment cannot be padded: use short_records='drop'."
                             if short_records == "pad"
@@ -288,16 +303,15 @@ def prepare_streamed_records(
         padded = np.flatnonzero(lengths < round(needed * feature_extractor.sampling_rate))
         names = rows.select_columns(["record_id"]).select(padded)["record_id"] if len(padded) else []
         if names:
-            logger.warning(f"{split}: {len(names)} record(s) shorter than {needed:g} s zero-padded: {names[:10]}.")
+            logger.warning(
+                f"{short_records_message(split, names, needed)}; zero-padded at the end (short_records='pad')."
+            )
         return rows, feature_extractor, names
     empty = np.flatnonzero(lengths == 0)
     if not len(empty):
         return rows, feature_extractor, []
     names = rows.select_columns(["record_id"]).select(empty)["record_id"]
-    logger.warning(
-        f"{split}: {len(names)} record(s) shorter than the {needed:g} s the model needs: {', '.join(names[:10])}"
-        f"{' ...' if len(names) > 10 else ''}; dropped (short_records='drop')."
-    )
+    logger.warning(f"{short_records_message(split, names, needed)}; dropped (short_records='drop').")
     return rows.select(np.setdiff1d(np.arange(len(rows)), empty)), feature_extractor, names
 
 
@@ -420,7 +434,7 @@ def stream_training_records(
         ):
             signal = np.asarray(signal, dtype=np.float64)
             if len(signal) / sampling_rate < needed:
-                logger.warning(f"{record_id}: {len(signal) / sampling_rate:g} s, shorter than {needed:g} s: dropped.")
+                logger.warning(f"{short_record_message(record_id, len(signal) / sampling_rate, needed)}: dropped.")
                 continue
             record = EcgRecord(name=record_id, signal=signal.T, fs=sampling_rate, leads=lead_names, units="mV")
             segments, present = extractor.preprocess_segments(record)
