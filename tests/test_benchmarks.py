@@ -16,6 +16,20 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from reference_impl import reference_encoder, reference_pretraining_loss  # noqa: E402
 
 
+def run_benchmark(script: str, *arguments: str, timeout: int = 300, one_line: bool = False) -> dict:
+    """Runs `benchmarks/SCRIPT ARGUMENTS` from the repository root and returns its report, the last line of its output
+    (with `one_line`, the only line): it must exit 0 and name this machine's CPU capability."""
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / script), *map(str, arguments)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    if one_line:
+        assert len(lines) == 1, lines
+    report = json.loads(lines[-1])
+    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    return report
+
+
 def test_reference_implementation_matches_the_package(signals):
     config = EcgPmaConfig.from_preset("tiny")
     model = EcgPmaForPreTraining(config).eval()
@@ -39,16 +53,9 @@ def test_figures_keep_significant_digits_however_small():
 @pytest.mark.slow
 def test_speed_benchmark_prints_one_json_line_with_every_variant():
     """The speed benchmark runs end to end (tiny model, one small batch) and reports what its README table needs."""
-    command = [
-        sys.executable, str(REPO_ROOT / "benchmarks" / "speed.py"),
-        "--presets", "tiny", "--batches", "2", "--dtypes", "fp32", "--repeats", "1",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1
-    report = json.loads(lines[0])
-    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    report = run_benchmark(
+        "speed.py", "--presets", "tiny", "--batches", "2", "--dtypes", "fp32", "--repeats", "1", one_line=True
+    )
     measured = {(r["task"], r["variant"]) for r in report["results"]}
     assert measured == {
         ("encoder_inference", "ours_sdpa"), ("encoder_inference", "ours_eager"), ("encoder_inference", "reference"),
@@ -79,30 +86,16 @@ def test_speed_benchmark_prints_one_json_line_with_every_variant():
 )
 def test_data_benchmarks_run_on_the_challenge_records(script, arguments, reported):
     shared_data_dir("physionet2021")
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *arguments],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    report = run_benchmark(script, *arguments)
     assert report[reported] > 0
 
 
 @pytest.mark.slow
 def test_lead_subset_benchmark_reports_the_mask_and_two_lead_rows():
     """The lead-mask benchmark runs (tiny model), its 'before' model loaded from git and checked equal to today's."""
-    command = [
-        sys.executable, str(REPO_ROOT / "benchmarks" / "lead_subsets.py"),
-        "--preset", "tiny", "--batch", "2", "--repeats", "1", "--baseline-rev", "HEAD",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    report = run_benchmark(
+        "lead_subsets.py", "--preset", "tiny", "--batch", "2", "--repeats", "1", "--baseline-rev", "HEAD"
+    )
     assert set(report["ecgs_per_s"]) == {
         "12_leads_mask_none", "12_leads_mask_all_true", "12_leads_before", "2_leads_uniform", "mixed_lead_sets",
     }  # fmt: skip
@@ -111,14 +104,9 @@ def test_lead_subset_benchmark_reports_the_mask_and_two_lead_rows():
 
 @pytest.mark.slow
 def test_lora_benchmark_reports_lora_against_full_finetuning():
-    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "peft_lora.py"), "--preset", "tiny", "--batch", "4",
-               "--rank", "2", "--repeats", "1"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1
-    report = json.loads(lines[0])
-    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    report = run_benchmark(
+        "peft_lora.py", "--preset", "tiny", "--batch", "4", "--rank", "2", "--repeats", "1", one_line=True
+    )
     variants = {r["variant"]: r for r in report["results"]}
     assert set(variants) == {"full", "lora", "lora_checkpointed"}
     # what LoRA trains: rank-2 factors on qkv (h -> 3h), output (h -> h), fc1 (h -> i) and fc2 (i -> h) of every
@@ -136,16 +124,10 @@ def test_lora_benchmark_reports_lora_against_full_finetuning():
 @pytest.mark.slow
 def test_deploy_benchmark_times_every_backend_and_profiles_onnxruntime():
     """The deployment speed benchmark runs end to end (tiny model, one batch size, no compile)."""
-    command = [
-        sys.executable, str(REPO_ROOT / "benchmarks" / "deploy.py"),
-        "--presets", "tiny", "--batches", "2", "--repeats", "1", "--no-compile", "--profile",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1
-    report = json.loads(lines[0])
-    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    report = run_benchmark(
+        "deploy.py", "--presets", "tiny", "--batches", "2", "--repeats", "1", "--no-compile", "--profile",
+        one_line=True,
+    )  # fmt: skip
     assert [r["variant"] for r in report["results"]] == ["eager_fp32", "ort_fp32_optimized", "ort_int8"]
     assert all(r["ecgs_per_s"] > 0 for r in report["results"])
     (speedup,) = report["speedups"]
@@ -169,18 +151,7 @@ def test_deploy_benchmark_times_every_backend_and_profiles_onnxruntime():
 )
 def test_deployment_benchmarks_run_on_the_challenge_records(script, arguments, reported):
     shared_data_dir("physionet2021")
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *arguments],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1
-    report = json.loads(lines[0])
-    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    report = run_benchmark(script, *arguments, one_line=True)
     assert report[reported] > 0
     if script == "deploy_accuracy.py":
         assert report["records"] == 40 and report["fp32_max_abs_diff"] <= 1e-4
@@ -191,11 +162,7 @@ def test_deployment_benchmarks_run_on_the_challenge_records(script, arguments, r
 
 @pytest.mark.slow
 def test_corpus_memory_benchmark_measures_both_paths_at_two_sizes():
-    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "corpus_memory.py"), "--sizes", "100", "200"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    report = run_benchmark("corpus_memory.py", "--sizes", "100", "200", timeout=600)
     for size, modes in report["corpora"].items():
         assert modes["cached"]["rows"] == modes["streamed"]["rows"] == int(size)  # every exam, once
     assert set(report["peak_growth_ratio_large_vs_small"]) == {"cached", "streamed"}
