@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pandas as pd
-from datasets import Dataset, DatasetDict, Value
+from datasets import DatasetDict, Value
 
 from ..constants import SPLITS
 from .records import (
+    cache_split,
     file_signature,
     hash_split,
     multi_hot,
@@ -168,21 +168,16 @@ def build_code_splits(
         return stream_splits(
             chunks_by_split, features, _generate_code_rows, "chunks", {"lead_names": tuple(lead_names)}
         )
-    splits = {}
-    for split, chunks in chunks_by_split.items():
-        if not chunks:
-            splits[split] = Dataset.from_dict({name: [] for name in features}, features=features)
-            continue
-        splits[split] = Dataset.from_generator(
-            _generate_code_rows,
-            features=features,
-            gen_kwargs={"chunks": chunks, "lead_names": tuple(lead_names)},  # a tuple: not sharded
-            cache_dir=str(cache_dir) if cache_dir is not None else None,
-            num_proc=num_proc if num_proc and num_proc > 1 and len(chunks) >= num_proc else None,
-            split=datasets.NamedSplit(split),
-            writer_batch_size=READ_BATCH,  # rows buffered before each Arrow write: bounded memory per process
-        )
-    return DatasetDict(splits)
+    gen_kwargs = {"lead_names": tuple(lead_names)}  # a tuple: not sharded
+    return DatasetDict(
+        {
+            # READ_BATCH rows buffered before each Arrow write: bounded memory per process
+            split: cache_split(
+                _generate_code_rows, "chunks", chunks, gen_kwargs, features, split, cache_dir, num_proc, READ_BATCH
+            )
+            for split, chunks in chunks_by_split.items()
+        }
+    )
 
 
 LABEL_VALUES = {"0": False, "false": False, "0.0": False, "1": True, "true": True, "1.0": True}

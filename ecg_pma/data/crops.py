@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import zlib
 
-import datasets
 import numpy as np
 import pyarrow.compute as pc
 import torch
@@ -25,7 +24,7 @@ from datasets import Array2D, Dataset, DatasetDict, Features, IterableDataset, S
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, EcgRecord
 from .preprocessing import extract_features
-from .records import RecordReader
+from .records import RecordReader, cache_split
 
 
 logger = logging.getLogger(__name__)
@@ -277,25 +276,17 @@ def prepare_streamed_records(
     labels = records.features["labels"] if keep_labels else Sequence(Value("float32"))
     features = model_rate_features(feature_extractor, labels, storage_dtype)
     reader, parts = _stream_parts(records)
-    if not parts:  # an empty split (no file, no record): `datasets` would write no table
-        return Dataset.from_dict({name: [] for name in features}, features=features), feature_extractor, []
-    rows = Dataset.from_generator(
-        _streamed_model_rate_rows,
-        features=features,
-        gen_kwargs={
-            "parts": parts,
-            "reader": reader,
-            "feature_extractor": feature_extractor,
-            "storage_dtype": storage_dtype,
-            "needed_seconds": needed,
-            "short_records": short_records,
-            "record_prefix": record_prefix,
-            "keep_labels": keep_labels,
-        },
-        cache_dir=str(cache_dir) if cache_dir is not None else None,
-        num_proc=num_proc if num_proc and num_proc > 1 and len(parts) >= num_proc else None,
-        split=datasets.NamedSplit(split),
-        writer_batch_size=WRITER_BATCH_SIZE,
+    gen_kwargs = {
+        "reader": reader,
+        "feature_extractor": feature_extractor,
+        "storage_dtype": storage_dtype,
+        "needed_seconds": needed,
+        "short_records": short_records,
+        "record_prefix": record_prefix,
+        "keep_labels": keep_labels,
+    }
+    rows = cache_split(
+        _streamed_model_rate_rows, "parts", parts, gen_kwargs, features, split, cache_dir, num_proc, WRITER_BATCH_SIZE
     )
     lengths = [lengths for lengths, _ in signal_lengths(rows.select_columns(["signal"]))]
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=int)

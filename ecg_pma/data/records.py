@@ -123,20 +123,43 @@ def build_splits(
             row["signature"] = record_signature(row["path"])
     if streaming:
         return stream_splits(rows_by_split, features, _generate_rows, "rows", {"num_leads": num_leads})
-    splits = {}
-    for split, rows in rows_by_split.items():
-        if not rows:
-            splits[split] = Dataset.from_dict({name: [] for name in features}, features=features)
-            continue
-        splits[split] = Dataset.from_generator(
-            _generate_rows,
-            features=features,
-            gen_kwargs={"rows": rows, "num_leads": num_leads},
-            cache_dir=str(cache_dir) if cache_dir is not None else None,
-            num_proc=num_proc if num_proc and num_proc > 1 and len(rows) >= num_proc else None,
-            split=datasets.NamedSplit(split),  # names the progress bar ("Generating validation split")
-        )
-    return DatasetDict(splits)
+    return DatasetDict(
+        {
+            split: cache_split(
+                _generate_rows, "rows", rows, {"num_leads": num_leads}, features, split, cache_dir, num_proc
+            )
+            for split, rows in rows_by_split.items()
+        }
+    )
+
+
+def cache_split(
+    generator,
+    key: str,
+    items: list,
+    gen_kwargs: dict,
+    features: Features,
+    split: str,
+    cache_dir=None,
+    num_proc: int | None = None,
+    writer_batch_size: int | None = None,
+) -> Dataset:
+    """
+    One Arrow-cached split: `generator(**{key: items}, **gen_kwargs)` written by `datasets` (`num_proc` processes
+    share `items`), read from the cache by a second call with the same arguments; no items, an empty `Dataset`
+    (`datasets` writes no table for them).
+    """
+    if not items:
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return Dataset.from_generator(
+        generator,
+        features=features,
+        gen_kwargs={key: items, **gen_kwargs},
+        cache_dir=str(cache_dir) if cache_dir is not None else None,
+        num_proc=num_proc if num_proc and num_proc > 1 and len(items) >= num_proc else None,
+        split=datasets.NamedSplit(split),  # names the progress bar ("Generating validation split")
+        **({"writer_batch_size": writer_batch_size} if writer_batch_size else {}),
+    )
 
 
 @dataclass
