@@ -1,18 +1,16 @@
 """Dataset builders on the real records in ../shared/data, and `ecg-pma download` against a local PhysioNet-like server."""
 
-import functools
-import http.server
 import os
 import shutil
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pandas as pd
 import pytest
 import wfdb
 from conftest import shared_data_dir
+from hub_server import serve_directory
 
 from ecg_pma import EcgPmaFeatureExtractor
 from ecg_pma.data import (
@@ -202,11 +200,6 @@ def test_extract_features_with_sliding_windows(tmp_path):
 # -------------------------------------------------------------------------------------------------------------- download
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def physionet_like_server(tmp_path):
     """
@@ -218,13 +211,8 @@ def physionet_like_server(tmp_path):
     shutil.copytree(source, tree)
     (tree.parent / "index.html").write_text("<html><body><p>Version: 1.0.3</p></body></html>")
     (tree / "RECORDS").write_text("records100/00000/00001_lr\nrecords500/06000/06009_hr\n")
-    handler = functools.partial(_QuietHandler, directory=str(tmp_path / "server"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", tree
-    server.shutdown()
-    server.server_close()
+    with serve_directory(tmp_path / "server") as url:
+        yield url, tree
 
 
 def test_download_ptbxl_from_a_local_server(tmp_path, physionet_like_server):

@@ -1,18 +1,15 @@
 """Paths from files and servers stay inside their root; push checks the folder first; pickles are refused."""
 
-import functools
-import http.server
 import os
 import pickle
 import shutil
 import subprocess
 import sys
-import threading
 
 import pandas as pd
 import pytest
 from conftest import shared_data_dir
-from hub_server import LocalHub
+from hub_server import LocalHub, serve_directory
 
 from ecg_pma.data import load_ptbxl, load_wfdb_folder
 from ecg_pma.data.records import path_inside
@@ -83,11 +80,6 @@ def test_a_ptbxl_filename_leading_outside_the_root_is_named(tmp_path):
 # ------------------------------------------------------------------------------------------- download from a mirror
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def hostile_mirror(tmp_path):
     """A PhysioNet-like server on 127.0.0.1 whose RECORDS lists a record two folders above the output."""
@@ -101,12 +93,8 @@ def hostile_mirror(tmp_path):
     for suffix in (".hea", ".dat"):
         shutil.copy(tree / "records100" / "00000" / f"00001_lr{suffix}", escaped / f"00001_lr{suffix}")
     (tree / "RECORDS").write_text("records100/00000/00001_lr\n../../x/00001_lr\n")
-    handler = functools.partial(_QuietHandler, directory=str(tmp_path / "server"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serve_directory(tmp_path / "server") as url:
+        yield url
 
 
 def test_download_refuses_records_that_leave_the_output_folder(tmp_path, hostile_mirror):

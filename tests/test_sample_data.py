@@ -3,26 +3,19 @@ Where an outside user's data comes from: `ecg-pma download physionet2021-sample`
 one on 127.0.0.1 serving the real records of ../shared/data in the challenge's folder layout), and `ecg-pma simulate`.
 """
 
-import functools
-import http.server
 import os
 import subprocess
 import sys
-import threading
 
 import pytest
 from conftest import shared_data_dir
+from hub_server import serve_directory
 
 from ecg_pma.data import SAMPLES, load_physionet2021, load_wfdb_folder
 
 
 # The challenge-2021 training folders of the sample's records (1000 records per folder, numbered per source).
 FOLDERS = {"E": "training/georgia/g8", "HR060": "training/ptb-xl/g7", "JS": "training/ningbo/g10"}
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 def folder_of(name):
@@ -52,12 +45,8 @@ def challenge_mirror(tmp_path):
             for suffix in (".hea", ".mat"):
                 if (source / f"{name}{suffix}").exists():
                     os.symlink(source / f"{name}{suffix}", version / folder / f"{name}{suffix}")
-    handler = functools.partial(_QuietHandler, directory=str(tmp_path / "server"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serve_directory(tmp_path / "server") as url:
+        yield url
 
 
 def cli(*args):
