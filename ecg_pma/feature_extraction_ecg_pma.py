@@ -145,54 +145,42 @@ def lead_order(
     aliases: tuple[tuple[str, str], ...],
     required: tuple[str, ...],
     given: tuple[str, ...],
-) -> tuple[tuple[int | None, ...], str | None, tuple[str, ...], tuple[str, ...]]:
+) -> tuple[tuple[int | None, ...], tuple[str, ...], tuple[str, ...]]:
     """
     Where each of `model_leads` is among a record's `given` lead names (`None`: absent), read through the user's
-    `aliases`; and what is wrong with `given` (a message, or None), the given leads the model does not use and the
-    model leads absent. Worked out once per lead layout: a corpus has few, and this ran for every record.
+    `aliases`; the given leads the model does not use; the model leads absent. Worked out once per lead layout (a
+    corpus has few; this ran for every record). Raises `ValueError` saying what is wrong with `given` (the caller
+    names the record).
     """
     alias_keys = {canonical_lead_key(alias): canonical_lead_key(target) for alias, target in aliases}
     keys = [alias_keys.get(canonical_lead_key(lead), canonical_lead_key(lead)) for lead in given]
     duplicated = sorted({lead for lead, key in zip(given, keys) if keys.count(key) > 1})
     if duplicated:
-        return (), f"lead names appear more than once: {duplicated} (aliases included).", (), ()
+        raise ValueError(f"lead names appear more than once: {duplicated} (aliases included).")
     model_keys = [canonical_lead_key(lead) for lead in model_leads]
     standard_keys = {canonical_lead_key(lead) for lead in STANDARD_LEAD_NAMES}
     unknown = [lead for lead, key in zip(given, keys) if key not in model_keys and key not in standard_keys]
     if unknown:
-        return (
-            (),
-            (
-                f"unknown lead names {unknown}; expected names among {list(model_leads)} (case-insensitive: 'AVR', 'aVR' "
-                "and 'avr' are the same lead). For non-standard names, say which lead each one is with `lead_aliases`, "
-                "e.g. lead_aliases={'MLII': 'II'}."
-            ),
-            (),
-            (),
+        raise ValueError(
+            f"unknown lead names {unknown}; expected names among {list(model_leads)} (case-insensitive: 'AVR', "
+            "'aVR' and 'avr' are the same lead). For non-standard names, say which lead each one is with "
+            "`lead_aliases`, e.g. lead_aliases={'MLII': 'II'}."
         )
     if not any(key in keys for key in model_keys):
-        return (
-            (),
-            (f"none of the model's leads {list(model_leads)} is in the record, whose leads are {list(given)}."),
-            (),
-            (),
+        raise ValueError(
+            f"none of the model's leads {list(model_leads)} is in the record, whose leads are {list(given)}."
         )
     missing = tuple(lead for lead, key in zip(model_leads, model_keys) if key not in keys)
     missing_required = [lead for lead in missing if lead in required]
     if missing_required:
-        return (
-            (),
-            (
-                f"missing leads {missing_required}; the record has {list(given)} and the feature extractor requires "
-                f"{list(required)} (set `required_leads` to a smaller lead set, e.g. '2', or `allow_missing_leads=True` "
-                "to accept any subset; absent leads are masked out of the model)."
-            ),
-            (),
-            (),
+        raise ValueError(
+            f"missing leads {missing_required}; the record has {list(given)} and the feature extractor requires "
+            f"{list(required)} (set `required_leads` to a smaller lead set, e.g. '2', or `allow_missing_leads=True` "
+            "to accept any subset; absent leads are masked out of the model)."
         )
     extra = tuple(lead for lead, key in zip(given, keys) if key not in model_keys)
     source_rows = tuple(keys.index(key) if key in keys else None for key in model_keys)
-    return source_rows, None, extra, missing
+    return source_rows, extra, missing
 
 
 ACCEPTED_INPUTS = (
@@ -513,14 +501,15 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
                 f"{name}: {signal.shape[0]} leads in the signal but {len(lead_names)} lead names {lead_names}; "
                 "an ECG array is (leads, samples)."
             )
-        source_rows, problem, extra, missing = lead_order(
-            tuple(self.lead_names),
-            tuple(self.lead_aliases.items()),  # in the user's order: of two spellings of one alias, the last wins
-            tuple(self.required_lead_names()),
-            tuple(str(lead) for lead in lead_names),
-        )
-        if problem:
-            raise ValueError(f"{name}: {problem}")
+        try:
+            source_rows, extra, missing = lead_order(
+                tuple(self.lead_names),
+                tuple(self.lead_aliases.items()),  # in the user's order: of two spellings of one alias, the last wins
+                tuple(self.required_lead_names()),
+                tuple(str(lead) for lead in lead_names),
+            )
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
         if extra:
             logger.warning(f"{name}: leads {list(extra)} are not used by the model and are left out.")
         if missing:
