@@ -217,7 +217,8 @@ def save_training_state(
 ) -> None:
     """
     Writes one checkpoint folder's files, each atomically; every process writes its random state and its position in
-    the data, the main process the rest. Once every process is done, the main process calls `write_manifest`: until then the folder is unfinished.
+    the data, the main process the rest. Once every process is done, the main process calls `write_manifest`: until
+    then the folder is unfinished.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
