@@ -427,11 +427,11 @@ def stream_training_records(
             if len(signal) / sampling_rate < needed:
                 logger.warning(f"{short_record_message(record_id, len(signal) / sampling_rate, needed)}: dropped.")
                 continue
-            record = EcgRecord(name=record_id, signal=signal.T, fs=sampling_rate, leads=lead_names, units="mV")
-            segments, present = extractor.preprocess_segments(record)
-            for number, segment in enumerate(segments):
+            # float64: the segments are cropped as computed, not rounded to a storage type first
+            segments = model_rate_rows(extractor, "float64", record_id, signal, sampling_rate, lead_names, labels)
+            for number, row in enumerate(segments):
                 rng = np.random.default_rng([seed, index, number, zlib.crc32(record_id.encode())])
-                window = random_crop(extractor, {"signal": segment.T, "present_leads": present}, rng, augment)
+                window = random_crop(extractor, row, rng, augment)
                 output["signals"].append(window.numpy())
                 output["labels"].append(np.asarray(labels, dtype=np.float32))
                 output["record_id"].append(record_id)
