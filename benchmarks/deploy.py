@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from ecg_pma import EcgPmaConfig, EcgPmaForSequenceClassification
-from ecg_pma.inference import compile_for_inference, onnx_session
-from ecg_pma.onnx_export import export_classifier_onnx
+from ecg_pma.serving.inference import compile_for_inference
+from ecg_pma.serving.onnx_export import export_classifier_onnx
+from ecg_pma.serving.onnx_runtime import onnx_session
 
 
 sys.path.insert(0, str(Path(__file__).parent))

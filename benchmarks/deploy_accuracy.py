@@ -22,9 +22,9 @@ import torch
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
 from ecg_pma.data import id2label, load_physionet2021
-from ecg_pma.inference import predict_records
 from ecg_pma.metrics import load_ecg_multilabel
-from ecg_pma.onnx_export import export_classifier_onnx
+from ecg_pma.serving.inference import predict_records
+from ecg_pma.serving.onnx_export import export_classifier_onnx
 from ecg_pma.training.probe_layers import CachedProbe, LayerCache, fit_probe
 
 

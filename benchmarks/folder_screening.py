@@ -20,9 +20,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
-from ecg_pma.inference import score_windows, window_forward
-from ecg_pma.onnx_export import export_classifier_onnx
-from ecg_pma.screening import RecordWindows, keep_items, list_records, screen_records
+from ecg_pma.serving.inference import score_windows, window_forward
+from ecg_pma.serving.onnx_export import export_classifier_onnx
+from ecg_pma.serving.screening import RecordWindows, keep_items, list_records, screen_records
 
 
 sys.path.insert(0, str(Path(__file__).parent))

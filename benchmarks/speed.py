@@ -38,7 +38,7 @@ from accelerate.utils import compile_regions
 from torch.utils.flop_counter import FlopCounterMode
 
 from ecg_pma import EcgPmaConfig, EcgPmaForPreTraining
-from ecg_pma.inference import compile_for_inference
+from ecg_pma.serving.inference import compile_for_inference
 
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,20 +1,28 @@
 """ecg-pma: an ECG foundation model with a mixture of layers, as a Hugging Face model package.
 
-Importing one of the package's classes registers the configuration and models with the `transformers` Auto classes
-and the `ecg-classification` pipeline, and marks them so that `save_pretrained` writes the modeling code and an
-`auto_map` (loadable with `trust_remote_code=True`). The classes are imported on first use, so that `import ecg_pma`
-(and `ecg-pma --help`) does not wait for torch and transformers.
+`import ecg_pma` registers the configuration, the models and the feature extractor with the `transformers` Auto
+classes and the `ecg-classification` pipeline, so that saved ecg_pma folders and Hub repositories load with the
+installed package's classes, without `trust_remote_code`. It also marks the classes so that `save_pretrained` writes
+the modeling code and an `auto_map`, for those who load the model without this package (`trust_remote_code=True`).
+
+The package's parts, each a subpackage: `data` (corpora as `datasets`), `training` (pre-training, probing,
+finetuning), `serving` (prediction, ONNX, folder screening), `visualization` (ECG plots, explanations, the web demo),
+`sharing` (Hub, model cards, Spaces), `conversion` (ST-MEM checkpoints), `metrics` and `commands` (the `ecg-pma`
+command). The files saved with a model (configuration, modeling, feature extraction, pipeline) stay at the top, as in
+`transformers`.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import os
+import sys
 
 
 __version__ = "0.1.0"
 
-# Public name -> the module that defines it.
+# Public name -> the module that defines it, imported on first use.
 _LAZY_EXPORTS = {
     "LEAD_SETS": "configuration_ecg_pma",
     "PRESETS": "configuration_ecg_pma",
@@ -27,6 +35,14 @@ _LAZY_EXPORTS = {
     "EcgPmaModel": "modeling_ecg_pma",
     "EcgPmaPreTrainedModel": "modeling_ecg_pma",
     "EcgClassificationPipeline": "pipeline_ecg_pma",
+    "predict_records": "serving.inference",
+    "load_trained_classifier": "serving.loading",
+    "export_onnx": "serving.onnx_export",
+    "screen_records": "serving.screening",
+    "plot_ecg": "visualization.plotting",
+    "explain_record": "visualization.explain",
+    "push_to_hub": "sharing.hub",
+    "convert_st_mem": "conversion.st_mem",
 }
 
 
@@ -63,10 +79,21 @@ def register_auto_classes() -> None:
     )
 
 
+COMMAND_NAME = "ecg-pma"
+
+
+def started_as_the_command() -> bool:
+    """
+    True in the `ecg-pma` console script's process. Registering imports torch and transformers (seconds), which
+    `ecg-pma --help` must not wait for; the command registers when a subcommand runs (`ecg_pma.cli.main`).
+    """
+    script = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    return os.path.basename(script).removesuffix("-script.py") == COMMAND_NAME
+
+
 def __getattr__(name: str):
     if name not in _LAZY_EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    register_auto_classes()
     value = getattr(importlib.import_module(f".{_LAZY_EXPORTS[name]}", __name__), name)
     globals()[name] = value
     return value
@@ -77,3 +104,6 @@ def __dir__():
 
 
 __all__ = [*_LAZY_EXPORTS, "register_auto_classes"]
+
+if not started_as_the_command():
+    register_auto_classes()

@@ -18,8 +18,9 @@ from .configuration_ecg_pma import EcgPmaConfig
 from .data import extract_features, id2label, load_physionet2021, load_wfdb_folder
 from .data.simulate import write_simulated_dataset
 from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
-from .inference import decision_thresholds, predict_records
 from .modeling_ecg_pma import EcgPmaForPreTraining
+from .serving.inference import predict_records
+from .serving.loading import decision_thresholds
 from .training.finetune import finetune, load_classifier, reference_training_arguments
 from .training.pretrain import PretrainingArguments, pretrain
 

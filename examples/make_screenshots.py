@@ -44,9 +44,9 @@ def build_model(work_dir: Path) -> Path:
 def plot_picture(model_dir: Path, record: Path, output: Path) -> None:
     from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
-    from ecg_pma.explain import plot_prediction
-    from ecg_pma.inference import predict_records
-    from ecg_pma.plotting import save_figure
+    from ecg_pma.serving.inference import predict_records
+    from ecg_pma.visualization.explain import plot_prediction
+    from ecg_pma.visualization.plotting import save_figure
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     extractor = AutoFeatureExtractor.from_pretrained(model_dir)

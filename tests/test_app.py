@@ -21,9 +21,9 @@ import wfdb
 from conftest import REPO_ROOT, run_without_package, shared_data_dir
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
-from ecg_pma.app import EcgPmaDemo, RecordUploadError, stage_upload
 from ecg_pma.cli import main
-from ecg_pma.inference import predict_records
+from ecg_pma.serving.inference import predict_records
+from ecg_pma.visualization.app import EcgPmaDemo, RecordUploadError, stage_upload
 
 
 # Labels found in the `# Dx:` lines of the challenge records.
@@ -196,8 +196,8 @@ print(json.dumps(result.labels_html))
 def test_the_space_app_loads_the_model_by_repo_id(classifier_dir, tmp_path):
     from hub_server import LocalHub
 
-    from ecg_pma.hub import push_to_hub
-    from ecg_pma.space import write_space
+    from ecg_pma.sharing.hub import push_to_hub
+    from ecg_pma.sharing.space import write_space
 
     repo_id, token = "cardio-lab/ecg-pma-demo", "hf_test_token"
     space = write_space(tmp_path / "space", repo_id)

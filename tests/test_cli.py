@@ -166,7 +166,7 @@ def test_option_choices_are_the_package_constants():
     from ecg_pma.commands.finetune import finetune_argument_parser
     from ecg_pma.configuration_ecg_pma import AGGREGATIONS, HEAD_TYPES, PRETRAINING_AGGREGATIONS
     from ecg_pma.constants import SPLITS
-    from ecg_pma.inference import DTYPES
+    from ecg_pma.serving.inference import DTYPES
     from ecg_pma.training.finetune import MODES
     from ecg_pma.training.pretrain import MIXED_PRECISIONS
 

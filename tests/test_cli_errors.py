@@ -119,7 +119,7 @@ def test_the_opset_range_is_torch_onnx_s():
     from torch.onnx import _constants
 
     from ecg_pma.commands.export_onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-    from ecg_pma.onnx_export import DEFAULT_OPSET as EXPORT_DEFAULT
+    from ecg_pma.serving.onnx_export import DEFAULT_OPSET as EXPORT_DEFAULT
 
     assert (MIN_OPSET, MAX_OPSET) == (_constants.ONNX_MIN_OPSET, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
     assert DEFAULT_OPSET == EXPORT_DEFAULT

@@ -15,7 +15,7 @@ from conftest import shared_data_dir
 from scipy import signal as scipy_signal
 
 from ecg_pma import EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
-from ecg_pma.convert_st_mem import ConversionError, convert_st_mem
+from ecg_pma.conversion.st_mem import ConversionError, convert_st_mem
 
 
 LEADS, PATCH, PATCHES, WIDTH, DEPTH, MLP = 12, 75, 30, 128, 2, 256

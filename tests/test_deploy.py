@@ -21,11 +21,11 @@ from transformers import pipeline
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
 from ecg_pma.cli import main as cli_main
-from ecg_pma.inference import predict_records
-from ecg_pma.modelcard import build_model_card
-from ecg_pma.onnx_export import export_onnx, read_onnx_metadata
 from ecg_pma.pipeline_ecg_pma import EcgClassificationPipeline
-from ecg_pma.screening import completed_records, prediction_columns, screen_records
+from ecg_pma.serving.inference import predict_records
+from ecg_pma.serving.onnx_export import export_onnx, read_onnx_metadata
+from ecg_pma.serving.screening import completed_records, prediction_columns, screen_records
+from ecg_pma.sharing.modelcard import build_model_card
 
 
 LABELS = {0: "NSR", 1: "AF", 2: "STach"}

@@ -6,7 +6,7 @@ import torch
 from conftest import shared_data_dir
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
-from ecg_pma.explain import explain_window, integrated_gradients
+from ecg_pma.visualization.explain import explain_window, integrated_gradients
 
 
 @pytest.fixture(autouse=True)

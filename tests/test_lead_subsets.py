@@ -203,7 +203,7 @@ def test_resolve_lead_set():
 def test_onnx_export_with_the_lead_mask_matches_pytorch(tmp_path, aggregation):
     import onnxruntime
 
-    from ecg_pma.onnx_export import export_onnx
+    from ecg_pma.serving.onnx_export import export_onnx
 
     model = make_model(EcgPmaForSequenceClassification, aggregation, None, "sdpa")
     model.save_pretrained(tmp_path / "model")

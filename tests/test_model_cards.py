@@ -1,11 +1,11 @@
-"""Model cards from `ecg_pma.modelcard`: every split in `model-index`, data and protocol stated, Hub-valid metadata."""
+"""Model cards from `ecg_pma.sharing.modelcard`: every split in `model-index`, data and protocol stated, Hub-valid metadata."""
 
 import pytest
 from hub_server import LocalHub, validate_card
 from huggingface_hub import ModelCard
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
-from ecg_pma.modelcard import build_model_card
+from ecg_pma.sharing.modelcard import build_model_card
 
 
 SCORES = {

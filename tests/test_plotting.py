@@ -5,7 +5,7 @@ import pytest
 from conftest import shared_data_dir
 
 from ecg_pma.configuration_ecg_pma import STANDARD_LEAD_NAMES
-from ecg_pma.plotting import (
+from ecg_pma.visualization.plotting import (
     SEGMENT_SECONDS,
     figure_to_array,
     paper_size_mm,

@@ -10,7 +10,7 @@ from scipy import signal as scipy_signal
 from transformers import pipeline
 
 from ecg_pma import LEAD_SETS, EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
-from ecg_pma.inference import predict_records
+from ecg_pma.serving.inference import predict_records
 
 
 RECORD = "HR06009"  # PTB-XL ecg_id 6009, 500 Hz, 10 s

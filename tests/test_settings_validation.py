@@ -100,7 +100,7 @@ def test_finetuning_that_would_train_nothing_is_refused_before_the_trainer_start
 
 def test_python_entry_points_check_batch_sizes_and_epochs_too():
     from ecg_pma import EcgPmaForSequenceClassification, EcgPmaModel
-    from ecg_pma.inference import predict_records
+    from ecg_pma.serving.inference import predict_records
     from ecg_pma.training.probe_layers import probe_layers
 
     config = EcgPmaConfig.from_preset("tiny", num_labels=2)

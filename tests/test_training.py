@@ -13,8 +13,8 @@ from sklearn.metrics import accuracy_score, average_precision_score, f1_score, r
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification
 from ecg_pma.data import id2label
-from ecg_pma.inference import average_windows, predict_records
 from ecg_pma.metrics import load_ecg_multilabel
+from ecg_pma.serving.inference import average_windows, predict_records
 from ecg_pma.training import EcgDataCollator, PretrainingArguments, pretrain
 from ecg_pma.training.finetune import finetune, load_classifier, reference_training_arguments
 from ecg_pma.training.probe_layers import LayerCache, probe_layers

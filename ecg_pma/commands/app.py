@@ -18,7 +18,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..app import build_app, launch_app
+    from ..visualization.app import build_app, launch_app
 
     demo = build_app(args.model, examples_dir=args.examples, trust_remote_code=args.trust_remote_code)
     launch_app(demo, host=args.host, port=args.port)

@@ -24,7 +24,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert_st_mem import convert_st_mem
+    from ..conversion.st_mem import convert_st_mem
 
     model = convert_st_mem(
         args.checkpoint,

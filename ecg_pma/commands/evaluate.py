@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..configuration_ecg_pma import resolve_lead_set
     from ..data import id2label
-    from ..inference import load_trained_classifier
+    from ..serving.loading import load_trained_classifier
     from ..training.finetune import lead_set_table
 
     model = load_trained_classifier(args.model, AutoModelForSequenceClassification)

@@ -9,7 +9,7 @@ from .argument_types import int_in_range, output_file
 
 
 # The opsets torch.onnx's TorchScript exporter writes (torch.onnx._constants; a test keeps these in step), here
-# rather than imported so that `--help` does not import torch. 17 is `ecg_pma.onnx_export.DEFAULT_OPSET`.
+# rather than imported so that `--help` does not import torch. 17 is `ecg_pma.serving.onnx_export.DEFAULT_OPSET`.
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 7, 20, 17
 
 
@@ -33,7 +33,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..onnx_export import export_onnx
+    from ..serving.onnx_export import export_onnx
 
     spec = export_onnx(args.model_dir, args.output, opset=args.opset, optimize=args.optimize, quantize=args.quantize)
     print(f"Exported {args.model_dir} to {args.output}: {json.dumps(spec)}")

@@ -99,7 +99,8 @@ def lead_options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
-    from ..inference import decision_thresholds, load_trained_classifier, predict_records
+    from ..serving.inference import predict_records
+    from ..serving.loading import decision_thresholds, load_trained_classifier
 
     model = load_trained_classifier(
         args.model, AutoModelForSequenceClassification, trust_remote_code=args.trust_remote_code
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         onnx_path=args.onnx,
     )
     if args.plot:
-        from ..explain import write_prediction_plots
+        from ..visualization.explain import write_prediction_plots
 
         for path in write_prediction_plots(model, extractor, args.records, predictions, args.plot):
             print(f"plot written to {path}", file=sys.stderr)
@@ -140,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_screening(args: argparse.Namespace, model, extractor) -> int:
-    """Folders and records screened into `--output` (see `ecg_pma.screening`); exit status 1 if any record failed."""
-    from ..screening import screen_records
+    """Folders and records screened into `--output` (see `ecg_pma.serving.screening`); exit status 1 if any record failed."""
+    from ..serving.screening import screen_records
 
     if args.output is None:
         raise SystemExit("ecg-pma predict: a folder of records is screened into a CSV: pass --output predictions.csv.")

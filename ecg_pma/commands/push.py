@@ -33,12 +33,12 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hub import push_to_hub
+    from ..sharing.hub import push_to_hub
 
     if args.space_only and not args.space_dir:
         raise ValueError("--space-only writes the Space folder only: give it with --space-dir.")
     if args.space_dir:
-        from ..space import write_space
+        from ..sharing.space import write_space
 
         write_space(
             args.space_dir,

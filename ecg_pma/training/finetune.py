@@ -22,8 +22,8 @@ from ..configuration_ecg_pma import resolve_lead_set
 from ..constants import FINETUNE_MODES, PROBE_GATES
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..metrics import load_ecg_multilabel
-from ..modelcard import card_protocol
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
+from ..sharing.modelcard import card_protocol
 
 # The same safetensors + JSON layout as the pre-training checkpoints.
 from .checkpoint import (
@@ -495,8 +495,8 @@ def save_classifier(
     protocol=None,
     test_by_lead_set=None,
 ) -> None:
-    from ..hub import save_shareable
-    from ..modelcard import write_model_card
+    from ..sharing.hub import save_shareable
+    from ..sharing.modelcard import write_model_card
 
     output_dir.mkdir(parents=True, exist_ok=True)
     base = model.config._name_or_path or None  # the folder or Hub id the weights were loaded from

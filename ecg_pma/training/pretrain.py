@@ -441,7 +441,7 @@ def save_pretrained_model(
         final_model.save_pretrained(output_dir)
         extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(final_model.config)
         extractor.save_pretrained(output_dir)
-        from ..modelcard import card_protocol, write_model_card
+        from ..sharing.modelcard import card_protocol, write_model_card
 
         training = {"pretraining_steps": progress.global_step, **card_protocol(protocol)}
         write_model_card(output_dir, final_model.config, extractor, training=training)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .modeling_ecg_pma import EcgPmaForSequenceClassification
+from ..modeling_ecg_pma import EcgPmaForSequenceClassification
 
 
 @dataclass

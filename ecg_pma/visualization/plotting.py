@@ -2,7 +2,7 @@
 12-lead ECG plots on ECG paper, as clinicians read them: a 3x4 grid of 2.5 s segments (I, aVR, V1, V4 / II, aVL, V2,
 V5 / III, aVF, V3, V6) and a 10 s lead II rhythm strip, at 25 mm/s and 10 mm/mV on a 1 mm / 5 mm grid, each row
 starting with a 1 mV calibration pulse. Optionally overlaid with an explanation (a heat band of per-patch
-attributions, see `ecg_pma.explain`) and the PMA layer weights as a bar chart beside the paper.
+attributions, see `ecg_pma.visualization.explain`) and the PMA layer weights as a bar chart beside the paper.
 
 The paper is drawn in millimetres and the figure is sized so that one millimetre of paper is exactly `dpi / 25.4`
 pixels in the saved image: a printout at the figure's size is true to scale. Figures are built without pyplot (no
@@ -23,8 +23,8 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .configuration_ecg_pma import STANDARD_LEAD_NAMES
-from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor, canonical_lead_key
+from ..configuration_ecg_pma import STANDARD_LEAD_NAMES
+from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, canonical_lead_key
 
 
 # The standard clinical layout: rows of four 2.5 s columns, then a 10 s rhythm strip.
@@ -208,7 +208,7 @@ def plot_ecg(
             `sampling_rate=` and `lead_names=` in its row order; `units` defaults to mV). Any subset of the 12
             standard leads: missing leads are labelled "absent", never drawn as flat lines.
         title: text above the paper (e.g. the predictions).
-        explanation: an `ecg_pma.explain.Explanation`; its per-patch attributions are drawn as a heat band.
+        explanation: an `ecg_pma.visualization.explain.Explanation`; its per-patch attributions are drawn as a heat band.
         layer_weights: drawn as a bar chart to the right of the paper.
         start: seconds of the record skipped before the plotted 10 s.
         baseline: `"median"` centres each 2.5 s segment on its median (removes offsets and slow drift without

@@ -16,13 +16,9 @@ from pathlib import Path
 
 import torch
 
-from . import register_auto_classes
-from .configuration_ecg_pma import SIGNAL_PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig
-from .feature_extraction_ecg_pma import ST_MEM_PREPROCESSING, EcgPmaFeatureExtractor
-from .modeling_ecg_pma import EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
-
-
-register_auto_classes()  # the converted models are saved with their code and auto_map
+from ..configuration_ecg_pma import SIGNAL_PRESETS, STANDARD_LEAD_NAMES, EcgPmaConfig
+from ..feature_extraction_ecg_pma import ST_MEM_PREPROCESSING, EcgPmaFeatureExtractor
+from ..modeling_ecg_pma import EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
 
 
 # ST-MEM splits attention into heads of 64 dimensions; the head count is not stored in the tensors.
@@ -285,7 +281,7 @@ def convert_st_mem(
             config, **{**ST_MEM_PREPROCESSING, "do_filter": band_pass}
         )
         extractor.save_pretrained(output_dir)
-        from .modelcard import write_model_card
+        from ..sharing.modelcard import write_model_card
 
         write_model_card(output_dir, model.config, extractor, training={"converted_from": "ST-MEM checkpoint"})
     return model

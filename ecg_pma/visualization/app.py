@@ -48,7 +48,7 @@ def load_classifier(model: str | os.PathLike, trust_remote_code: bool = False):
     """A classifier and its feature extractor from a saved folder or a Hub repo id."""
     from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
-    from .inference import load_trained_classifier
+    from ..serving.loading import load_trained_classifier
 
     classifier = load_trained_classifier(
         str(model), AutoModelForSequenceClassification, trust_remote_code=trust_remote_code
@@ -216,8 +216,9 @@ class EcgPmaDemo:
             shutil.rmtree(staging, ignore_errors=True)  # an upload is read once; the plot stays for Gradio to serve
 
     def _analyse(self, files, example, label, staging: Path) -> AnalysisResult:
+        from ..serving.inference import predict_records
+        from ..serving.loading import decision_thresholds
         from .explain import plot_prediction
-        from .inference import decision_thresholds, predict_records
         from .plotting import save_figure
 
         record_path = self.record_from_inputs(files, example, staging)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .inference import load_trained_classifier
-from .modeling_ecg_pma import EcgPmaForSequenceClassification
+from ..modeling_ecg_pma import EcgPmaForSequenceClassification
+from .loading import load_trained_classifier
 
 
 DEFAULT_OPSET = 17

@@ -1,6 +1,6 @@
 """
-A Space-ready folder for the web demo (`ecg_pma.app`): `app.py`, `requirements.txt`, a README whose front matter says
-`sdk: gradio`, this package's source (the app imports it), example WFDB records and, optionally, the model itself.
+A Space-ready folder for the web demo (`ecg_pma.visualization.app`): `app.py`, `requirements.txt`, a README whose
+front matter says `sdk: gradio`, this package's source (the app imports it), example WFDB records and, optionally, the model itself.
 Upload the folder as a Gradio Space, or run `python app.py` in it.
 """
 
@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 MODEL_FILES = ("config.json", "preprocessor_config.json", "*.safetensors", "*.py")
 
 APP_TEMPLATE = '''"""Hugging Face Space: the ECG-PMA web demo (written by `ecg-pma push --space-dir`)."""
@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from ecg_pma.app import build_app  # noqa: E402
+from ecg_pma.visualization.app import build_app  # noqa: E402
 
 
 HERE = Path(__file__).resolve().parent

@@ -10,12 +10,9 @@ from pathlib import Path
 from huggingface_hub import CommitInfo, HfApi
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForSequenceClassification
 
-from . import register_auto_classes
+from ..pipeline_ecg_pma import EcgClassificationPipeline
 from .modelcard import write_model_card
-from .pipeline_ecg_pma import EcgClassificationPipeline
 
-
-register_auto_classes()  # saving writes the code, auto_map and custom_pipelines of registered classes only
 
 # Files beside the weights that travel with them when present.
 EXTRA_FILES = ("results.json", "results.md", "onnx_export.json", "layerwise_probe.md", "layerwise_probe.png")

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import AutoConfig
 
-from . import register_auto_classes
-from .constants import DTYPES
-from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor, check_integer
-from .modeling_ecg_pma import EcgPmaForSequenceClassification
+from ..constants import DTYPES
+from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, check_integer
+from ..modeling_ecg_pma import EcgPmaForSequenceClassification
+from .loading import decision_thresholds
+from .onnx_runtime import check_onnx_matches_config, onnx_session, resolve_onnx_path, run_onnx_session
 
 
 @dataclass
@@ -34,36 +34,6 @@ def autocast_context(dtype: str, device: torch.device):
     if dtype == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def load_trained_classifier(model_dir, loader=None, **kwargs) -> EcgPmaForSequenceClassification:
-    """
-    A classifier for prediction or export: `loader.from_pretrained(model_dir)` (default
-    `EcgPmaForSequenceClassification`), refusing a checkpoint without a trained gate and head (a pre-training or encoder
-    checkpoint), which would otherwise predict with random ones.
-    """
-    loader = loader or EcgPmaForSequenceClassification
-    register_auto_classes()  # the Auto classes know our model type without the code saved beside the weights
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=kwargs.get("trust_remote_code"))
-    architectures = config.architectures or []
-    if not any(name.endswith("ForSequenceClassification") for name in architectures):
-        raise ValueError(
-            f"{model_dir} is not a classifier ({', '.join(architectures) or 'no architecture in its config'}): it is a "
-            f"pre-trained model without a trained head. Train one first: ecg-pma finetune --model {model_dir} ..."
-        )
-    model, info = loader.from_pretrained(model_dir, output_loading_info=True, **kwargs)
-    if info["missing_keys"]:
-        architectures = ", ".join(getattr(model.config, "architectures", None) or ["unknown"])
-        raise ValueError(
-            f"{model_dir} has no trained classifier ({architectures} checkpoint; missing "
-            f"{sorted({key.rsplit('.', 1)[0] for key in info['missing_keys']})}): train one with `ecg-pma finetune`."
-        )
-    return model
-
-
-def decision_thresholds(config) -> list[float]:
-    """The per-label thresholds tuned on validation and stored in the config, or 0.5 for every label where none were."""
-    return list(config.decision_thresholds or [0.5] * config.num_labels)
 
 
 def compile_for_inference(model: torch.nn.Module) -> torch.nn.Module:
@@ -93,55 +63,6 @@ def record_name(records, index: int) -> str:
 
 
 BACKENDS = ("torch", "onnxruntime")
-DEFAULT_ONNX_FILE = "model.onnx"
-
-
-def onnx_session(onnx_path: str | os.PathLike, num_threads: int | None = None, memory_arena: bool = True):
-    """
-    An ONNX Runtime CPU session with every graph optimization enabled at load time, on as many threads as PyTorch uses
-    (`torch.get_num_threads()`) unless `num_threads` says otherwise. `memory_arena=False` returns freed buffers to the
-    system allocator instead of keeping them in ORT's arena (slower; for measuring a call's peak memory).
-    """
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.enable_cpu_mem_arena = memory_arena
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = num_threads or torch.get_num_threads()
-    return onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-
-
-def check_onnx_matches_config(onnx_path: str | os.PathLike, config) -> None:
-    """Refuses an ONNX file exported from another model: its labels and input shape must be the config's."""
-    from .onnx_export import read_onnx_metadata
-
-    spec = read_onnx_metadata(onnx_path)
-    expected_labels = {str(index): label for index, label in config.id2label.items()}
-    expected_input = ["batch", config.num_leads, config.signal_length]
-    if spec and (
-        spec.get("id2label", expected_labels) != expected_labels or spec["inputs"]["signals"] != expected_input
-    ):
-        raise ValueError(
-            f"ONNX file {onnx_path} was exported from another model: labels {spec.get('id2label')} and input "
-            f"{spec['inputs']['signals']}, but this model has labels {expected_labels} and input {expected_input}. "
-            "Export it again with `ecg-pma export-onnx`."
-        )
-
-
-def resolve_onnx_path(model, onnx_path: str | os.PathLike | None) -> str:
-    """`onnx_path`, else `model.onnx` in the folder the model was loaded from; a clear error when there is none."""
-    if onnx_path is None:
-        model_dir = getattr(model, "name_or_path", "") or ""
-        onnx_path = os.path.join(model_dir, DEFAULT_ONNX_FILE) if model_dir else None
-        if onnx_path is None or not os.path.isfile(onnx_path):
-            raise FileNotFoundError(
-                f"backend='onnxruntime' needs an ONNX file: none given and no {DEFAULT_ONNX_FILE} in "
-                f"{model_dir or 'the model folder'}. Export one with `ecg-pma export-onnx MODEL OUT.onnx` and pass "
-                "it as onnx_path= (CLI: --onnx OUT.onnx)."
-            )
-    if not os.path.isfile(onnx_path):
-        raise FileNotFoundError(f"ONNX file {onnx_path} not found.")
-    return str(onnx_path)
 
 
 def window_forward(
@@ -179,15 +100,6 @@ def window_forward(
         return run_onnx_session(session, signals, lead_mask)
 
     return forward
-
-
-def run_onnx_session(session, signals: torch.Tensor, lead_mask: torch.Tensor | None = None):
-    """`logits`, `layer_weights` of an exported classifier's session; every lead present when `lead_mask` is None."""
-    if lead_mask is None:
-        lead_mask = torch.ones(signals.shape[:2], dtype=torch.bool)
-    inputs = {"signals": signals.cpu().numpy(), "lead_mask": lead_mask.cpu().numpy().astype(bool)}
-    logits, layer_weights = session.run(["logits", "layer_weights"], inputs)
-    return torch.from_numpy(logits), torch.from_numpy(layer_weights)
 
 
 def score_windows(

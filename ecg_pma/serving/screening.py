@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data.records import find_records
+from ..data.records import find_records
 from .inference import RecordPrediction, score_windows, summarize_records, window_forward
 
 
