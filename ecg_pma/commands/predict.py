@@ -1,4 +1,5 @@
-"""`ecg-pma predict`: per-label probabilities for WFDB records."""
+"""`ecg-pma predict`: per-label probabilities for WFDB records and ECG files (DICOM, EDF, HL7 aECG, GE MUSE and Philips
+XML, CSV / .npy / Parquet)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ from .argument_types import non_negative_int, output_file, positive_int
 
 def add_parser(commands) -> None:
 
-    predict = commands.add_parser("predict", help="per-label probabilities and layer weights for WFDB records")
+    predict = commands.add_parser(
+        "predict", help="per-label probabilities and layer weights for WFDB records and ECG files"
+    )
     predict.add_argument("model")
     predict.add_argument(
-        "records", nargs="+", help="WFDB record paths (with or without .hea), or folders of records (with --output)"
+        "records",
+        nargs="+",
+        help="WFDB record paths (with or without .hea), ECG files (DICOM, EDF/BDF, HL7 aECG, GE MUSE or Philips XML, "
+        "CSV/.npy/Parquet with a sidecar .json), or folders of them, formats mixed (with --output)",
     )
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--dtype", choices=DTYPES, default="fp32")
