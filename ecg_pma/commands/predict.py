@@ -86,14 +86,20 @@ def add_lead_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def lead_options(args: argparse.Namespace) -> dict:
-    """The feature-extractor settings given by `add_lead_arguments`' options (only those set)."""
+def parse_lead_aliases(items: list[str]) -> dict[str, str]:
+    """`--lead-alias NAME=LEAD` options -> `{NAME: LEAD}`."""
     aliases = {}
-    for item in args.lead_alias:
+    for item in items:
         name, separator, lead = item.partition("=")
         if not separator or not name.strip() or not lead.strip():
             raise ValueError(f"--lead-alias {item!r}: expected NAME=LEAD, e.g. MLII=II.")
         aliases[name.strip()] = lead.strip()
+    return aliases
+
+
+def lead_options(args: argparse.Namespace) -> dict:
+    """The feature-extractor settings given by `add_lead_arguments`' options (only those set)."""
+    aliases = parse_lead_aliases(args.lead_alias)
     options = {"lead_aliases": aliases} if aliases else {}
     if args.required_leads is not None:
         options["required_leads"] = args.required_leads

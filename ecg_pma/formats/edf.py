@@ -28,6 +28,26 @@ def edf_kind(head: bytes) -> str | None:
     return None
 
 
+def check_file_size(path, kind: str) -> None:
+    """The header's data records must all be in the file: edfio reads a file cut short as a shorter recording."""
+    with open(path, "rb") as handle:
+        header = handle.read(256)
+        try:
+            header_bytes, records, signals = int(header[184:192]), int(header[236:244]), int(header[252:256])
+        except ValueError as error:
+            raise EcgFileError(path, f"an {kind.upper()} header with unreadable fields ({error}).") from error
+        handle.seek(256 + signals * 216)
+        per_record = sum(int(handle.read(8) or 0) for _ in range(signals))
+    if records < 0:  # -1: still being recorded; the file's size decides
+        return
+    expected = header_bytes + records * per_record * (3 if kind == "bdf" else 2)
+    size = os.path.getsize(path)
+    if size < expected:
+        raise EcgFileError(
+            path, f"{size} bytes, fewer than the {expected} its header's {records} data records need (truncated?)."
+        )
+
+
 def edf_metadata(edf, kind: str) -> dict:
     metadata = {"format": kind}
     try:  # EDF+ subfields; a plain EDF header has free text there, which edfio declines to parse
@@ -48,6 +68,7 @@ def edf_metadata(edf, kind: str) -> dict:
 def read_edf(path: str | os.PathLike, kind: str = "edf") -> EcgRecord:
     edfio = require("edfio", "EDF/BDF files")
     reader = edfio.read_bdf if kind == "bdf" else edfio.read_edf
+    check_file_size(path, kind)
     try:
         edf = reader(path)
         signals = list(edf.signals)

@@ -3,6 +3,11 @@ Philips XML (`<restingecgdata>`, Sierra ECG / PageWriter / IntelliSpace; schemas
 waveforms decoded by `sierraecg` (base64, XLI-compressed or not, limb leads rebuilt as the format stores them), scaled
 by the file's resolution (uV per bit: `parsedwaveforms@resolution` in 1.04, `signalresolution` in 1.03); metadata
 read from the same XML with the standard library.
+
+The stored 11 s end with 0.4 s in which every lead holds the same values — flat, the cart's 1 mV, 200 ms calibration
+pulse, flat. That tail is not ECG: it is cut off (the longest tail where all leads agree sample by sample, when it
+lasts at least a quarter of a second), and its pulse height kept as `metadata["calibration_pulse_mv"]` (1.0 in every
+published file: a check on the scaling).
 """
 
 from __future__ import annotations
@@ -28,6 +33,16 @@ def resolution_uv(path, root) -> float:
         # every published file has 0; whether the offset is added or removed is not documented, so it is not guessed
         raise EcgFileError(path, f"signal offset {offset} is not supported (only files with signaloffset 0 are read).")
     return float(value)
+
+
+def calibration_tail(signal: np.ndarray, sampling_rate: float) -> int:
+    """How many samples at the end of `signal (leads, samples)` hold the same value in every lead (0 when fewer than
+    a quarter of a second: the leads of an ECG never agree that long)."""
+    agree = (signal == signal[:1]).all(axis=0)
+    if agree.all():
+        return 0  # every lead identical throughout: not a calibration tail but a (broken) recording, left as it is
+    tail = len(agree) - 1 - int(np.flatnonzero(~agree)[-1])
+    return tail if tail >= sampling_rate / 4 else 0
 
 
 def philips_metadata(root, version: str) -> dict:
@@ -81,8 +96,14 @@ def read_philips(path: str | os.PathLike) -> EcgRecord:
         raise EcgFileError(path, f"Philips waveforms cannot be decoded ({type(error).__name__}: {error}).") from error
     if not ecg.leads:
         raise EcgFileError(path, "Philips XML without leads (no waveforms in the file).")
-    rates = {lead.sampling_freq for lead in ecg.leads}
+    rate = float(ecg.leads[0].sampling_freq)
+    lengths = {len(lead.samples) for lead in ecg.leads}
     rows = [np.asarray(lead.samples, dtype=np.float64) * step / 1000.0 for lead in ecg.leads]
-    return build_record(
-        path, rows, float(rates.pop()), [lead.label for lead in ecg.leads], philips_metadata(root, ecg.doc_ver)
-    )
+    metadata = philips_metadata(root, ecg.doc_ver)
+    if len(lengths) == 1:
+        signal = np.stack(rows)
+        tail = calibration_tail(signal, rate)
+        if tail:
+            metadata["calibration_pulse_mv"] = float(signal[0, -tail:].max())
+            rows = list(signal[:, :-tail])
+    return build_record(path, rows, rate, [lead.label for lead in ecg.leads], metadata)
