@@ -352,3 +352,27 @@ def test_predict_command_reads_a_dicom_file(classifier, capsys):
     _, _, directory = classifier
     assert cli_main(["predict", str(directory), str(dicom_test_file())]) == 0
     assert "waveform_ecg.dcm" in capsys.readouterr().out
+
+
+def test_pipeline_reads_a_dicom_file(classifier):
+    from transformers import pipeline
+
+    _, _, directory = classifier
+    classify = pipeline("ecg-classification", model=str(directory))
+    scores = classify(str(dicom_test_file()), top_k=2)
+    assert sorted(entry["label"] for entry in scores) == ["AF", "NSR"]
+
+
+def test_bdf_is_read_from_its_version_field(original, tmp_path):
+    import edfio
+
+    signals = [
+        edfio.BdfSignal(row, original.fs, label=lead, physical_dimension="mV", physical_range=(-20, 20))
+        for lead, row in zip(original.leads, original.signal)
+    ]
+    path = tmp_path / "exported.dat_without_bdf_suffix"
+    edfio.Bdf(signals).write(path)
+    assert detect_format(path) == "bdf"
+    record = read_ecg(path)
+    assert record.leads == original.leads and record.metadata["format"] == "bdf"
+    assert np.abs(record.signal - original.signal).max() <= 40 / (2**24 - 1)  # 24-bit steps over 40 mV
