@@ -769,7 +769,9 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         """
         Args:
             ecg: `(leads, samples)` or `(batch, leads, samples)` array/tensor, a list of arrays (lengths may differ),
-                a `wfdb.Record`, a path to a WFDB record, or a list of records/paths.
+                a `wfdb.Record`, a path to a WFDB record or to any ECG file `ecg_pma.read_ecg` reads (DICOM, EDF,
+                HL7 aECG, GE MUSE and Philips XML, CSV / .npy / Parquet; with the package imported), or a list of
+                records/paths.
             sampling_rate: the input's rate in Hz (required for arrays; records carry their own).
             lead_names: the input's lead names in its row order (arrays only; model order if omitted).
             units: physical unit of array input (`"mV"` default, `"uV"`, `"V"`), one or per lead.

@@ -245,9 +245,7 @@ def bad_files(original, directory: Path) -> dict[str, tuple[Path, str]]:
     write_hl7_aecg(original, directory / "unknown_lead.xml", lead_codes=[*codes[:-1], "MDC_ECG_LEAD_FOO"])
     write_hl7_aecg(original, directory / "no_waveforms.xml", with_series=False)
     write_ge_muse(original, directory / "median_only.xml", waveform_type="Median")
-    eleven = original.leads[:-1]
-    (directory / "missing_lead.dcm").write_bytes(b"")
-    eleven_record = type(original)(original.name, original.signal[:-1], original.fs, eleven, "mV", {})
+    eleven_record = type(original)(original.name, original.signal[:-1], original.fs, original.leads[:-1], "mV", {})
     write_ecg(eleven_record, directory / "missing_lead.dcm")
     (directory / "other.xml").write_text('<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>')
     return {

@@ -47,7 +47,7 @@ def calibration_tail(signal: np.ndarray, sampling_rate: float) -> int:
 
 def philips_metadata(root, version: str) -> dict:
     acquisition = descendants(root, "dataacquisition")
-    when = acquisition[0].get("date"), acquisition[0].get("time") if acquisition else (None, None)
+    when = (acquisition[0].get("date"), acquisition[0].get("time")) if acquisition else (None, None)
     machine = descendants(root, "machine")
     device = ""
     if machine:

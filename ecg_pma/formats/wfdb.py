@@ -22,8 +22,10 @@ def comment_fields(comments: list[str]) -> dict[str, str]:
 
 
 def read_wfdb(path: str | os.PathLike) -> EcgRecord:
-    text = str(path)
-    record_path = text[: -len(".hea")] if text.endswith(".hea") else text
+    record_path = str(path)
+    for suffix in (".hea", ".dat", ".mat"):  # the header or a signal file of the record names it too
+        if record_path.endswith(suffix) and os.path.exists(record_path[: -len(suffix)] + ".hea"):
+            record_path = record_path[: -len(suffix)]
     raw = EcgPmaFeatureExtractor.read_record(record_path)
     record = EcgPmaFeatureExtractor._record_from_wfdb(raw, record_path)
     signal = EcgPmaFeatureExtractor.to_millivolts(record.signal, record.units, record_path)
