@@ -125,7 +125,8 @@ def write_dicom(record: EcgRecord, path: str | os.PathLike, microvolts_per_bit: 
     """
     `record` (in mV, standard lead names) as a DICOM ECG waveform file: 16-bit signed samples at `microvolts_per_bit`
     (by default 1 uV, or coarser when the largest amplitude would not fit), SCP-ECG channel source codes, the
-    12-lead ECG IOD for the standard leads up to 1 kHz and the General ECG IOD otherwise.
+    12-lead ECG IOD within its limits (standard leads, 200-1000 Hz, up to 16384 samples) and the General ECG IOD
+    otherwise.
     """
     pydicom = require("pydicom", "DICOM ECG files")
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -141,7 +142,8 @@ def write_dicom(record: EcgRecord, path: str | os.PathLike, microvolts_per_bit: 
     largest = float(np.abs(signal_uv).max(initial=0.0))
     step = microvolts_per_bit or max(1.0, float(np.ceil(largest / 32767.0)))
     digital = np.round(signal_uv / step).astype("<i2")
-    twelve = record.fs <= 1000 and set(record.leads) <= set(STANDARD_LEAD_NAMES)
+    # the 12-lead ECG IOD's limits (PS3.3 A.34.3.4): 200-1000 Hz, at most 16384 samples per channel
+    twelve = 200 <= record.fs <= 1000 and digital.shape[1] <= 16384 and set(record.leads) <= set(STANDARD_LEAD_NAMES)
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = TWELVE_LEAD_ECG_STORAGE if twelve else GENERAL_ECG_STORAGE
