@@ -374,3 +374,12 @@ def test_bdf_is_read_from_its_version_field(original, tmp_path):
     record = read_ecg(path)
     assert record.leads == original.leads and record.metadata["format"] == "bdf"
     assert np.abs(record.signal - original.signal).max() <= 40 / (2**24 - 1)  # 24-bit steps over 40 mV
+
+
+def test_the_web_demo_accepts_one_ecg_file_of_any_format(tmp_path):
+    from ecg_pma.visualization.app import RecordUploadError, stage_upload
+
+    staged = stage_upload([dicom_test_file()], tmp_path / "upload")
+    assert Path(staged).name == "waveform_ecg.dcm" and read_ecg(staged).metadata["format"] == "dicom"
+    with pytest.raises(RecordUploadError, match="No WFDB header"):  # two files and no header: which one?
+        stage_upload([dicom_test_file(), write_ecg(read_ecg(dicom_test_file()), tmp_path / "b.edf")], tmp_path / "two")
