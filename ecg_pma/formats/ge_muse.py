@@ -67,7 +67,8 @@ def muse_metadata(root, waveform) -> dict:
     for name, key, per_hz in (("HighPassFilter", "high_pass_hz", 100.0), ("LowPassFilter", "low_pass_hz", 1.0)):
         value = text_of(waveform, name)
         if value and value.replace(".", "", 1).isdigit():
-            # MUSE writes the high-pass corner in hundredths of a hertz (16 = 0.16 Hz), the low-pass in hertz
+            # the high-pass corner read as hundredths of a hertz (16 = 0.16 Hz), the low-pass as hertz, as MUSE exports
+            # are commonly read; GE's own documentation of the field was not available to check it
             filters[key] = float(value) / per_hz
     notch = text_of(waveform, "ACFilter")
     if notch and notch.isdigit():
