@@ -5,11 +5,11 @@ classes and the `ecg-classification` pipeline, so that saved ecg_pma folders and
 installed package's classes, without `trust_remote_code`. It also marks the classes so that `save_pretrained` writes
 the modeling code and an `auto_map`, for those who load the model without this package (`trust_remote_code=True`).
 
-The package's parts, each a subpackage: `data` (corpora as `datasets`), `training` (pre-training, probing,
-finetuning), `serving` (prediction, ONNX, folder screening), `visualization` (ECG plots, explanations, the web demo),
-`sharing` (Hub, model cards, Spaces), `conversion` (ST-MEM checkpoints), `formats` (DICOM, HL7 aECG, GE MUSE and
-Philips XML, EDF, array files: `read_ecg`), `metrics` and `commands` (the `ecg-pma` command). The files saved with a model (configuration, modeling, feature extraction, pipeline) stay at the top, as in
-`transformers`.
+The package's parts, each a subpackage: `data` (corpora as `datasets`), `formats` (DICOM, HL7 aECG, GE MUSE and
+Philips XML, EDF, array files: `read_ecg`), `training` (pre-training, probing, finetuning), `serving` (prediction,
+ONNX, folder screening), `visualization` (ECG plots, explanations, the web demo), `sharing` (Hub, model cards,
+Spaces), `conversion` (ST-MEM checkpoints), `metrics` and `commands` (the `ecg-pma` command). The files saved with a
+model (configuration, modeling, feature extraction, pipeline) stay at the top, as in `transformers`.
 """
 
 from __future__ import annotations
