@@ -30,6 +30,7 @@ _LAZY_EXPORTS = {
     "STANDARD_LEAD_NAMES": "configuration_ecg_pma",
     "EcgPmaConfig": "configuration_ecg_pma",
     "EcgPmaFeatureExtractor": "feature_extraction_ecg_pma",
+    "CheckpointMismatchError": "modeling_ecg_pma",
     "EcgPmaForPreTraining": "modeling_ecg_pma",
     "EcgPmaForSequenceClassification": "modeling_ecg_pma",
     "EcgPmaModel": "modeling_ecg_pma",
