@@ -1,6 +1,8 @@
 """
-The web demo: uploads are staged and checked, bad ones become messages; `predict --plot`; the Space folder; and the
-app end to end in a real headless Chromium on 127.0.0.1.
+The web demo: uploads are staged and checked, bad ones (a wrong file type included) become messages; what the page
+says about the model (research-use notice, training data, model card, no server path); `predict --plot` and the page
+for the README's quick-start model (no `label2id`); the Space folder; and the app end to end in a real headless
+Chromium on 127.0.0.1.
 """
 
 import json
@@ -23,7 +25,16 @@ from conftest import REPO_ROOT, run_without_package, shared_data_dir
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
 from ecg_pma.cli import main
 from ecg_pma.serving.inference import predict_records
-from ecg_pma.visualization.app import EcgPmaDemo, RecordUploadError, stage_upload
+from ecg_pma.sharing.modelcard import write_model_card
+from ecg_pma.visualization.app import (
+    ACCEPTED_UPLOAD_SUFFIXES,
+    EXAMPLES_ATTRIBUTION,
+    RESEARCH_NOTICE,
+    EcgPmaDemo,
+    RecordUploadError,
+    build_app,
+    stage_upload,
+)
 
 
 # Labels found in the `# Dx:` lines of the challenge records.
@@ -41,6 +52,18 @@ def classifier_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("classifier")
     EcgPmaForSequenceClassification(config).save_pretrained(path)
     EcgPmaFeatureExtractor.from_model_config(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def quickstart_dir(tmp_path_factory):
+    """The README's quick-start model: `id2label` only (no `label2id`, no thresholds), no model card."""
+    torch.manual_seed(0)
+    config = EcgPmaConfig.from_preset("tiny", aggregation="pma", id2label={0: "NSR", 1: "AF", 2: "STach"})
+    path = tmp_path_factory.mktemp("my-model")
+    EcgPmaForSequenceClassification(config).save_pretrained(path)
+    EcgPmaFeatureExtractor.from_model_config(config).save_pretrained(path)
+    assert json.loads((path / "config.json").read_text())["label2id"] is None
     return path
 
 
@@ -97,6 +120,12 @@ def test_bad_uploads_are_clear_errors(tmp_path):
     not_zip.write_bytes(b"not a zip")
     with pytest.raises(RecordUploadError, match="record.zip is not a readable zip archive"):
         stage_upload([not_zip], tmp_path / "e")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("HR06009 looked odd")
+    with pytest.raises(RecordUploadError, match=r"Cannot read notes.txt: not a supported file type") as refused:
+        stage_upload([*record_files("E07500"), notes], tmp_path / "f")
+    assert all(suffix in str(refused.value) for suffix in ACCEPTED_UPLOAD_SUFFIXES)
+    assert not (tmp_path / "f").exists() or not any((tmp_path / "f").iterdir())  # refused before anything is copied
 
 
 def test_the_page_shows_a_message_not_a_traceback_for_bad_records(demo, tmp_path):
@@ -113,6 +142,49 @@ def test_the_page_shows_a_message_not_a_traceback_for_bad_records(demo, tmp_path
     result = demo.analyse(files=sorted(truncated.iterdir()))
     assert "could not be read" in result.error_html
     assert "or choose an example first" in demo.analyse().error_html
+    assert str(tmp_path) not in result.error_html  # the message names files, never the server's folders
+
+
+def test_the_page_says_what_the_model_is_and_is_not(classifier_dir, tmp_path):
+    folder = tmp_path / "card-model"
+    shutil.copytree(classifier_dir, folder)
+    model = EcgPmaForSequenceClassification.from_pretrained(folder)
+    data = {"name": "physionet2021 records in /srv/ecg/data/challenge", "description": "200 simulated 12-lead ECGs"}
+    write_model_card(folder, model.config, EcgPmaFeatureExtractor.from_pretrained(folder), dataset=data)
+    page = EcgPmaDemo(folder, examples_dir=shared_data_dir("physionet2021"))
+    header = page.header_markdown()
+    assert RESEARCH_NOTICE in header and "not a medical device" in header
+    assert "Trained on: physionet2021 records in challenge: 200 simulated 12-lead ECGs." in header
+    assert 'href="#ecg-pma-model-card">model card</a>' in header and "/srv" not in header
+    assert str(tmp_path) not in header and "Model: `card-model`" in header
+    assert "## Training data and protocol" in page.model_card
+    # a model without a card (the quick start's) says so, and gets a card built from its config
+    bare = EcgPmaDemo(classifier_dir)
+    assert "Training data: not stated; this model has no model card" in bare.header_markdown()
+    assert bare.card_generated and "## Preprocessing" in bare.model_card
+    assert (
+        "PhysioNet/Computing in Cardiology Challenge 2021" in EXAMPLES_ATTRIBUTION
+        and "CC BY 4.0" in EXAMPLES_ATTRIBUTION
+    )
+
+
+def test_the_page_uses_only_font_files_with_every_glyph_it_shows(classifier_dir):
+    import gradio
+    from fontTools.ttLib import TTFont
+    from gradio.themes.utils.fonts import font_dir_name
+
+    app = build_app(classifier_dir, examples_dir=shared_data_dir("physionet2021"))
+    text = app.ecg_pma.header_markdown() + EXAMPLES_ATTRIBUTION + "".join(app.ecg_pma.label_names) + "Analyse"
+    (font,) = [font for font in app.ecg_pma_theme._font if hasattr(font, "weights")]
+    folder = Path(gradio.__file__).parent / "templates" / "frontend" / "static" / "fonts" / font_dir_name(font.name)
+    css = font.stylesheet()["css"]
+    for weight in font.weights:
+        file_weight = {400: "Regular", 700: "Bold"}[weight]
+        assert f"{font_dir_name(font.name)}-{file_weight}.woff2" in css
+        glyphs = TTFont(folder / f"{font_dir_name(font.name)}-{file_weight}.woff2").getBestCmap()
+        missing = sorted({character for character in text if character.isprintable() and ord(character) not in glyphs})
+        assert not missing, f"{font.name} {weight} lacks {missing}: the browser would mix in another font"
+    assert 600 not in font.weights  # Gradio's semibold file is a 55-glyph subset
 
 
 @pytest.mark.slow
@@ -137,20 +209,40 @@ def test_the_page_shows_what_predict_records_computes(demo, classifier_dir):
 
 
 @pytest.mark.slow
-def test_predict_writes_the_plot_with_the_explanation(classifier_dir, tmp_path, capsys):
+def test_predict_plots_the_quick_start_model(quickstart_dir, tmp_path, capsys):
     record = shared_data_dir("physionet2021") / "E07500"
-    assert main(["predict", str(classifier_dir), str(record), "--json", "--plot", str(tmp_path / "ecg.png")]) == 0
+    assert main(["predict", str(quickstart_dir), str(record), "--json", "--plot", str(tmp_path / "ecg.png")]) == 0
     printed = json.loads(capsys.readouterr().out)
-    top = max(printed[0]["probabilities"], key=printed[0]["probabilities"].get)
+    assert sorted(printed[0]["probabilities"]) == ["AF", "NSR", "STach"]
     from PIL import Image
 
     with Image.open(tmp_path / "ecg.png") as image:
-        # paper 260 x 120 mm + 14 mm title, + 70 mm layer-weight panel, at 100 dpi
-        assert image.size[0] == pytest.approx(330 / 25.4 * 100, abs=1)
-        assert image.size[1] == pytest.approx(134 / 25.4 * 100, abs=1)
-    assert main(["predict", str(classifier_dir), str(record), "--plot", str(tmp_path / "ecg.jpg")]) == 2
+        # paper 260 x 160 mm + 12 mm patient block + 12 mm title, + 70 mm side panel, at 150 dpi
+        assert image.size[0] == pytest.approx(330 / 25.4 * 150, abs=1)
+        assert image.size[1] == pytest.approx(184 / 25.4 * 150, abs=1)
+    assert main(["predict", str(quickstart_dir), str(record), "--plot", str(tmp_path / "ecg.jpg")]) == 2
     assert "the suffix must be one of .png, .svg, .pdf" in capsys.readouterr().err
-    assert top in LABELS
+
+
+@pytest.mark.slow
+def test_the_page_explains_the_most_likely_positive_label_or_says_none_is_positive(quickstart_dir, tmp_path):
+    page = EcgPmaDemo(quickstart_dir, examples_dir=shared_data_dir("physionet2021"))
+    model, extractor = page.model, page.extractor
+    record = str(shared_data_dir("physionet2021") / "HR06009")
+    probabilities = predict_records(model, extractor, [record])[0].probabilities
+    ranked = sorted(probabilities, key=probabilities.get, reverse=True)
+    # the most probable label below its threshold, the second one above it: the second is explained
+    thresholds = {ranked[0]: 0.999, ranked[1]: 0.001, ranked[2]: 0.999}
+    model.config.decision_thresholds = [thresholds[model.config.id2label[i]] for i in range(3)]
+    result = page.analyse(example="HR06009")
+    assert f'data-label="{ranked[1]}"' in result.labels_html and f"{ranked[1]} (explained)" in result.labels_html
+    assert result.error_html == "" and Path(result.plot_path).read_bytes().startswith(b"\x89PNG")
+    model.config.decision_thresholds = [0.999] * 3
+    result = page.analyse(example="HR06009")
+    assert "(explained)" not in result.labels_html and "No label is positive at its threshold" in result.labels_html
+    assert result.plot_path is not None and result.error_html == ""
+    result = page.analyse(example="HR06009", label=ranked[2])  # a label chosen by name, without label2id
+    assert f"{ranked[2]} (explained)" in result.labels_html
 
 
 # ---------------------------------------------------------------------------------------------------- Space folder
