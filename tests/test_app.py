@@ -312,7 +312,7 @@ print(json.dumps(app.demo.ecg_pma.label_names))
 
 CHROME_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1600,1400",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1300",
 )  # fmt: skip
 
 
@@ -348,7 +348,9 @@ def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 180) -
 
 
 @pytest.mark.slow
-def test_the_app_in_a_real_browser(classifier_dir, tmp_path):
+def test_the_app_in_a_real_browser(quickstart_dir, tmp_path):
+    """The README's quick-start model served by `ecg-pma app`, in Chromium at 1400 px: what the page says about the
+    model, its prediction (equal to `ecg-pma predict`), the plot at full width, and the messages for bad uploads."""
     browser, driver_path = chromium_paths()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -358,7 +360,7 @@ def test_the_app_in_a_real_browser(classifier_dir, tmp_path):
     data = shared_data_dir("physionet2021")
     record = data / "JS20003"
     predicted = subprocess.run(
-        [sys.executable, "-m", "ecg_pma.cli", "predict", str(classifier_dir), str(record), "--json"],
+        [sys.executable, "-m", "ecg_pma.cli", "predict", str(quickstart_dir), str(record), "--json"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr[-3000:]
@@ -368,7 +370,7 @@ def test_the_app_in_a_real_browser(classifier_dir, tmp_path):
     url = f"http://127.0.0.1:{port}/"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO_ROOT)}
     app = subprocess.Popen(
-        [sys.executable, "-m", "ecg_pma.cli", "app", str(classifier_dir), "--port", str(port), "--examples", str(data)],
+        [sys.executable, "-m", "ecg_pma.cli", "app", str(quickstart_dir), "--port", str(port), "--examples", str(data)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     options = webdriver.ChromeOptions()
@@ -381,7 +383,7 @@ def test_the_app_in_a_real_browser(classifier_dir, tmp_path):
         wait_for_server(url, app)
         chrome = webdriver.Chrome(options=options, service=Service(driver_path))
 
-        def upload(*files):
+        def choose(*files):
             chrome.get(url)
             WebDriverWait(chrome, 120).until(
                 lambda d: d.find_elements(By.CSS_SELECTOR, "#ecg-pma-upload input[type=file]"), "no upload field"
@@ -394,6 +396,9 @@ def test_the_app_in_a_real_browser(classifier_dir, tmp_path):
                 lambda d: all(f.name in "".join(d.find_element(By.ID, "ecg-pma-upload").text.split()) for f in files),
                 "the uploaded files are not listed",
             )
+
+        def upload(*files):
+            choose(*files)
             chrome.find_element(By.ID, "ecg-pma-run").click()
             WebDriverWait(chrome, 600).until(
                 lambda d: d.find_elements(By.CSS_SELECTOR, "#ecg-pma-labels tr[data-label], #ecg-pma-error"),
@@ -401,17 +406,53 @@ def test_the_app_in_a_real_browser(classifier_dir, tmp_path):
             )
 
         upload(Path(f"{record}.hea"), Path(f"{record}.mat"))
+        # what the page says about the model, before any result
+        notice = chrome.find_element(By.ID, "ecg-pma-notice").text
+        assert "research model, not a medical device" in notice
+        training = chrome.find_element(By.ID, "ecg-pma-training-data").text
+        assert training.startswith("Training data: not stated")  # the quick-start model has no card
+        link = chrome.find_element(By.ID, "ecg-pma-card-link")
+        assert link.get_attribute("href").endswith("#ecg-pma-model-card") and "model card" in link.text
+        assert chrome.find_elements(By.ID, "ecg-pma-model-card")
+        attribution = chrome.find_element(By.ID, "ecg-pma-attribution").text
+        assert "PhysioNet/Computing in Cardiology Challenge 2021" in attribution and "CC BY 4.0" in attribution
+        body = chrome.find_element(By.TAG_NAME, "body").text
+        assert str(quickstart_dir) not in body and str(quickstart_dir.parent) not in body
+
+        # the prediction, as `ecg-pma predict` prints it
         rows = chrome.find_elements(By.CSS_SELECTOR, "#ecg-pma-labels tr[data-label]")
         shown = {row.get_attribute("data-label"): row for row in rows}
-        assert set(shown) == set(expected["probabilities"])
+        assert set(shown) == set(expected["probabilities"]) == {"NSR", "AF", "STach"}
         for name, probability in expected["probabilities"].items():
             assert shown[name].find_element(By.CSS_SELECTOR, "td.probability").text == f"{probability:.3f}"
         positives = {name for name, row in shown.items() if row.get_attribute("class") == "positive"}
         assert positives == set(expected["positive_labels"])
-        WebDriverWait(chrome, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "img[src*='ecg.png']"), "no plot")
+        assert chrome.find_elements(By.ID, "ecg-pma-error") == []
+
+        # the plot at the page's full width
+        plot = WebDriverWait(chrome, 60).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#ecg-pma-plot img[src*='ecg.png']"), "no plot"
+        )[0]
+        WebDriverWait(chrome, 60).until(lambda d: plot.get_attribute("naturalWidth") not in (None, "0"), "not loaded")
+        header_width = chrome.find_element(By.ID, "ecg-pma-header").size["width"]
+        assert plot.size["width"] >= 0.95 * header_width > 1000, (plot.size, header_width)
+        assert plot.size["height"] == pytest.approx(plot.size["width"] * 184 / 330, rel=0.03)  # not squeezed
         assert "resampled to 100 Hz" in chrome.find_element(By.ID, "ecg-pma-preprocessing").text
+        chrome.execute_script("document.body.style.zoom = '1'; window.scrollTo(0, 0);")
         assert chrome.save_screenshot(str(tmp_path / "app.png"))
         assert (tmp_path / "app.png").read_bytes().startswith(b"\x89PNG")
+
+        # a file type the app cannot read: said as soon as it is uploaded, naming what is accepted
+        notes = tmp_path / "notes.txt"
+        notes.write_text("not an ECG")
+        choose(notes)
+        message = (
+            WebDriverWait(chrome, 60)
+            .until(lambda d: d.find_elements(By.ID, "ecg-pma-error"), "no message for a .txt upload")[0]
+            .text
+        )
+        assert "Cannot read notes.txt: not a supported file type" in message
+        assert all(suffix in message for suffix in (".hea", ".dat", ".mat", ".zip"))
 
         upload(Path(f"{record}.hea"))  # a header without its signal file
         error = chrome.find_element(By.ID, "ecg-pma-error").text
@@ -424,6 +465,9 @@ def test_the_app_in_a_real_browser(classifier_dir, tmp_path):
         urls = {m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"}
         outside = [u for u in urls if u.startswith("http") and not u.startswith(f"http://127.0.0.1:{port}/")]
         assert not outside, outside
+        # every font file the page loaded is one of the full ones
+        fonts = [u for u in urls if u.endswith(".woff2")]
+        assert fonts and not any("SemiBold" in u for u in fonts), fonts
     finally:
         if chrome is not None:
             chrome.quit()

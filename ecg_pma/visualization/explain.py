@@ -241,8 +241,11 @@ def default_explained_label(prediction) -> str | None:
     return max(positives, key=prediction.probabilities.get) if positives else None
 
 
+MAX_TITLE_LABELS = 12
+
+
 def prediction_title(prediction, explained: str | None, window_seconds: float) -> str:
-    """The lines above the plot: positives, the most likely labels, and what the heat band shows."""
+    """The lines above the plot: positives, the most likely labels, and what the heat strip shows."""
     top = sorted(prediction.probabilities.items(), key=lambda item: -item[1])[:3]
     heat = (
         f"Heat strip under each lead: integrated gradients for {explained} over the first {window_seconds:g} s "
@@ -250,8 +253,13 @@ def prediction_title(prediction, explained: str | None, window_seconds: float) -
         if explained is not None
         else "No label is positive at its threshold, so none is explained; choose a label to explain it."
     )
+    positives = prediction.positive_labels[:MAX_TITLE_LABELS] + (
+        [f"and {len(prediction.positive_labels) - MAX_TITLE_LABELS} more"]
+        if len(prediction.positive_labels) > MAX_TITLE_LABELS
+        else []
+    )  # one line across the figure; the full list is in the prediction
     return (
-        f"Positive: {', '.join(prediction.positive_labels) or 'none'}.  Most likely: "
+        f"Positive: {', '.join(positives) or 'none'}.  Most likely: "
         f"{', '.join(f'{name} {score:.2f}' for name, score in top)}.\n{heat}"
     )
 
@@ -259,7 +267,7 @@ def prediction_title(prediction, explained: str | None, window_seconds: float) -
 def plot_prediction(model, feature_extractor, record, prediction, label: str | int | None = None, dpi: float = 150):
     """
     The 12-lead plot of `record` with its prediction (a `RecordPrediction` from `predict_records`) above it, the
-    integrated-gradients heat band for `label` and the layer weights beside it. By default the explained label is the
+    integrated-gradients heat strip for `label` and the layer weights beside it. By default the explained label is the
     most probable *positive* label; when no label is positive nothing is explained (the title says so). Returns the
     figure and the explanation (None when nothing is explained).
     """
