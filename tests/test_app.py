@@ -33,6 +33,7 @@ from ecg_pma.visualization.app import (
     EcgPmaDemo,
     RecordUploadError,
     build_app,
+    examples_attribution,
     stage_upload,
 )
 
@@ -166,6 +167,12 @@ def test_the_page_says_what_the_model_is_and_is_not(classifier_dir, tmp_path):
         "PhysioNet/Computing in Cardiology Challenge 2021" in EXAMPLES_ATTRIBUTION
         and "CC BY 4.0" in EXAMPLES_ATTRIBUTION
     )
+
+
+def test_example_records_carry_their_attribution(tmp_path):
+    assert examples_attribution(shared_data_dir("physionet2021")) == EXAMPLES_ATTRIBUTION
+    (tmp_path / "ATTRIBUTION.md").write_text("Records from the Example Hospital study, CC BY 4.0.\n")
+    assert examples_attribution(tmp_path) == "Records from the Example Hospital study, CC BY 4.0."
 
 
 def test_the_page_uses_only_font_files_with_every_glyph_it_shows(classifier_dir):

@@ -290,7 +290,7 @@ def card_without_front_matter(card: str) -> str:
 
 
 def examples_attribution(examples_dir: Path | None) -> str:
-    """The attribution shown under the example records: the folder's `ATTRIBUTION.md`, else PhysioNet 2021's."""
+    """The attribution shown under the example records: the folder's `ATTRIBUTION_FILE`, else PhysioNet 2021's."""
     if examples_dir is not None and (examples_dir / ATTRIBUTION_FILE).is_file():
         return (examples_dir / ATTRIBUTION_FILE).read_text(encoding="utf-8").strip()
     return EXAMPLES_ATTRIBUTION
