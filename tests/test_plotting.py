@@ -229,3 +229,22 @@ def test_the_heat_strip_has_a_colour_scale_and_leaves_the_trace_visible():
         assert not np.array_equal(paper[strip], plain[strip]), f"no heat strip in row {row}"
     scales = [ax for ax in explained_figure.axes if ax.get_title().startswith("Heat strip: attribution to AF")]
     assert len(scales) == 1 and [t.get_text() for t in scales[0].get_xticklabels()] == ["lowers", "0", "raises"]
+
+
+def test_the_heat_strip_follows_the_plotted_start():
+    dpi = 127
+    px_per_mm = dpi / 25.4
+    attributions = np.zeros((12, 20))
+    attributions[0, 5] = 1.0  # lead I, the patch from 2.5 s to 3.0 s of the record
+    explanation = Explanation(
+        label="AF", label_index=0, lead_names=list(STANDARD_LEAD_NAMES), attributions=np.zeros((12, 1000)),
+        patch_attributions=attributions, patch_seconds=0.5, start_seconds=0.0, logit=0.0, baseline_logit=0.0,
+        convergence_delta=0.0,
+    )  # fmt: skip
+    signals = np.zeros((12, 7500))
+    plain = figure_to_array(plot_ecg(signals, sampling_rate=RATE, start=2.5, dpi=dpi))
+    explained = figure_to_array(plot_ecg(signals, sampling_rate=RATE, start=2.5, dpi=dpi, explanation=explanation))
+    strip_row = pixel_row(row_baseline_mm(0) - ROW_HEIGHT_MM / 2 + 1.5, px_per_mm)
+    changed = np.flatnonzero((explained[strip_row, : plain.shape[1]] != plain[strip_row]).any(axis=-1)) / px_per_mm
+    # plotted from 2.5 s: the record's 2.5-3.0 s are the first half second of the paper, 10 to 22.5 mm
+    assert changed.min() == pytest.approx(10.0, abs=0.5) and changed.max() == pytest.approx(22.5, abs=0.5)
