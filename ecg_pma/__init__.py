@@ -32,6 +32,7 @@ _LAZY_EXPORTS = {
     "EcgPmaFeatureExtractor": "feature_extraction_ecg_pma",
     "read_ecg": "formats",
     "write_ecg": "formats",
+    "CheckpointMismatchError": "modeling_ecg_pma",
     "EcgPmaForPreTraining": "modeling_ecg_pma",
     "EcgPmaForSequenceClassification": "modeling_ecg_pma",
     "EcgPmaModel": "modeling_ecg_pma",

@@ -561,11 +561,18 @@ class EcgPmaEncoder(nn.Module):
 _loading_report = threading.local()
 
 
+class CheckpointMismatchError(ValueError, RuntimeError):
+    """
+    Weights that do not fit the config (names or shapes). A `ValueError` like every other bad input of this package,
+    and a `RuntimeError` as transformers raises for mismatched shapes, so callers catching either still catch it.
+    """
+
+
 def check_loaded_keys(model: nn.Module, missing_keys, unexpected_keys, source: str = "the checkpoint") -> None:
     """
-    Raises `ValueError` when a checkpoint has weights that a module of `model` does not use, or lacks weights it
-    needs; a checkpoint without any weight of the new-head modules (a pre-trained encoder under a new classifier)
-    only warns, naming them. Checkpoint weights of modules `model` does not have (a classifier's head when loading
+    Raises `CheckpointMismatchError` when a checkpoint has weights that a module of `model` does not use, or lacks
+    weights it needs; a checkpoint without any weight of the new-head modules (a pre-trained encoder under a new
+    classifier) only warns, naming them. Checkpoint weights of modules `model` does not have (a classifier's head when loading
     the encoder alone) are left out as usual.
     """
     modules = {name for name, _ in model.named_children()}
@@ -575,7 +582,7 @@ def check_loaded_keys(model: nn.Module, missing_keys, unexpected_keys, source: s
     new_heads = bool(head_keys) and set(head_keys) <= set(missing_keys) and not unused
     lacking = sorted(key for key in missing_keys if not (new_heads and key.split(".")[0] in heads))
     if unused or lacking:
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"{source} does not fit the config of {type(model).__name__}: "
             + "; ".join(
                 part
@@ -628,10 +635,17 @@ class EcgPmaPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """
         `PreTrainedModel.from_pretrained`, strict: safetensors weights only (a pickled `pytorch_model.bin` is refused,
-        never unpickled), unreadable weight files and weights that do not fit the config fail with the file named.
+        never unpickled), unreadable weight files and weights that do not fit the config fail with the file named
+        (`CheckpointMismatchError`, a `ValueError` and a `RuntimeError`). `None` with `config=` and `state_dict=`
+        loads from the state dict, as in transformers.
         """
-        path = os.fspath(pretrained_model_name_or_path)
-        if os.path.isdir(path) and not any(name.endswith(".safetensors") for name in os.listdir(path)):
+        from_state_dict = pretrained_model_name_or_path is None  # weights given as `state_dict=` with `config=`
+        path = "the given state_dict" if from_state_dict else os.fspath(pretrained_model_name_or_path)
+        if (
+            not from_state_dict
+            and os.path.isdir(path)
+            and not any(name.endswith(".safetensors") for name in os.listdir(path))
+        ):
             pickled = sorted(name for name in os.listdir(path) if name.endswith((".bin", ".pt", ".pth", ".pkl")))
             if pickled:
                 raise ValueError(
@@ -648,7 +662,7 @@ class EcgPmaPreTrainedModel(PreTrainedModel):
             shown = ", ".join(
                 f"{key} {tuple(old)} -> {tuple(new)}" for key, old, new in _loading_report.mismatched[:5]
             )
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"{path}: weights do not fit the config: {shown}; pass `ignore_mismatched_sizes=True` to "
                 "re-initialise them."
             ) from error
@@ -1127,6 +1141,7 @@ class EcgPmaForSequenceClassification(EcgPmaPreTrainedModel):
 
 
 __all__ = [
+    "CheckpointMismatchError",
     "EcgPmaForPreTraining",
     "EcgPmaForSequenceClassification",
     "EcgPmaModel",

@@ -1,6 +1,7 @@
 """
 The README's two pictures, from a real record: the 12-lead plot with its explanation (`docs/ecg_plot.png`) and the web
-demo in headless Chromium (`docs/app_screenshot.png`).
+demo in headless Chromium at 1400 px width, the whole page (`docs/app_screenshot.png`, reduced to 256 colours to stay
+small).
 
     python examples/make_screenshots.py [--model DIR] [--record PATH] [--output-dir docs]
 
@@ -25,6 +26,7 @@ from ecg_pma.cli import main as ecg_pma
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO.parent / "shared" / "data" / "physionet2021"
+PAGE_WIDTH = 1400
 
 
 def build_model(work_dir: Path) -> Path:
@@ -33,7 +35,7 @@ def build_model(work_dir: Path) -> Path:
         ["pretrain", *data, "--preset", "tiny", "--output-dir", str(work_dir / "pretrained"), "--batch-size", "8",
          "--max-steps", "30", "--warmup-steps", "3", "--save-steps", "0"],
         ["finetune", *data, "--model", str(work_dir / "pretrained"), "--output-dir", str(work_dir / "probed"),
-         "--mode", "probe", "--aggregation", "pma", "--epochs", "2", "--batch-size", "8"],
+         "--mode", "probe", "--aggregation", "pma", "--num-train-epochs", "2", "--per-device-train-batch-size", "8"],
     ]  # fmt: skip
     for step in steps:
         if ecg_pma(step) != 0:
@@ -56,6 +58,7 @@ def plot_picture(model_dir: Path, record: Path, output: Path) -> None:
 
 
 def app_picture(model_dir: Path, record: Path, output: Path) -> None:
+    from PIL import Image
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -80,7 +83,7 @@ def app_picture(model_dir: Path, record: Path, output: Path) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-                 "--window-size=1400,1050", f"--user-data-dir={tempfile.mkdtemp()}"):  # fmt: skip
+                 f"--window-size={PAGE_WIDTH},1000", f"--user-data-dir={tempfile.mkdtemp()}"):  # fmt: skip
         options.add_argument(flag)
     chrome = None
     try:
@@ -97,9 +100,15 @@ def app_picture(model_dir: Path, record: Path, output: Path) -> None:
         upload.send_keys(f"{record}.hea\n{record}.mat")
         wait.until(lambda d: f"{record.name}.mat" in "".join(d.find_element(By.ID, "ecg-pma-upload").text.split()))
         chrome.find_element(By.ID, "ecg-pma-run").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "img[src*='ecg.png']"))
-        time.sleep(2)  # let the image finish painting
+        plot = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#ecg-pma-plot img[src*='ecg.png']"))[0]
+        wait.until(lambda d: plot.get_attribute("naturalWidth") not in (None, "0"))
+        # the whole page in one picture: as tall as its content, at the width the README describes
+        height = chrome.execute_script("return document.documentElement.scrollHeight")
+        chrome.set_window_size(PAGE_WIDTH, height + 140)  # the window's frame takes part of its height
+        time.sleep(2)  # let the page lay out and the image finish painting
         chrome.save_screenshot(str(output))
+        with Image.open(output) as image:
+            image.convert("RGB").quantize(colors=256).save(output, optimize=True)
     finally:
         if chrome is not None:
             chrome.quit()

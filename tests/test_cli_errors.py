@@ -295,3 +295,18 @@ def test_debug_shows_the_traceback_and_only_then(tmp_path, damaged):
             [*command, *extra, "predict", damaged, record()], capture_output=True, text=True, env={**env, **variables}
         )
         assert loud.returncode != 0 and "Traceback" in loud.stderr and "JSONDecodeError" in loud.stderr
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_pretrained_model_is_refused_as_not_a_classifier(tmp_path, capsys, command):
+    config = EcgPmaConfig.from_preset("tiny")
+    torch.manual_seed(0)
+    EcgPmaForPreTraining(config).save_pretrained(tmp_path / "pretrained")
+    EcgPmaFeatureExtractor.from_model_config(config).save_pretrained(tmp_path / "pretrained")
+    data = shared_data_dir("physionet2021")
+    if command == "evaluate":
+        words = ["evaluate", "--data", data, "--data-format", "physionet2021", "--model", tmp_path / "pretrained"]
+    else:
+        words = ["predict", tmp_path / "pretrained", data / "E07500"]
+    error = assert_fails(capsys, ["is not a classifier (EcgPmaForPreTraining)", "ecg-pma finetune --model"], *words)
+    assert "LABEL_0" not in error and "MISSING" not in error

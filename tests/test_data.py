@@ -258,3 +258,16 @@ def test_download_reports_an_unreachable_database(tmp_path, physionet_like_serve
     )
     assert result.returncode != 0
     assert "nodb" in result.stderr
+
+
+def test_missing_records_error_names_the_command_line_option(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"leave them out with --skip-missing \(Python: missing='skip'\)"):
+        load_ptbxl(shared_data_dir("ptbxl-mini"), sampling_rate=100, cache_dir=tmp_path)
+
+
+def test_each_split_is_generated_under_its_own_name(tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # `ecg-pma` sets it when stderr is not a terminal
+    dataset = load_physionet2021(shared_data_dir("physionet2021"), cache_dir=tmp_path)
+    progress = capfd.readouterr().err
+    assert "Generating validation split" in progress and "Generating test split" in progress
+    assert [dataset[split].split for split in ("train", "validation", "test")] == ["train", "validation", "test"]

@@ -42,3 +42,8 @@ def test_every_imported_library_is_a_declared_dependency():
     }
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
     assert {"pandas", "transformers", "accelerate", "datasets"} <= declared
+
+
+def test_the_licence_pyproject_names_exists():
+    assert 'license = "MIT"' in (REPO_ROOT / "pyproject.toml").read_text()
+    assert (REPO_ROOT / "LICENSE").read_text().startswith("MIT License")

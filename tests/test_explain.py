@@ -1,4 +1,5 @@
-"""Integrated gradients: completeness on a real record, and the one lead a label depends on gets the attribution."""
+"""Integrated gradients: completeness on a real record, the one lead a label depends on gets the attribution, and which
+label is explained by default."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,13 @@ import torch
 from conftest import shared_data_dir
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
-from ecg_pma.visualization.explain import explain_window, integrated_gradients
+from ecg_pma.serving.inference import RecordPrediction
+from ecg_pma.visualization.explain import (
+    default_explained_label,
+    explain_window,
+    integrated_gradients,
+    resolve_label,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -106,3 +113,24 @@ def test_unknown_label_is_a_clear_error(tiny_config):
         explain_window(model, torch.zeros(12, 1000), label="AF")
     with pytest.raises(ValueError, match="one window"):
         integrated_gradients(model, torch.zeros(1, 12, 1000), 0)
+
+
+def test_labels_are_named_from_id2label_alone():
+    # the README's quick start saves `id2label` without `label2id`
+    config = EcgPmaConfig.from_preset("tiny", id2label={0: "NSR", 1: "AF", 2: "STach"})
+    assert config.label2id is None
+    assert resolve_label(config, "STach", torch.zeros(3)) == 2
+    assert resolve_label(config, None, torch.tensor([0.0, 2.0, 1.0])) == 1
+    with pytest.raises(ValueError, match=r"Unknown label 'RBBB'; the model's labels are \['NSR', 'AF', 'STach'\]"):
+        resolve_label(config, "RBBB", torch.zeros(3))
+
+
+def test_the_default_explained_label_is_the_most_likely_positive_one():
+    def prediction(positive_labels):
+        probabilities = {"NSR": 0.9, "AF": 0.6, "STach": 0.3}
+        return RecordPrediction("HR06009", probabilities, positive_labels, [0.5, 0.5], 1)
+
+    # NSR is the most likely but below its threshold: the most likely of the positives is explained
+    assert default_explained_label(prediction(["STach", "AF"])) == "AF"
+    assert default_explained_label(prediction(["NSR", "AF"])) == "NSR"
+    assert default_explained_label(prediction([])) is None

@@ -120,7 +120,7 @@ def test_real_hl7_aecg(tmp_path):
 
 
 def test_real_files_predict_and_plot(classifier, tmp_path):
-    from ecg_pma.visualization.plotting import patient_line, plot_ecg
+    from ecg_pma.visualization.plotting import plot_ecg
 
     model, extractor, _ = classifier
     paths = [dicom_test_file(), published_file("philips_1_03_129DYPRG.xml.gz", tmp_path)]
@@ -129,9 +129,10 @@ def test_real_files_predict_and_plot(classifier, tmp_path):
     assert [prediction.record for prediction in predictions] == [str(path) for path in paths]
     assert all(0 <= score <= 1 for prediction in predictions for score in prediction.probabilities.values())
     figure = plot_ecg(dicom_test_file())
-    texts = [text.get_text() for axes in figure.axes for text in axes.texts]
-    assert patient_line(read_ecg(dicom_test_file()).metadata) in texts
-    assert "Female 42 y" in patient_line(read_ecg(dicom_test_file()).metadata)
+    texts = " ".join(text.get_text() for text in figure.texts)  # the patient block, from the file's metadata
+    metadata = read_ecg(dicom_test_file()).metadata
+    assert "Age 42" in texts and "Sex Female" in texts, texts
+    assert f"Date {metadata['acquisition_time']}" in texts and f"Device {metadata['device']}" in texts, texts
 
 
 # ------------------------------------------------------------------------------------------------- round trips

@@ -9,6 +9,8 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, pipeline
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification
+from ecg_pma.configuration_ecg_pma import LEAD_SETS
+from ecg_pma.modeling_ecg_pma import CheckpointMismatchError
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,8 @@ def test_config_edits_that_drop_or_invent_trained_weights_fail(saved, tmp_path, 
     with pytest.raises(ValueError, match=rf"{folder} does not fit the config of EcgPmaForSequenceClassification") as e:
         LOADERS[loader](folder)
     assert named in str(e.value)
+    if loader != "pipeline":  # `pipeline` re-raises any loading error as its own ValueError("Could not load model")
+        assert isinstance(e.value, CheckpointMismatchError) and isinstance(e.value, RuntimeError)
 
 
 def test_a_new_head_and_gate_on_a_pretrained_encoder_warn_by_name(tmp_path, caplog):
@@ -99,3 +103,82 @@ def test_ignore_mismatched_sizes_loads_and_reports_the_weights_by_name(saved, ca
     report = caplog.text  # transformers' load report
     assert "classifier.head.6.{bias, weight}" in report or "classifier.head.6.bias" in report, report
     assert "MISMATCH" in report
+
+
+# ------------------------------------------------------------------- transformers' common loading tests, reproduced
+
+
+def test_weights_given_as_a_state_dict_without_a_folder():
+    config = EcgPmaConfig.from_preset("tiny", num_labels=3, aggregation="pma")
+    trained = EcgPmaForSequenceClassification(config)
+    loaded = EcgPmaForSequenceClassification.from_pretrained(None, config=config, state_dict=trained.state_dict())
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+
+
+def deterministic_initial_weights(model_class, config) -> dict[str, torch.Tensor]:
+    """The weights a fresh model gets whatever the seed (zero biases, norms at 1/0, the gate's zero last layer)."""
+    torch.manual_seed(0)
+    first = model_class(config).state_dict()
+    torch.manual_seed(1)
+    second = model_class(config).state_dict()
+    return {name: tensor for name, tensor in first.items() if torch.equal(tensor, second[name])}
+
+
+@pytest.mark.parametrize("head_type", ["linear", "mlp"])
+def test_can_init_all_missing_weights(head_type):
+    # transformers' test loads `from_pretrained(None, config=config, state_dict={})` and expects every weight
+    # initialised as in `model_class(config)`. Our loading is strict by design: a checkpoint without the encoder is
+    # an error (a RuntimeError too, as transformers' callers expect), so an empty state dict is refused by name; the
+    # weights a checkpoint may lack are the new heads on a pre-trained encoder, and those must be initialised by
+    # `_init_weights` exactly as in a fresh model (no meta or uninitialised memory left behind).
+    config = EcgPmaConfig.from_preset("tiny", num_labels=3, aggregation="pma", head_type=head_type)
+    with pytest.raises(RuntimeError, match="weights it needs but lacks: \\['ecg_pma.embeddings"):
+        EcgPmaForSequenceClassification.from_pretrained(None, config=config, state_dict={})
+    encoder = EcgPmaForPreTraining(config).state_dict()
+    model = EcgPmaForSequenceClassification.from_pretrained(None, config=config, state_dict=encoder)
+    fresh = EcgPmaForSequenceClassification(config).state_dict()
+    fixed = deterministic_initial_weights(EcgPmaForSequenceClassification, config)
+    new = [name for name in fresh if name.split(".")[0] in ("aggregator", "classifier")]
+    assert new and any(name.startswith("aggregator.gate") for name in new)
+    for name in new:
+        tensor = model.state_dict()[name]
+        assert tensor.device.type == "cpu" and torch.isfinite(tensor.float()).all(), name
+        if name in fixed:
+            assert torch.equal(tensor, fixed[name]), f"{name} is not initialised as in a fresh model"
+        elif tensor.ndim == 2:  # a Linear weight: Xavier-uniform, as `_init_weights` draws it
+            bound = (6 / sum(tensor.shape)) ** 0.5
+            assert tensor.abs().max() <= bound and tensor.std() > bound / 4, name
+    for name, tensor in encoder.items():
+        if name.startswith("ecg_pma."):
+            assert torch.equal(tensor, model.state_dict()[name]), name
+
+
+def test_load_with_mismatched_shapes(saved, caplog):
+    # transformers' test: a new label count (head shapes) or a new input vocabulary (here: a lead set, which sizes
+    # the lead embeddings) fails with a RuntimeError unless `ignore_mismatched_sizes=True`, which loads, reports the
+    # weights and gives a model that runs at the new shape.
+    folder = saved["pma"]
+    with pytest.raises(RuntimeError, match=r"classifier.head.6.weight \(3, 16\) -> \(42, 16\)"):
+        AutoModelForSequenceClassification.from_pretrained(folder, num_labels=42)
+    six_leads = list(LEAD_SETS["6"])
+    with pytest.raises(RuntimeError, match=r"embeddings.lead_embeddings \(12, 32\) -> \(6, 32\)"):
+        AutoModel.from_pretrained(folder, num_leads=6, lead_names=six_leads)
+    library_logger = logging.getLogger("transformers")  # transformers' loggers do not propagate to pytest's handler
+    library_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING):
+            classifier = AutoModelForSequenceClassification.from_pretrained(
+                folder, num_labels=42, ignore_mismatched_sizes=True
+            )
+            encoder = AutoModel.from_pretrained(
+                folder, num_leads=6, lead_names=six_leads, ignore_mismatched_sizes=True
+            )
+    finally:
+        library_logger.removeHandler(caplog.handler)
+    assert caplog.text.count("MISMATCH") >= 2 and "lead_embeddings" in caplog.text
+    config = classifier.config
+    with torch.no_grad():
+        assert classifier.eval()(torch.randn(2, 12, config.signal_length)).logits.shape == (2, 42)
+        output = encoder.eval()(torch.randn(2, 6, config.signal_length))
+    assert output.layer_representations.shape[:2] == (2, config.num_hidden_layers)

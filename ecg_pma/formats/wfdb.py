@@ -29,14 +29,23 @@ def read_wfdb(path: str | os.PathLike) -> EcgRecord:
     raw = EcgPmaFeatureExtractor.read_record(record_path)
     record = EcgPmaFeatureExtractor._record_from_wfdb(raw, record_path)
     signal = EcgPmaFeatureExtractor.to_millivolts(record.signal, record.units, record_path)
+    return build_record(record_path, list(signal), record.fs, record.leads, wfdb_metadata(raw))
+
+
+def wfdb_metadata(raw) -> dict:
+    """What a `wfdb.Record`'s header says besides the signal: age, sex and statements from PhysioNet's comment lines,
+    the acquisition time from its base date and time."""
     fields = comment_fields(raw.comments)
-    metadata = {
+    date, time = getattr(raw, "base_date", None), getattr(raw, "base_time", None)
+    return {
         "format": "wfdb",
         "age": age_in_years(fields.get("age")),
         "sex": sex_name(fields.get("sex")),
+        "acquisition_time": f"{date.isoformat()}{f' {time.isoformat()}' if time is not None else ''}"
+        if date
+        else None,
         "statements": [fields["dx"]] if fields.get("dx") else [],
     }
-    return build_record(record_path, list(signal), record.fs, record.leads, metadata)
 
 
 def write_wfdb(record: EcgRecord, path: str | os.PathLike) -> str:

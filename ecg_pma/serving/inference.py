@@ -14,7 +14,7 @@ import torch
 from ..constants import DTYPES
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, check_integer
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
-from .loading import decision_thresholds
+from .loading import decision_thresholds, label_names
 from .onnx_runtime import check_onnx_matches_config, onnx_session, resolve_onnx_path, run_onnx_session
 
 
@@ -143,7 +143,7 @@ def summarize_records(
     per_record = average_windows(probabilities, record_index, num_records)
     weights = average_windows(layer_weights, record_index, num_records)
     thresholds = np.asarray(decision_thresholds(config))
-    labels = [config.id2label[i] for i in range(config.num_labels)]
+    labels = label_names(config)
     counts = torch.bincount(record_index, minlength=num_records)
     results = []
     for index, name in enumerate(names):

@@ -34,3 +34,8 @@ def load_trained_classifier(model_dir, loader=None, **kwargs) -> EcgPmaForSequen
 def decision_thresholds(config) -> list[float]:
     """The per-label thresholds tuned on validation and stored in the config, or 0.5 for every label where none were."""
     return list(config.decision_thresholds or [0.5] * config.num_labels)
+
+
+def label_names(config) -> list[str]:
+    """The label names in output order, from `id2label` (a config saved without `label2id` has only that)."""
+    return [config.id2label[index] for index in range(config.num_labels)]

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..formats import find_ecg_files
 from .inference import RecordPrediction, score_windows, summarize_records, window_forward
+from .loading import label_names
 
 
 FIXED_COLUMNS = ("record", "num_windows", "positive_labels", "layer_weights")
@@ -36,7 +37,7 @@ class ScreeningSummary:
 
 def prediction_columns(config) -> list[str]:
     """`record`, `num_windows`, one probability column per label (model order), `positive_labels`, `layer_weights`."""
-    labels = [config.id2label[i] for i in range(config.num_labels)]
+    labels = label_names(config)
     clashes = sorted(set(labels) & set(FIXED_COLUMNS))
     if clashes:
         raise ValueError(f"Label name(s) {clashes} clash with the predictions CSV's own columns {FIXED_COLUMNS}.")

@@ -33,7 +33,7 @@ MODEL = os.environ.get("ECG_PMA_MODEL", {model})
 demo = build_app(HERE / MODEL if (HERE / MODEL).is_dir() else MODEL, examples_dir=HERE / "examples")
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.launch(theme=demo.ecg_pma_theme, css=demo.ecg_pma_css)  # fonts with every glyph, the plot at full width
 '''
 
 README_TEMPLATE = """---

@@ -15,7 +15,6 @@ completeness gap (sum of attributions minus the change in logit) is reported wit
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
+from ..serving.loading import label_names
 
 
 @dataclass
@@ -175,13 +175,17 @@ def integrated_gradients(
 
 
 def resolve_label(config, label: str | int | None, logits: torch.Tensor) -> int:
-    """A label name or index as an index; `None` is the label with the highest logit."""
+    """
+    A label name or index as an index; `None` is the label with the highest logit. Names are read from `id2label`
+    (a config saved with `id2label` alone, as in the README's quick start, has no `label2id`).
+    """
     if label is None:
         return int(logits.argmax())
     if isinstance(label, str):
-        if label not in config.label2id:
-            raise ValueError(f"Unknown label {label!r}; the model's labels are {list(config.label2id)}.")
-        return int(config.label2id[label])
+        names = label_names(config)
+        if label not in names:
+            raise ValueError(f"Unknown label {label!r}; the model's labels are {names}.")
+        return names.index(label)
     if not 0 <= int(label) < config.num_labels:
         raise ValueError(f"Label index {label} is out of range for {config.num_labels} labels.")
     return int(label)
@@ -231,24 +235,49 @@ def explain_record(model, feature_extractor, record, label: str | int | None = N
     return explain_window(model, features["signals"][0], label=label, start_seconds=0.0, **kwargs)
 
 
-def plot_prediction(model, feature_extractor, record, prediction, label: str | int | None = None, dpi: float = 100):
+def default_explained_label(prediction) -> str | None:
+    """The most probable of the record's positive labels (at or above their thresholds), or None when none is."""
+    positives = [name for name in prediction.probabilities if name in prediction.positive_labels]
+    return max(positives, key=prediction.probabilities.get) if positives else None
+
+
+MAX_TITLE_LABELS = 12
+
+
+def prediction_title(prediction, explained: str | None, window_seconds: float) -> str:
+    """The lines above the plot: positives, the most likely labels, and what the heat strip shows."""
+    top = sorted(prediction.probabilities.items(), key=lambda item: -item[1])[:3]
+    heat = (
+        f"Heat strip under each lead: integrated gradients for {explained} over the first {window_seconds:g} s "
+        "(colour scale on the right)."
+        if explained is not None
+        else "No label is positive at its threshold, so none is explained; choose a label to explain it."
+    )
+    positives = prediction.positive_labels[:MAX_TITLE_LABELS] + (
+        [f"and {len(prediction.positive_labels) - MAX_TITLE_LABELS} more"]
+        if len(prediction.positive_labels) > MAX_TITLE_LABELS
+        else []
+    )  # one line across the figure; the full list is in the prediction
+    return (
+        f"Positive: {', '.join(positives) or 'none'}.  Most likely: "
+        f"{', '.join(f'{name} {score:.2f}' for name, score in top)}.\n{heat}"
+    )
+
+
+def plot_prediction(model, feature_extractor, record, prediction, label: str | int | None = None, dpi: float = 150):
     """
-    The 12-lead plot of `record` with its prediction (a `RecordPrediction` from `predict_records`) in the title, the
-    integrated-gradients heat band for `label` (by default the most probable label of the record) and the layer
-    weights beside it. Returns the figure and the explanation.
+    The 12-lead plot of `record` with its prediction (a `RecordPrediction` from `predict_records`) above it, the
+    integrated-gradients heat strip for `label` and the layer weights beside it. By default the explained label is the
+    most probable *positive* label; when no label is positive nothing is explained (the title says so). Returns the
+    figure and the explanation (None when nothing is explained).
     """
     from .plotting import plot_ecg
 
     if label is None:
-        label = max(prediction.probabilities, key=prediction.probabilities.get)
-    explanation = explain_record(model, feature_extractor, record, label=label)
-    top = sorted(prediction.probabilities.items(), key=lambda item: -item[1])[:3]
-    title = (
-        f"{os.path.basename(str(prediction.record))}: positive {', '.join(prediction.positive_labels) or 'none'}; "
-        f"most likely {', '.join(f'{name} {score:.2f}' for name, score in top)}.\n"
-        f"Heat band: integrated gradients for {explanation.label} (red raises its logit, blue lowers it), first "
-        f"{model.config.signal_length / model.config.sampling_rate:g} s."
-    )
+        label = default_explained_label(prediction)
+    explanation = None if label is None else explain_record(model, feature_extractor, record, label=label)
+    window_seconds = model.config.signal_length / model.config.sampling_rate
+    title = prediction_title(prediction, explanation.label if explanation is not None else None, window_seconds)
     figure = plot_ecg(record, title=title, explanation=explanation, layer_weights=prediction.layer_weights, dpi=dpi)
     return figure, explanation
 
@@ -276,6 +305,7 @@ def write_prediction_plots(model, feature_extractor, records: list, predictions:
 
 __all__ = [
     "Explanation",
+    "default_explained_label",
     "explain_record",
     "explain_window",
     "integrated_gradients",
