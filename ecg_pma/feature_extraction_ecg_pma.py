@@ -50,8 +50,9 @@ RESAMPLE_METHODS = ("polyphase", "fft")
 # records cut into non-overlapping 10 s segments at their own rate, each resampled to 250 Hz by FFT
 # (`scipy.signal.resample`), cropped to 2,250 samples (3 equally spaced crops averaged in evaluation, `NCrop`), then
 # an order-5 Butterworth high-pass at 0.67 Hz and an order-5 low-pass at 40 Hz (`sosfiltfilt` each) on the crop, then
-# one z-score over all leads and samples together. Pass as keyword arguments of `EcgPmaFeatureExtractor` (or of
-# `from_model_config` with a 250 Hz / 2,250-sample config); training draws `window_mode="random"` crops instead.
+# one z-score over all leads and samples together (over the leads a record has, when it lacks some). Pass as keyword
+# arguments of `EcgPmaFeatureExtractor` (or of `from_model_config` with a 250 Hz / 2,250-sample config); training
+# draws `window_mode="random"` crops instead.
 ST_MEM_PREPROCESSING = {
     "resample_method": "fft",
     "segment_seconds": 10.0,

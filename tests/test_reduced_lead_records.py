@@ -17,8 +17,9 @@ from ecg_pma.serving.inference import predict_records
 RECORD = "HR06009"  # PTB-XL ecg_id 6009, 500 Hz, 10 s
 
 
-def cut_record(tmp_path, leads, name=None, sig_name=None, fs=None):
-    """Writes the real record with only `leads` (same digital samples and gains), optionally renamed / resampled."""
+def cut_record(tmp_path, leads, name=None, sig_name=None, fs=None, samples=None):
+    """Writes the real record with only `leads` (same digital samples and gains), optionally renamed / resampled /
+    cut to its first `samples`."""
     source = wfdb.rdrecord(str(shared_data_dir("physionet2021") / RECORD), physical=False)
     columns = [source.sig_name.index(lead) for lead in leads]
     name = name or f"{RECORD}_{len(leads)}leads"
@@ -28,7 +29,7 @@ def cut_record(tmp_path, leads, name=None, sig_name=None, fs=None):
             fs=source.fs,
             units=[source.units[c] for c in columns],
             sig_name=list(sig_name or leads),
-            d_signal=source.d_signal[:, columns],
+            d_signal=source.d_signal[:samples, columns],
             adc_gain=[source.adc_gain[c] for c in columns],
             baseline=[source.baseline[c] for c in columns],
             fmt=["16"] * len(columns),
@@ -287,3 +288,37 @@ def test_training_lead_set_draws_equal_the_cut_records(tmp_path, setting):
             expected = crops(wfdb.rdrecord(path), index - len(windows) * 4)["signals"]
         torch.testing.assert_close(batch["signals"][index], expected, atol=1e-5, rtol=0)
     assert drawn == {str(lead_set) for lead_set in CUT_LEAD_SETS}
+
+
+def test_per_window_z_score_of_a_record_lacking_leads_is_over_its_leads(tmp_path):
+    """A record that truly lacks leads: one mean and standard deviation over the leads it has, the absent slots
+    (padding) left out, in the features and in the training crops alike."""
+    from ecg_pma.data.crops import model_rate_rows, random_crop
+
+    extractor = EcgPmaFeatureExtractor(allow_missing_leads=True, normalization="per_window", padding_value=0.0)
+    path = cut_record(tmp_path, ["I", "V1", "V5"])
+    features = extractor(path, return_tensors="pt")
+    present = features["signals"][0][features["lead_mask"][0]].double()
+    assert present.shape[0] == 3
+    assert float(present.mean()) == pytest.approx(0.0, abs=1e-6)
+    assert float(present.std(correction=0)) == pytest.approx(1.0, abs=1e-6)
+    record = wfdb.rdrecord(path)
+    (row,) = model_rate_rows(extractor, "float64", "cut", record.p_signal, record.fs, record.sig_name, [])
+    crop = random_crop(extractor, row, np.random.default_rng(0))[torch.tensor(row["present_leads"])].double()
+    assert float(crop.std(correction=0)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_lead_set_of_a_padded_short_record_equals_the_cut_record(tmp_path):
+    """A 7 s record in 10 s windows (`min_duration`): padded at the end after the z-score; the lead set is
+    standardised over the recorded samples only, as the cut record is."""
+    from ecg_pma.training import EcgDataCollator
+
+    config = EcgPmaConfig.from_preset("tiny")
+    extractor = EcgPmaFeatureExtractor.from_model_config(
+        config, allow_missing_leads=True, normalization="per_window", min_duration=5.0, padding_value=-1.0
+    )
+    full = extractor(cut_record(tmp_path, LEAD_SETS["12"], name="short", samples=3500), return_tensors="pt")
+    assert (full["signals"][0, :, 700:] == -1.0).all()  # padding
+    cut = extractor(cut_record(tmp_path, LEAD_SETS["3"], name="short_3", samples=3500), return_tensors="pt")
+    batch = EcgDataCollator(config, False, lead_sets=["3"], feature_extractor=extractor)(window_rows(full))
+    torch.testing.assert_close(batch["signals"], cut["signals"], atol=1e-5, rtol=0)

@@ -298,9 +298,9 @@ def finetune(
     convention for a label with one class in a split (`"exclude"` it, or count it as `"half"` = 0.5, the authors').
     `protocol` (the data choices: windows, short records, label set, ...) is written into the results and the card.
     `data_info` says what the rows are (`name`, `description`, optional Hub `id`) for `results.json` and the card.
-    `lead_sets` (e.g. `["12", "6", "4", "3", "2"]`): every training sample keeps the leads of one lead set drawn at
-    random (seeded by `training_args.seed`); validation reads the leads the records have, and the test split is
-    scored once with every lead and once per lead set.
+    `lead_sets` (e.g. `["12", "6", "4", "3", "2"]`): every training sample is cut to one lead set drawn at random
+    (seeded by `training_args.seed`) as `feature_extractor` cuts a record to it (see `LeadSetSampler`); validation
+    reads the leads the records have, and the test split is scored once with every lead and once per lead set.
 
     Set the seed (`transformers.set_seed(training_args.seed)`) before creating `model`: its new gate and head are
     initialised then. `training_args.resume_from_checkpoint` (a checkpoint folder, or `"last"`) continues a run.
