@@ -146,9 +146,8 @@ def mask_noise(shape: tuple[int, ...], seed: int, micro_step: int, process_index
     return torch.rand(shape, generator=generator)
 
 
-LEAD_SET_STREAM = (
-    1  # keeps the lead-set draws' seeds apart from any other stream seeded by (seed, micro-batch, process)
-)
+# Keeps the lead-set draws' seeds apart from any other stream seeded by (seed, micro-batch, process).
+LEAD_SET_STREAM = 1
 
 
 def lead_set_generator(seed: int, micro_step: int, process_index: int) -> torch.Generator:
