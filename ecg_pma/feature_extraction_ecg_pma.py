@@ -605,15 +605,22 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         exact zeros instead of a division by ~0. The absent leads' rows are standardised too (callers overwrite them).
         """
         if self.normalization == "per_lead":
-            statistics_of = signal
-            axis = -1
-        else:
-            statistics_of = signal if present is None else signal[np.asarray(present, dtype=bool)]
-            axis = (-2, -1)
-        mean = statistics_of.mean(axis=axis, keepdims=True)
-        std = statistics_of.std(axis=axis, keepdims=True)
+            return self.standardise(signal, signal.mean(axis=-1, keepdims=True), signal.std(axis=-1, keepdims=True))
+        present = np.ones(signal.shape[:-1], dtype=bool) if present is None else np.asarray(present, dtype=bool)
+        return self.standardise_window(signal, np.broadcast_to(present[..., None], signal.shape))
+
+    def standardise(self, signal: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        """`(signal - mean) / std`, exact zeros where `std` is below `flat_lead_threshold`."""
         flat = std < self.flat_lead_threshold
         return np.where(flat, 0.0, (signal - mean) / np.where(flat, 1.0, std))
+
+    def standardise_window(self, signal: np.ndarray, counted: np.ndarray) -> np.ndarray:
+        """Windows `(..., leads, samples)`, each standardised with one mean and standard deviation over its samples
+        where `counted` (bool, the same shape) is True."""
+        count = np.maximum(counted.sum(axis=(-2, -1), keepdims=True), 1)
+        mean = np.sum(signal, axis=(-2, -1), where=counted, keepdims=True) / count
+        variance = np.sum((signal - mean) ** 2, axis=(-2, -1), where=counted, keepdims=True) / count
+        return self.standardise(signal, mean, np.sqrt(variance))
 
     def cut_to_leads(self, signals: np.ndarray, lead_mask: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """
@@ -629,11 +636,14 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         """
         signals = np.array(signals, dtype=np.float64)
         lead_mask, keep = np.asarray(lead_mask, dtype=bool), np.asarray(keep, dtype=bool)
-        if self.do_normalize and self.normalization == "per_window":
-            for index in np.flatnonzero((keep != lead_mask).any(axis=-1) & keep.any(axis=-1)):
-                recorded = np.flatnonzero((signals[index] != self.padding_value).any(axis=0))
-                length = recorded[-1] + 1 if len(recorded) else 0
-                signals[index, :, :length] = self.normalize(signals[index, :, :length], keep[index])
+        changed = (keep != lead_mask).any(axis=-1) & keep.any(axis=-1)
+        if self.do_normalize and self.normalization == "per_window" and changed.any():
+            windows = signals[changed]
+            recorded = (windows != self.padding_value).any(axis=-2)  # (windows, samples)
+            length = np.where(recorded.any(axis=-1), recorded.shape[-1] - recorded[:, ::-1].argmax(axis=-1), 0)
+            in_window = (np.arange(recorded.shape[-1]) < length[:, None])[:, None, :]  # (windows, 1, samples)
+            standardised = self.standardise_window(windows, keep[changed][:, :, None] & in_window)
+            signals[changed] = np.where(in_window, standardised, windows)
         signals[~keep] = self.padding_value
         return signals
 
