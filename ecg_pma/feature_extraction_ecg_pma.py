@@ -50,8 +50,9 @@ RESAMPLE_METHODS = ("polyphase", "fft")
 # records cut into non-overlapping 10 s segments at their own rate, each resampled to 250 Hz by FFT
 # (`scipy.signal.resample`), cropped to 2,250 samples (3 equally spaced crops averaged in evaluation, `NCrop`), then
 # an order-5 Butterworth high-pass at 0.67 Hz and an order-5 low-pass at 40 Hz (`sosfiltfilt` each) on the crop, then
-# one z-score over all leads and samples together. Pass as keyword arguments of `EcgPmaFeatureExtractor` (or of
-# `from_model_config` with a 250 Hz / 2,250-sample config); training draws `window_mode="random"` crops instead.
+# one z-score over all leads and samples together (over the leads a record has, when it lacks some). Pass as keyword
+# arguments of `EcgPmaFeatureExtractor` (or of `from_model_config` with a 250 Hz / 2,250-sample config); training
+# draws `window_mode="random"` crops instead.
 ST_MEM_PREPROCESSING = {
     "resample_method": "fft",
     "segment_seconds": 10.0,
@@ -268,7 +269,8 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         do_normalize (`bool`): standardise each window (z-score). Standard deviations below `flat_lead_threshold`
             mV (unplugged or empty leads, which real records have) give all zeros instead of blowing up.
         normalization (`str`): `"per_lead"` (default: each lead of each window on its own) or `"per_window"`
-            (ST-MEM: one mean and standard deviation over all leads and samples of the window).
+            (ST-MEM: one mean and standard deviation over all samples of the leads the record has, so a record with
+            fewer leads is standardised over those; absent leads never count).
         resample_method (`str`): `"polyphase"` (default, `scipy.signal.resample_poly`) or `"fft"` (ST-MEM,
             `scipy.signal.resample` to `int(samples * sampling_rate / input_rate)` samples).
         segment_seconds (`float`, *optional*): cut each record into non-overlapping segments of this many seconds at
@@ -617,17 +619,56 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             signal = scipy_signal.sosfiltfilt(sos, signal, axis=-1)
         return signal
 
-    def normalize(self, signal: np.ndarray) -> np.ndarray:
+    def normalize(self, signal: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
         """
-        Z-score of one window `(leads, samples)`: per lead, or over the whole window (`normalization="per_window"`).
-        A standard deviation below `flat_lead_threshold` (a flat lead or window) gives exact zeros instead of a
-        division by ~0.
+        Z-score of one window `(leads, samples)`: per lead, or (`normalization="per_window"`) with one mean and
+        standard deviation over the samples of the `present (leads,)` leads together (all leads when None), so that
+        absent leads never shape the present ones: a record read with fewer leads gets the values it would get
+        recorded with only those. A standard deviation below `flat_lead_threshold` (a flat lead or window) gives
+        exact zeros instead of a division by ~0. The absent leads' rows are standardised too (callers overwrite them).
         """
-        axis = -1 if self.normalization == "per_lead" else (-2, -1)
-        mean = signal.mean(axis=axis, keepdims=True)
-        std = signal.std(axis=axis, keepdims=True)
+        if self.normalization == "per_lead":
+            return self.standardise(signal, signal.mean(axis=-1, keepdims=True), signal.std(axis=-1, keepdims=True))
+        present = np.ones(signal.shape[:-1], dtype=bool) if present is None else np.asarray(present, dtype=bool)
+        return self.standardise_window(signal, np.broadcast_to(present[..., None], signal.shape))
+
+    def standardise(self, signal: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        """`(signal - mean) / std`, exact zeros where `std` is below `flat_lead_threshold`."""
         flat = std < self.flat_lead_threshold
         return np.where(flat, 0.0, (signal - mean) / np.where(flat, 1.0, std))
+
+    def standardise_window(self, signal: np.ndarray, counted: np.ndarray) -> np.ndarray:
+        """Windows `(..., leads, samples)`, each standardised with one mean and standard deviation over its samples
+        where `counted` (bool, the same shape) is True."""
+        count = np.maximum(counted.sum(axis=(-2, -1), keepdims=True), 1)
+        mean = np.sum(signal, axis=(-2, -1), where=counted, keepdims=True) / count
+        variance = np.sum((signal - mean) ** 2, axis=(-2, -1), where=counted, keepdims=True) / count
+        return self.standardise(signal, mean, np.sqrt(variance))
+
+    def cut_to_leads(self, signals: np.ndarray, lead_mask: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """
+        Windows this extractor made, `signals (windows, leads, signal_length)` with the leads `lead_mask (windows,
+        leads)` present -> the windows it makes of the same records cut to the leads `keep (windows, leads)` (within
+        `lead_mask`), float64: every other lead set to `padding_value` and, with `normalization="per_window"`, the
+        kept leads standardised again over themselves (per lead, each lead is already standardised on its own). A
+        z-score is unchanged by a shift and a scale applied to the whole window, so standardising the stored window
+        over the kept leads gives what standardising the record's window over them gives, to float32 rounding; the
+        resampling and the filters work lead by lead. A window padded at its end (a short record: trailing samples
+        equal to `padding_value` in every lead) is standardised over its recorded samples, as it was made. Windows
+        whose leads do not change are returned as they are.
+        """
+        signals = np.array(signals, dtype=np.float64)
+        lead_mask, keep = np.asarray(lead_mask, dtype=bool), np.asarray(keep, dtype=bool)
+        changed = (keep != lead_mask).any(axis=-1) & keep.any(axis=-1)
+        if self.do_normalize and self.normalization == "per_window" and changed.any():
+            windows = signals[changed]
+            recorded = (windows != self.padding_value).any(axis=-2)  # (windows, samples)
+            length = np.where(recorded.any(axis=-1), recorded.shape[-1] - recorded[:, ::-1].argmax(axis=-1), 0)
+            in_window = (np.arange(recorded.shape[-1]) < length[:, None])[:, None, :]  # (windows, 1, samples)
+            standardised = self.standardise_window(windows, keep[changed][:, :, None] & in_window)
+            signals[changed] = np.where(in_window, standardised, windows)
+        signals[~keep] = self.padding_value
+        return signals
 
     def clean(self, record: EcgRecord) -> tuple[np.ndarray, np.ndarray]:
         """
@@ -731,12 +772,17 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         return starts
 
     def windows(
-        self, signal: np.ndarray, window_mode: str, stride: int | None, rng: np.random.Generator
+        self,
+        signal: np.ndarray,
+        window_mode: str,
+        stride: int | None,
+        rng: np.random.Generator,
+        present: np.ndarray | None = None,
     ) -> np.ndarray:
         """
         `(leads, samples)` -> `(windows, leads, signal_length)`: center / random / n crops or sliding windows, each
-        filtered (with `crop_before_filter`) and standardised on its own (as every training window was), shorter
-        records padded at the end.
+        filtered (with `crop_before_filter`) and standardised on its own over the `present (leads,)` leads (as every
+        training window was, see `normalize`), shorter records padded at the end.
         """
         length = self.signal_length
         windows = []
@@ -745,7 +791,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             if self.do_filter and self.crop_before_filter:
                 window = self.band_pass(window)
             if self.do_normalize:
-                window = self.normalize(window)
+                window = self.normalize(window, present)
             if window.shape[1] < length:
                 padding = np.full((window.shape[0], length - window.shape[1]), self.padding_value)
                 window = np.concatenate([window, padding], axis=1)
@@ -795,7 +841,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         for index, record in enumerate(records):
             segments, present = self.preprocess_segments(record)
             for segment in segments:
-                windows = self.windows(segment, window_mode, stride, rng)
+                windows = self.windows(segment, window_mode, stride, rng, present)
                 windows[:, ~present] = self.padding_value
                 with np.errstate(over="ignore", invalid="ignore"):
                     windows = windows.astype(np.float32)

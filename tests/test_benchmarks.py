@@ -82,6 +82,7 @@ def test_speed_benchmark_prints_one_json_line_with_every_variant():
         ("probe_cache.py", ["--preset", "tiny", "--epochs", "1"], "per_epoch_speedup"),
         ("bf16_accuracy.py", ["--preset", "tiny"], "test_macro_auroc_bf16"),
         ("training_crops.py", ["--repeat", "1"], "paper_crop_vs_precomputed"),
+        ("lead_set_cut.py", ["--preset", "tiny", "--batch", "4", "--repeats", "1"], "per_window_cut_vs_step"),
     ],
 )
 def test_data_benchmarks_run_on_the_challenge_records(script, arguments, reported):

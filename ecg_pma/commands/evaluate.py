@@ -30,8 +30,9 @@ def add_parser(commands) -> None:
     evaluate.set_defaults(handler=run)
 
 
-def score_split(model, split, batch_size: int, lead_set: str | None = None) -> dict:
-    """Record-level scores of `model` on model-ready rows, reading only the leads of `lead_set` (all when None)."""
+def score_split(model, split, batch_size: int, lead_set: str | None = None, feature_extractor=None) -> dict:
+    """Record-level scores of `model` on model-ready rows, read with only the leads of `lead_set` (all when None):
+    the rows cut as `feature_extractor` (the one that made them) cuts records to those leads."""
     import tempfile
 
     from transformers import Trainer, TrainingArguments
@@ -44,7 +45,9 @@ def score_split(model, split, batch_size: int, lead_set: str | None = None) -> d
         trainer = Trainer(
             model=model,
             args=TrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to="none"),
-            data_collator=EcgDataCollator(config=model.config, lead_sets=[lead_set] if lead_set else None),
+            data_collator=EcgDataCollator(
+                config=model.config, lead_sets=[lead_set] if lead_set else None, feature_extractor=feature_extractor
+            ),
             compute_metrics=metrics,
         )
         trainer.predict(split)
@@ -84,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         print(text)
         return 0
 
-    per_lead_set = {lead_set: score_split(model, split, args.batch_size, lead_set) for lead_set in args.lead_sets}
+    per_lead_set = {
+        lead_set: score_split(model, split, args.batch_size, lead_set, extractor) for lead_set in args.lead_sets
+    }
     table = lead_set_table(per_lead_set, model.config.lead_names)
     result = {"model": args.model, "split": args.split, "labels": names, "lead_sets": per_lead_set, "table": table}
     if args.output:

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         probe_gate=args.probe_gate,
         seed=args.seed,
         lead_set=args.lead_set,
+        feature_extractor=extractor,
     )
     output = Path(args.output_dir)
     print((output / "layerwise_probe.md").read_text())

@@ -313,8 +313,9 @@ def random_crop(
     A model-rate row (`signal (samples, leads)`, `present_leads`) -> one random `(leads, signal_length)` crop,
     filtered (with `crop_before_filter`) and standardised, absent leads set to the padding value, then `augment`ed.
     """
-    (window,) = feature_extractor.windows(np.asarray(row["signal"], dtype=np.float64).T, "random", None, rng)
-    window[~np.asarray(row["present_leads"], dtype=bool)] = feature_extractor.padding_value
+    present = np.asarray(row["present_leads"], dtype=bool)
+    (window,) = feature_extractor.windows(np.asarray(row["signal"], dtype=np.float64).T, "random", None, rng, present)
+    window[~present] = feature_extractor.padding_value
     signals = torch.from_numpy(window.astype(np.float32))
     if augment is not None:
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))

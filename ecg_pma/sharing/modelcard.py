@@ -44,7 +44,11 @@ def preprocessing_table(feature_extractor) -> dict[str, str]:
         "window": f"{feature_extractor.signal_length} samples ({feature_extractor.signal_length / feature_extractor.sampling_rate:g} s)",
         "filter": filter_description(feature_extractor),
         "normalisation": (
-            ("z-score over all leads and samples of each window" if per_window else "per-lead z-score of each window")
+            (
+                "z-score over every sample of the leads present, per window"
+                if per_window
+                else "per-lead z-score of each window"
+            )
             if feature_extractor.do_normalize
             else "none"
         ),

@@ -298,9 +298,9 @@ def finetune(
     convention for a label with one class in a split (`"exclude"` it, or count it as `"half"` = 0.5, the authors').
     `protocol` (the data choices: windows, short records, label set, ...) is written into the results and the card.
     `data_info` says what the rows are (`name`, `description`, optional Hub `id`) for `results.json` and the card.
-    `lead_sets` (e.g. `["12", "6", "4", "3", "2"]`): every training sample keeps the leads of one lead set drawn at
-    random (seeded by `training_args.seed`); validation reads the leads the records have, and the test split is
-    scored once with every lead and once per lead set.
+    `lead_sets` (e.g. `["12", "6", "4", "3", "2"]`): every training sample is cut to one lead set drawn at random
+    (seeded by `training_args.seed`) as `feature_extractor` cuts a record to it (see `LeadSetSampler`); validation
+    reads the leads the records have, and the test split is scored once with every lead and once per lead set.
 
     Set the seed (`transformers.set_seed(training_args.seed)`) before creating `model`: its new gate and head are
     initialised then. `training_args.resume_from_checkpoint` (a checkpoint folder, or `"last"`) continues a run.
@@ -314,7 +314,11 @@ def finetune(
     set_trainable_parts(model, mode, probe_gate)
     trained = add_lora(model, lora_rank, lora_alpha, lora_dropout) if mode == "lora" else model
 
-    trainer = build_trainer(trained, training_args, train_dataset, eval_dataset, lead_sets, single_class_auroc, quiet)
+    if lead_sets and feature_extractor is None:  # the extractor saved with the model then
+        feature_extractor = EcgPmaFeatureExtractor.from_model_config(model.config)
+    trainer = build_trainer(
+        trained, training_args, train_dataset, eval_dataset, lead_sets, single_class_auroc, quiet, feature_extractor
+    )
     resume = training_args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
 
@@ -330,7 +334,7 @@ def finetune(
         test = trainer.compute_metrics.last
         if lead_sets:
             test_by_lead_set = evaluate_lead_sets(
-                trainer, test_dataset, lead_sets, validation["thresholds"], single_class_auroc
+                trainer, test_dataset, lead_sets, validation["thresholds"], single_class_auroc, feature_extractor
             )
 
     output_dir = Path(training_args.output_dir)
@@ -374,9 +378,11 @@ def build_trainer(
     lead_sets: list[str] | None = None,
     single_class_auroc: str = "exclude",
     quiet: bool = False,
+    feature_extractor: EcgPmaFeatureExtractor | None = None,
 ) -> EcgTrainer:
     """The Trainer of `finetune`: record-level validation metrics (thresholds tuned), safetensors checkpoints, the
-    crop dataset told each epoch, lead sets drawn for training batches only."""
+    crop dataset told each epoch, lead sets drawn for training batches only (cut as `feature_extractor`, the one
+    that made the rows, cuts records)."""
     config = model.config
     callbacks = [SafetensorsOnlyCallback()]
     if hasattr(train_dataset, "set_epoch"):
@@ -387,7 +393,9 @@ def build_trainer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=EcgDataCollator(config=config),
-        train_data_collator=EcgDataCollator(config=config, lead_sets=lead_sets, seed=training_args.seed)
+        train_data_collator=EcgDataCollator(
+            config=config, lead_sets=lead_sets, seed=training_args.seed, feature_extractor=feature_extractor
+        )
         if lead_sets
         else None,
         compute_metrics=RecordMetrics(
@@ -451,13 +459,21 @@ def training_protocol(
 
 
 def evaluate_lead_sets(
-    trainer: Trainer, dataset: Dataset, lead_sets: list, thresholds: list[float], single_class_auroc: str = "exclude"
+    trainer: Trainer,
+    dataset: Dataset,
+    lead_sets: list,
+    thresholds: list[float],
+    single_class_auroc: str = "exclude",
+    feature_extractor: EcgPmaFeatureExtractor | None = None,
 ) -> dict:
-    """Record-level scores of the trained model on `dataset` once per lead set (the other leads masked out)."""
+    """Record-level scores of the trained model on `dataset` once per lead set (the rows cut to its leads as
+    `feature_extractor`, the one that made them, cuts records)."""
     config, collator = trainer.model.config, trainer.data_collator
     scores = {}
     for index, lead_set in enumerate(lead_sets):
-        trainer.data_collator = EcgDataCollator(config=config, lead_sets=[lead_set])
+        trainer.data_collator = EcgDataCollator(
+            config=config, lead_sets=[lead_set], feature_extractor=feature_extractor
+        )
         trainer.compute_metrics = RecordMetrics(
             dataset["record_id"], thresholds=thresholds, single_class_auroc=single_class_auroc
         )

@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import compile_regions, set_seed
@@ -35,7 +36,7 @@ from .checkpoint import (
     truncate_train_log,
     write_manifest,
 )
-from .collator import EcgDataCollator
+from .collator import EcgDataCollator, LeadSetSampler
 
 
 @dataclass
@@ -70,8 +71,9 @@ class PretrainingArguments:
     torch_compile: bool = False
     disable_tqdm: bool = False
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
-    # Train on random lead subsets: each sample keeps one lead set drawn from these (e.g. ["12", "6", "2"]), seeded by
-    # `seed`; masking then applies to the present leads only. None: the leads the records have.
+    # Train on random lead subsets: each sample is cut to one lead set drawn from these (e.g. ["12", "6", "2"]), as
+    # the feature extractor cuts records (`LeadSetSampler`), a function of (seed, micro-batch, process) like the
+    # masking noise; masking then applies to the present leads only. None: the leads the records have.
     lead_sets: list[str] | None = None
 
     def __post_init__(self):
@@ -142,6 +144,20 @@ def mask_noise(shape: tuple[int, ...], seed: int, micro_step: int, process_index
     """
     generator = torch.Generator().manual_seed((seed * 1_000_003 + micro_step) * 1009 + process_index)
     return torch.rand(shape, generator=generator)
+
+
+# Keeps the lead-set draws' seeds apart from any other stream seeded by (seed, micro-batch, process).
+LEAD_SET_STREAM = 1
+
+
+def lead_set_generator(seed: int, micro_step: int, process_index: int) -> torch.Generator:
+    """
+    The generator of one micro-batch's lead-set draws, a function of (seed, micro-batch, process) only, as the
+    masking noise is: a resumed run draws the same lead sets as an uninterrupted one (a generator kept by the data
+    loader would start over, and is copied into every worker).
+    """
+    sequence = np.random.SeedSequence([seed, micro_step, process_index, LEAD_SET_STREAM])
+    return torch.Generator().manual_seed(int(sequence.generate_state(1, dtype=np.uint64)[0]))
 
 
 @dataclass
@@ -228,7 +244,13 @@ def pretrain(
         accelerator.init_trackers(
             "pretraining", config={"learning_rate": schedule.learning_rate, "total_steps": schedule.total_steps}
         )
-    losses = train_steps(accelerator, model, optimizer, scheduler, dataloader, progress, schedule, args, report_to)
+    lead_set_sampler = None
+    if args.lead_sets:  # cut as the extractor that made the rows cuts records (the one saved with the model)
+        extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(unwrapped(accelerator, model).config)
+        lead_set_sampler = LeadSetSampler(unwrapped(accelerator, model).config, args.lead_sets, extractor)
+    losses = train_steps(
+        accelerator, model, optimizer, scheduler, dataloader, progress, schedule, args, report_to, lead_set_sampler
+    )
     save_pretrained_model(accelerator, model, output_dir, feature_extractor, progress, protocol)
     accelerator.end_training()
     return PretrainingResult(output_dir=str(output_dir), global_step=progress.global_step, losses=losses)
@@ -266,7 +288,7 @@ def pretraining_dataloader(
         batch_size=args.per_device_batch_size,
         shuffle=not streamed,
         drop_last=True,
-        collate_fn=EcgDataCollator(config=config, with_labels=False, lead_sets=args.lead_sets, seed=args.seed),
+        collate_fn=EcgDataCollator(config=config, with_labels=False),  # lead sets: drawn in `train_steps`
         num_workers=args.dataloader_num_workers,
         # Its own generator: starting an epoch must not draw from the global random state, which a resumed run
         # restores from the checkpoint (an extra draw there would change dropout from then on).
@@ -332,11 +354,12 @@ def train_steps(
     schedule: PretrainingSchedule,
     args: PretrainingArguments,
     report_to: list[str],
+    lead_set_sampler: LeadSetSampler | None = None,
 ) -> list[dict]:
     """
     Runs optimizer steps from `progress` (updated in place) to `schedule.total_steps`, with a checkpoint every
     `args.save_steps`; returns one `{step, loss, learning_rate, epoch}` record per step, also appended to
-    `train_log.jsonl`.
+    `train_log.jsonl`. `lead_set_sampler` cuts each batch to lead sets drawn by `lead_set_generator`.
     """
     config = unwrapped(accelerator, model).config
     losses: list[dict] = []
@@ -358,6 +381,9 @@ def train_steps(
         batches = accelerator.skip_first_batches(dataloader, skip) if skip else dataloader
         batches_before = progress.micro_step
         for batch in batches:
+            if lead_set_sampler is not None:
+                generator = lead_set_generator(args.seed, progress.micro_step, accelerator.process_index)
+                batch = lead_set_sampler.cut(batch, generator)
             signals = batch["signals"].to(accelerator.device)
             lead_mask = batch["lead_mask"].to(accelerator.device) if batch.get("lead_mask") is not None else None
             noise = mask_noise(

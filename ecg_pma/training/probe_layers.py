@@ -22,13 +22,16 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..configuration_ecg_pma import resolve_lead_set
-from ..feature_extraction_ecg_pma import check_integer
+from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, check_integer
 from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaClassificationHead, EcgPmaLayerAggregator, EcgPmaModel
-from .collator import EcgDataCollator
+from .collator import LeadSetSampler
 
 
 logger = logging.get_logger(__name__)
+# How lead-set rows are cut, in lead-set cache keys: caches made when a lead set only masked the leads (before
+# per-window normalisation was redone over the kept leads) are encoded again.
+LEAD_SET_CUT = "cut_to_leads: per-window z-score over the kept leads"
 # Config entries that do not change what the encoder computes.
 _CONFIG_KEYS_NOT_HASHED = ("_name_or_path", "transformers_version", "architectures", "auto_map")
 
@@ -87,13 +90,14 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return hasher.hexdigest()
 
 
-def layer_cache_key(model_hash: str, dataset: Dataset, split: str) -> dict:
+def layer_cache_key(model_hash: str, dataset: Dataset, split: str, lead_set: list[str] | None = None) -> dict:
     """
     What a split's layer cache depends on: the encoder (`model_fingerprint`), the rows (the dataset's fingerprint,
     which `datasets` derives from the source files and every transform applied, extractor settings and label set
-    included) and the split.
+    included), the split and, for a lead set, its leads and how rows are cut to them (`LEAD_SET_CUT`).
     """
-    return {"model": model_hash, "dataset": dataset._fingerprint, "num_rows": len(dataset), "split": split}
+    key = {"model": model_hash, "dataset": dataset._fingerprint, "num_rows": len(dataset), "split": split}
+    return key | ({"lead_set": list(lead_set), "lead_set_cut": LEAD_SET_CUT} if lead_set else {})
 
 
 def load_or_encode(
@@ -104,16 +108,20 @@ def load_or_encode(
     model_hash: str,
     batch_size: int = 64,
     lead_set: str | list[str] | None = None,
+    feature_extractor: EcgPmaFeatureExtractor | None = None,
 ) -> LayerCache:
     """The split's cache at `path` when it was made from this encoder and these rows; else encodes and saves anew."""
-    key = layer_cache_key(model_hash, dataset, split)
+    leads = resolve_lead_set(lead_set, encoder.config.lead_names) if lead_set else None
+    key = layer_cache_key(model_hash, dataset, split, leads)
     if path.exists():
         cache = LayerCache.load(path)
         if cache.key == key:
             return cache
         changed = sorted(name for name in key if cache.key.get(name) != key[name])
         logger.warning(f"{path} was made from another {' / '.join(changed)}; encoding the {split} split again.")
-    cache = encode_layers(encoder, dataset, batch_size=batch_size, desc=f"Encoding {split}", lead_set=lead_set)
+    cache = encode_layers(
+        encoder, dataset, batch_size, f"Encoding {split}", lead_set=lead_set, feature_extractor=feature_extractor
+    )
     cache.key = key
     cache.save(path)
     return cache
@@ -126,23 +134,27 @@ def encode_layers(
     batch_size: int = 64,
     desc: str = "Encoding",
     lead_set: str | list[str] | None = None,
+    feature_extractor: EcgPmaFeatureExtractor | None = None,
 ) -> LayerCache:
     """
     Runs the frozen encoder once over model-ready rows (`signals`, `labels`, `record_id`, optional `lead_mask`),
-    reading only the leads of `lead_set` (a name of `ecg_pma.LEAD_SETS` or lead names) when given.
+    reading only the leads of `lead_set` (a name of `ecg_pma.LEAD_SETS` or lead names) when given: the rows cut to
+    them as `feature_extractor` (the one that made them; by default the one made from the encoder's config) cuts
+    records.
     """
     encoder.eval()
     device = next(encoder.parameters()).device
     layers, inputs = [], []
     rows = dataset.with_format("torch", columns=[c for c in ("signals", "lead_mask") if c in dataset.column_names])
-    collator = EcgDataCollator(encoder.config, with_labels=False, lead_sets=[lead_set] if lead_set else None)
+    sampler = None
+    if lead_set:
+        extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(encoder.config)
+        sampler = LeadSetSampler(encoder.config, [lead_set], extractor)
     for start in tqdm(range(0, len(rows), batch_size), desc=desc, leave=False):
         batch = rows[start : start + batch_size]
+        if sampler is not None:  # one lead set: the same cut whatever the generator
+            batch = sampler.cut(batch, torch.Generator().manual_seed(0))
         lead_mask = batch.get("lead_mask")
-        if collator.lead_set_masks is not None:
-            lead_mask = collator.draw_lead_mask(
-                lead_mask if lead_mask is not None else torch.ones(batch["signals"].shape[:2], dtype=torch.bool)
-            )
         output = encoder(
             batch["signals"].to(device), lead_mask=None if lead_mask is None else lead_mask.bool().to(device)
         )
@@ -255,13 +267,16 @@ def probe_layers(
     seed: int = 0,
     probe_gate: str = "train",
     lead_set: str | list[str] | None = None,
+    feature_extractor: EcgPmaFeatureExtractor | None = None,
 ) -> list[dict]:
     """
     The study: `splits` holds `train`, `validation` and optionally `test` (model-ready rows). Writes `layer_cache/`
     (reused only when made from the same encoder weights and the same rows, see `layer_cache_key`),
     `layerwise_probe.json`, `layerwise_probe.md` and `layerwise_probe.png` to `output_dir`; returns the table rows.
     `head_type` defaults to the encoder config's, the head `finetune --mode probe` trains; `probe_gate` as there.
-    `lead_set` (e.g. `"2"` or `["I"]`): the encoder reads only those leads (cached apart from the full-lead features).
+    `lead_set` (e.g. `"2"` or `["I"]`): the encoder reads only those leads, the rows cut to them as
+    `feature_extractor` (the one that made them; by default the one made from the encoder's config) cuts records
+    (cached apart from the full-lead features).
     """
     head_type = head_type or encoder.config.head_type
     check_integer("epochs", epochs)  # 0 epochs would leave every score at its initial -inf
@@ -273,7 +288,14 @@ def probe_layers(
         cache_dir = cache_dir / ("leads-" + "-".join(resolve_lead_set(lead_set, encoder.config.lead_names)))
     caches = {
         split: load_or_encode(
-            encoder, dataset, cache_dir / f"{split}.safetensors", split, model_hash, batch_size, lead_set=lead_set
+            encoder,
+            dataset,
+            cache_dir / f"{split}.safetensors",
+            split,
+            model_hash,
+            batch_size,
+            lead_set=lead_set,
+            feature_extractor=feature_extractor,
         )
         for split, dataset in splits.items()
     }
