@@ -5,9 +5,11 @@ Heavy libraries (torch, transformers, datasets) are imported inside `run`, so `e
 
 from . import (
     app,
+    benchmark,
     convert_st_mem,
     demo,
     download,
+    embed,
     evaluate,
     export_onnx,
     finetune,
@@ -25,6 +27,8 @@ COMMANDS = (
     pretrain,
     finetune,
     probe_layers,
+    embed,
+    benchmark,
     predict,
     evaluate,
     push,
