@@ -24,8 +24,8 @@ from ..metrics.ecg_multilabel.ecg_multilabel import tune_f1_thresholds
 from ..training.probe_layers import model_fingerprint
 from .embeddings import RecordEmbeddings, embed_records, evaluation_window_mode, evaluation_windows
 from .leakage import check_leakage
-from .protocols import Head, expand_heads, run_probe
-from .statistics import mean_and_sd, paired_difference, score_with_intervals
+from .protocols import Head, expand_heads, one_thread, run_probe
+from .statistics import bootstrap_indices, mean_and_sd, paired_difference, score_with_intervals, scored_classes
 from .suites import SPLITS, Task, load_suite
 
 
@@ -85,6 +85,23 @@ def random_encoder(config):
     return EcgPmaModel(config).eval()
 
 
+def scorable_tasks(tasks: list[Task]) -> tuple[list[Task], dict[str, str]]:
+    """The tasks a probe can be trained and scored on, and why each other one was skipped (logged)."""
+    kept, skipped = [], {}
+    for task in tasks:
+        if not scored_classes(task.labels["test"]):
+            skipped[task.name] = "no class has both a positive and a negative test record"
+        elif not task.labels["train"].any():
+            skipped[task.name] = "no positive training label"
+        else:
+            kept.append(task)
+            continue
+        logger.warning(f"{task.suite} task {task.name!r} skipped: {skipped[task.name]}.")
+    if not kept:
+        raise ValueError(f"No task of the suite can be scored: {skipped}.")
+    return kept, skipped
+
+
 def digest(values) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -121,8 +138,6 @@ def run_path(output_dir: Path, task: Task, encoder: str, percent: float, seed: i
 
 def summarise_task(task: Task, runs: dict, settings: BenchmarkSettings) -> dict:
     """Test statistics of every run of `task` on one set of bootstrap resamples, paired differences, seed means."""
-    from .statistics import bootstrap_indices
-
     references = task.labels["test"]
     indices = bootstrap_indices(references, settings.num_resamples, settings.bootstrap_seed)
     rows, resampled = [], {}
@@ -228,7 +243,7 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     )  # fmt: skip
     leakage = check_leakage(model, tasks, settings.allow_leakage)  # before any encoding
     windows, row_splits, dropped = evaluation_windows(records, extractor, num_proc)
-    tasks = [task.without(set(dropped)) for task in tasks]
+    tasks, skipped = scorable_tasks([task.without(set(dropped)) for task in tasks])
 
     encoders = {"pretrained": (encoder, aggregator, loaded), "random": None}
     encoders["random"] = (random_encoder(encoder.config), None, None)
@@ -253,14 +268,14 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     ]
     runs: dict[str, dict] = {task.name: {} for task in tasks}
     probe_start = time.perf_counter()
-    for task, name, percent, seed, head in tqdm(jobs, desc="Probing"):
-        module = encoders[name][0]
-        runs[task.name][(name, percent, seed, head.name)] = run_probe(
-            run_path(output_dir, task, name, percent, seed, head),
-            run_key(embeddings[name], task, head, percent, seed, settings),
-            module, embeddings[name], task, head, percent, seed,
-            settings.epochs, settings.batch_size, settings.learning_rate, settings.head_type,
-        )  # fmt: skip
+    with one_thread():
+        for task, name, percent, seed, head in tqdm(jobs, desc="Probing"):
+            runs[task.name][(name, percent, seed, head.name)] = run_probe(
+                run_path(output_dir, task, name, percent, seed, head),
+                run_key(embeddings[name], task, head, percent, seed, settings),
+                encoders[name][0], embeddings[name], task, head, percent, seed,
+                settings.epochs, settings.batch_size, settings.learning_rate, settings.head_type,
+            )  # fmt: skip
     timing["probing_seconds"] = time.perf_counter() - probe_start
     results = [summarise_task(task, runs[task.name], settings) for task in tasks]
     timing["total_seconds"] = time.perf_counter() - started
@@ -282,6 +297,7 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
         "versions": versions(),
         "machine": {"platform": platform.platform(), "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "leakage": leakage,
+        "tasks_skipped": skipped,
         "results": results,
         "timing": timing,
     }

@@ -9,6 +9,7 @@ so that a killed benchmark resumes where it stopped with the same numbers.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,21 @@ class ProbeRun:
             int(metadata["train_records"]),
             json.loads(metadata["key"]),
         )
+
+
+@contextmanager
+def one_thread():
+    """
+    Probes on cached embeddings are small matrix products, for which torch's worker threads cost more in
+    synchronisation than they save (ten times more on a shared two-core machine): they run on one thread, and the
+    setting is restored after.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @torch.inference_mode()
