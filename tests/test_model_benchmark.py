@@ -135,6 +135,18 @@ def test_every_task_has_random_encoder_rows_and_every_head(ptbxl_benchmark):
         assert few["train_records"] < every["train_records"] == TRAIN
 
 
+def test_benchmark_choices_are_the_package_constants():
+    from ecg_pma.cli import build_parser
+    from ecg_pma.constants import BENCHMARK_HEADS, BENCHMARK_SUITES, PTBXL_LABEL_SETS
+    from ecg_pma.data.ptbxl import LABEL_SETS
+    from ecg_pma.evaluation.suites import PTBXL_EXPERIMENTS
+
+    benchmark = dict(next(a for a in build_parser()._actions if a.dest == "command").choices)["benchmark"]
+    choices = {action.dest: tuple(action.choices) for action in benchmark._actions if action.choices is not None}
+    assert choices["suite"] == BENCHMARK_SUITES and choices["heads"] == BENCHMARK_HEADS
+    assert LABEL_SETS == PTBXL_LABEL_SETS == tuple(PTBXL_EXPERIMENTS) == tuple(TASK_SIZES)
+
+
 def test_stratified_label_fraction_keeps_every_label_and_is_seeded():
     labels = np.zeros((200, 4), dtype=int)
     labels[:100, 0], labels[100:190, 1], labels[190:198, 2], labels[198:, 3] = 1, 1, 1, 1
