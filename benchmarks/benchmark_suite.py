@@ -87,7 +87,12 @@ def main() -> None:
         EcgPmaForPreTraining(config).save_pretrained(scratch / "model")
         EcgPmaFeatureExtractor.from_model_config(config).save_pretrained(scratch / "model")
         settings = BenchmarkSettings(
-            suite="physionet2021", data=args.data, epochs=args.epochs, validation_fraction=0.25, test_fraction=0.25
+            suite="physionet2021",
+            data=args.data,
+            epochs=args.epochs,
+            label_percents=[100],
+            validation_fraction=0.25,
+            test_fraction=0.25,
         )
         start = time.perf_counter()
         benchmark = run_benchmark(str(scratch / "model"), settings, scratch / "out", cache_dir=scratch / "cache")
@@ -124,6 +129,7 @@ def main() -> None:
                     "tasks": [result["task"] for result in benchmark["results"]],
                     "probe_runs": sum(len(result["runs"]) for result in benchmark["results"]),
                     "probe_epochs": args.epochs,
+                    "label_percents": [100],
                     "embedding_records_per_s": significant(embedding_rate),
                     "suite_seconds": significant(suite_seconds),
                     "probing_seconds": significant(timing["probing_seconds"]),

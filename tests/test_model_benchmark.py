@@ -120,6 +120,7 @@ def test_ptbxl_tasks_have_the_benchmark_label_sets_and_folds(ptbxl_benchmark):
         assert {folds[int(name)] for name in ids["test"]} == {10}
     md = (output / "benchmark.md").read_text()
     assert "| random | pma |" in md and "pretrained: pma - last" in md and "pma: pretrained - random encoder" in md
+    assert "| published: xresnet1d101 | end to end | 0.925(07) | 0.937(08) |" in md
 
 
 @pytest.mark.slow

@@ -245,8 +245,8 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     windows, row_splits, dropped = evaluation_windows(records, extractor, num_proc)
     tasks, skipped = scorable_tasks([task.without(set(dropped)) for task in tasks])
 
-    encoders = {"pretrained": (encoder, aggregator, loaded), "random": None}
-    encoders["random"] = (random_encoder(encoder.config), None, None)
+    # name -> (encoder, trained PMA gate or None, the module whose fingerprint keys its cache or None for the encoder)
+    encoders = {"pretrained": (encoder, aggregator, loaded), "random": (random_encoder(encoder.config), None, None)}
     embeddings, timing = {}, {}
     for name, (module, gate, fingerprinted) in encoders.items():
         start = time.perf_counter()

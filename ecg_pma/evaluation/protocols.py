@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..training.probe_layers import CachedProbe, fit_probe
+from ..training.probe_layers import CachedProbe, LayerCache, fit_probe
 from .embeddings import RecordEmbeddings
 from .suites import SPLITS, Task
 
@@ -159,7 +159,7 @@ def run_probe(
     caches = {split: embeddings.probe_cache(task.record_ids[split], task.labels[split]) for split in SPLITS}
     subset = stratified_subset(task.labels["train"], percent, seed)
     train = caches["train"]
-    train_subset = type(train)(
+    train_subset = LayerCache(
         train.layer_representations[subset],
         train.input_representation[subset],
         train.labels[subset],

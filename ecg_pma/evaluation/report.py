@@ -15,6 +15,21 @@ import numpy as np
 from .suites import SPLITS
 
 
+# Published rows of the PTB-XL benchmark's leaderboard (supervised models trained end to end, test macro AUROC with
+# the leaderboard's bootstrap deviation), from the README of github.com/helme/ecg_ptbxl_benchmarking at commit
+# cdbf4e66d7e57d9b6a2657b6024716212b8d0afa (Strodthoff et al., IEEE JBHI 2021, doi:10.1109/jbhi.2020.3022989).
+PTBXL_REFERENCE_SOURCE = (
+    "github.com/helme/ecg_ptbxl_benchmarking README, commit cdbf4e66d7e57d9b6a2657b6024716212b8d0afa "
+    "(Strodthoff et al. 2021); 0.925(07) = 0.925 with a bootstrap deviation of 0.007; trained end to end, not probes"
+)
+PTBXL_REFERENCE_ROWS = {
+    "xresnet1d101": {"all": "0.925(07)", "diagnostic": "0.937(08)", "subdiagnostic": "0.929(14)",
+                     "superdiagnostic": "0.928(05)", "form": "0.896(12)", "rhythm": "0.957(19)"},
+    "inception1d": {"all": "0.925(08)", "diagnostic": "0.931(09)", "subdiagnostic": "0.930(10)",
+                    "superdiagnostic": "0.921(06)", "form": "0.899(22)", "rhythm": "0.953(13)"},
+    "resnet1d_wang": {"all": "0.919(08)", "diagnostic": "0.936(08)", "subdiagnostic": "0.928(10)",
+                      "superdiagnostic": "0.930(05)", "form": "0.880(15)", "rhythm": "0.946(10)"},
+}  # fmt: skip
 # The benchmark repository's file names per split.
 LAYOUT_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 
@@ -92,6 +107,10 @@ def markdown(benchmark: dict) -> str:
                 continue
             cells = [format_interval(by_task[task][(encoder, percent, seed, head)]["macro_auroc"]) for task in tasks]
             lines.append(f"| {encoder} | {head} | " + " | ".join(cells) + " |")
+        if benchmark["suite"] == "ptbxl" and percent == 100:
+            for name, row in PTBXL_REFERENCE_ROWS.items():
+                lines.append(f"| published: {name} | end to end | " + " | ".join(row[task] for task in tasks) + " |")
+            lines += ["", f"Published rows: {PTBXL_REFERENCE_SOURCE}."]
         lines.append("")
     lines += [
         "## Paired differences of test macro AUROC [95 % CI of the difference, same resamples]",
