@@ -250,6 +250,20 @@ def test_the_leakage_guard_counts_test_records_per_source(tmp_path):
     assert check_leakage(tmp_path, [task])["status"] == "clean"
 
 
+@pytest.mark.slow
+def test_the_outputs_the_readme_names_are_written(ptbxl_benchmark):
+    from pathlib import Path
+
+    _, output, *_ = ptbxl_benchmark
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Where does my model stand?")[1].split("\n## ")[0]
+    for name in ("benchmark.json", "benchmark.md", "model_index.json", "runs/", "embeddings/"):
+        assert f"`{name}" in section and (output / name).exists(), name
+    assert (output / "predictions" / "exp0" / "data" / "y_val.npy").is_file()
+    assert (output / "predictions" / "exp3" / "models" / "random_layer1_100pct_seed0" / "y_test_pred.npy").is_file()
+    assert "`exp0` = all ... `exp3` = rhythm" in section and "40 records, so the intervals are wide" in section
+
+
 def cli(*args, **kwargs):
     return subprocess.Popen(
         [sys.executable, "-m", "ecg_pma.cli", *map(str, args)],
