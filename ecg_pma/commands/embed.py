@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from .data_arguments import load_raw_records
 
     encoder, aggregator, loaded, extractor = load_benchmark_model(args.model)
-    windows, splits, dropped = evaluation_windows(load_raw_records(args), extractor, args.num_proc)
+    windows, splits, dropped = evaluation_windows(load_raw_records(args), extractor, args.num_proc, args.short_records)
     embeddings = embed_records(
         encoder,
         windows,
@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     shape = tuple(embeddings.layer_representations.shape)
+    handled = {"drop": "dropped", "pad": "zero-padded"}.get(args.short_records)
     print(
         f"{len(embeddings.record_ids)} records -> {args.output} (layer_representations {shape}, mixed = "
-        f"{embeddings.mixture}){f'; {len(dropped)} short record(s) dropped' if dropped else ''}"
+        f"{embeddings.mixture}){f'; {len(dropped)} short record(s) {handled}' if dropped else ''}"
     )
     return 0

@@ -108,16 +108,17 @@ def evaluation_window_mode(feature_extractor) -> str:
     return "sliding" if feature_extractor.window_mode == "random" else feature_extractor.window_mode
 
 
-def evaluation_windows(records, extractor, num_proc: int | None = None):
+def evaluation_windows(records, extractor, num_proc: int | None = None, short_records: str = "drop"):
     """
     The records of every split of `records` (a `DatasetDict` as the loaders return it) as evaluation windows, one
-    dataset; the split of each row; the ids of the records too short for one window (dropped, and logged).
+    dataset; the split of each row; the ids of the records too short for one window (dropped and logged, or as
+    `short_records` says: `pad`, `raise`).
     """
     parts, splits, dropped = [], [], []
     for split, dataset in records.items():
         if not len(dataset):
             continue
-        dataset, split_extractor, names = handle_short_records(dataset, extractor, "drop", split)
+        dataset, split_extractor, names = handle_short_records(dataset, extractor, short_records, split)
         dropped += names
         windows = extract_features(
             dataset, split_extractor, window_mode=evaluation_window_mode(extractor), num_proc=num_proc
