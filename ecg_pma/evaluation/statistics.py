@@ -59,37 +59,46 @@ def bootstrap_indices(references: np.ndarray, num_resamples: int, seed: int) -> 
 
 
 def resample_weights(indices: np.ndarray, size: int) -> np.ndarray:
-    """`(B, N)` indices -> `(B, N)` how often each record is drawn."""
+    """`(B, N)` indices -> `(B, N)` how often each record is drawn (as float64, the scores' dtype)."""
     offsets = np.arange(len(indices))[:, None] * size
-    return np.bincount((indices + offsets).ravel(), minlength=len(indices) * size).reshape(len(indices), size)
+    counts = np.bincount((indices + offsets).ravel(), minlength=len(indices) * size)
+    return counts.reshape(len(indices), size).astype(np.float64)
 
 
-def _grouped(scores: np.ndarray, truth: np.ndarray, weights: np.ndarray, descending: bool):
-    """Positive and negative weight per distinct score, `(B, G)` each, the scores sorted as asked."""
-    order = np.argsort(-scores if descending else scores, kind="stable")
+def grouped_weights(scores: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative weight per distinct score in ascending order, `(B, G)` each, for one class."""
+    order = np.argsort(scores, kind="stable")
     sorted_scores = scores[order]
     starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ordered = weights[:, order].astype(np.float64)
+    ordered = weights[:, order]
     positive = np.add.reduceat(ordered * truth[order], starts, axis=1)
-    negative = np.add.reduceat(ordered * (1 - truth[order]), starts, axis=1)
-    return positive, negative
+    return positive, np.add.reduceat(ordered, starts, axis=1) - positive
 
 
-def weighted_auroc(scores: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUROC of one class under each row of `weights (B, N)` -> `(B,)`; ties count one half."""
-    positive, negative = _grouped(scores, truth, weights, descending=False)
+def auroc_of_groups(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """AUROC from `grouped_weights` -> `(B,)`: pairs ranked right, ties counting one half."""
     negatives_below = np.cumsum(negative, axis=1) - negative
     pairs = positive.sum(axis=1) * negative.sum(axis=1)
     return (positive * (negatives_below + 0.5 * negative)).sum(axis=1) / pairs
 
 
-def weighted_average_precision(scores: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Average precision (scikit-learn's: precision summed over recall steps) under each row of `weights` -> `(B,)`."""
-    positive, negative = _grouped(scores, truth, weights, descending=True)
+def average_precision_of_groups(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Average precision (scikit-learn's: precision summed over recall steps) from `grouped_weights` -> `(B,)`."""
+    positive, negative = positive[:, ::-1], negative[:, ::-1]  # thresholds from the highest score down
     true_positives = np.cumsum(positive, axis=1)
     predicted = true_positives + np.cumsum(negative, axis=1)
     precision = np.divide(true_positives, predicted, out=np.zeros_like(predicted), where=predicted > 0)
     return (positive * precision).sum(axis=1) / positive.sum(axis=1)
+
+
+def weighted_auroc(scores: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of one class under each row of `weights (B, N)` -> `(B,)`; ties count one half."""
+    return auroc_of_groups(*grouped_weights(scores, truth, np.asarray(weights, dtype=np.float64)))
+
+
+def weighted_average_precision(scores: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average precision of one class under each row of `weights (B, N)` -> `(B,)`."""
+    return average_precision_of_groups(*grouped_weights(scores, truth, np.asarray(weights, dtype=np.float64)))
 
 
 def weighted_f1(decisions: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -120,12 +129,14 @@ def resampled_scores(
     if not classes:
         raise ValueError("No class has both a positive and a negative test record: nothing to score.")
     decisions = probabilities >= np.asarray(thresholds)[None, :]
+    weights = np.asarray(weights, dtype=np.float64)
     per_class = np.full((len(weights), references.shape[1]), np.nan)
     precision, f1 = [], []
     for label in classes:
         truth = references[:, label]
-        per_class[:, label] = weighted_auroc(probabilities[:, label], truth, weights)
-        precision.append(weighted_average_precision(probabilities[:, label], truth, weights))
+        positive, negative = grouped_weights(probabilities[:, label], truth, weights)  # shared by both scores
+        per_class[:, label] = auroc_of_groups(positive, negative)
+        precision.append(average_precision_of_groups(positive, negative))
         f1.append(weighted_f1(decisions[:, label], truth.astype(bool), weights))
     return {
         "macro_auroc": per_class[:, classes].mean(axis=1),
