@@ -142,6 +142,36 @@ def markdown(benchmark: dict) -> str:
     return "\n".join(lines)
 
 
+def write_layer_plots(benchmark: dict, output_dir: Path) -> None:
+    """
+    The layer-wise curve of each task (`plots/<task>_layers.png`): the pre-trained encoder's single-layer probes,
+    PPA and PMA, test macro AUROC at the largest label fraction, first seed; drawn by the layer-wise study's
+    `plot_layers`. Only when the `layers` heads were run.
+    """
+    from ..training.probe_layers import plot_layers
+
+    percent, seed = max(benchmark["settings"]["label_percents"]), benchmark["settings"]["seeds"][0]
+    for result in benchmark["results"]:
+        rows = {row["head"]: row for row in result["runs"] if (row["encoder"], row["label_percent"], row["seed"]) ==
+                ("pretrained", percent, seed)}  # fmt: skip
+        layers = sorted(
+            (int(head.removeprefix("layer")), row) for head, row in rows.items() if head.startswith("layer")
+        )
+        if not layers:
+            return
+        points = [{"probe": f"layer {layer}", "layer": layer, "test_macro_auroc": row["macro_auroc"]["value"]}
+                  for layer, row in layers]  # fmt: skip
+        points += [{"probe": name.upper(), "layer": None, "test_macro_auroc": rows[name]["macro_auroc"]["value"]}
+                   for name in ("ppa", "pma") if name in rows]  # fmt: skip
+        (output_dir / "plots").mkdir(parents=True, exist_ok=True)
+        plot_layers(
+            points,
+            output_dir / "plots" / f"{result['task']}_layers.png",
+            head_type=benchmark["settings"]["head_type"],
+            num_records=result["records"],
+        )
+
+
 def write_reports(benchmark: dict, tasks, runs: dict, output_dir: Path) -> None:
     from ..sharing.modelcard import benchmark_model_index
 
@@ -149,4 +179,5 @@ def write_reports(benchmark: dict, tasks, runs: dict, output_dir: Path) -> None:
     (output_dir / "benchmark.json").write_text(json.dumps(benchmark, indent=2))
     (output_dir / "benchmark.md").write_text(markdown(benchmark))
     write_predictions(tasks, runs, output_dir)
+    write_layer_plots(benchmark, output_dir)
     (output_dir / "model_index.json").write_text(json.dumps(benchmark_model_index(benchmark), indent=2))
