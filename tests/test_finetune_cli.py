@@ -6,8 +6,6 @@ two runs agree, and resumable from its safetensors checkpoints.
 import contextlib
 import io
 import json
-import subprocess
-import sys
 
 import pytest
 import torch

@@ -6,6 +6,7 @@ Heavy libraries (torch, transformers, datasets) are imported inside `run`, so `e
 from . import (
     app,
     benchmark,
+    convert,
     convert_st_mem,
     demo,
     download,
@@ -33,6 +34,7 @@ COMMANDS = (
     evaluate,
     push,
     export_onnx,
+    convert,
     convert_st_mem,
     download,
     app,
