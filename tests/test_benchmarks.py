@@ -169,6 +169,14 @@ def test_corpus_memory_benchmark_measures_both_paths_at_two_sizes():
     assert set(report["peak_growth_ratio_large_vs_small"]) == {"cached", "streamed"}
 
 
+@pytest.mark.slow
+def test_benchmark_suite_benchmark_reports_the_rate_and_the_ptbxl_projection():
+    shared_data_dir("physionet2021")
+    report = run_benchmark("benchmark_suite.py", "--preset", "tiny", "--epochs", "1", timeout=600, one_line=True)
+    assert report["sample"]["records"] == 40 and report["sample"]["embedding_records_per_s"] > 0
+    assert report["ptbxl_projection"]["records"] == 21_837 and report["ptbxl_projection"]["total_hours"] > 0
+
+
 def test_read_formats_benchmark_reports_every_format_beside_wfdb():
     shared_data_dir("physionet2021")
     report = run_benchmark("read_formats.py", "--records", "2", "--rounds", "1")

@@ -211,7 +211,7 @@ def test_models_take_model_inputs_only(model_class, tiny_config):
 
 
 # Markdown files the package writes (named in docstrings that describe its outputs), not sources it cites.
-WRITTEN_MARKDOWN = {"results.md", "layerwise_probe.md", "README.md"}
+WRITTEN_MARKDOWN = {"results.md", "layerwise_probe.md", "README.md", "benchmark.md"}
 
 
 def test_docstrings_cite_only_files_in_the_repository():

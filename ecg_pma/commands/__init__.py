@@ -5,10 +5,12 @@ Heavy libraries (torch, transformers, datasets) are imported inside `run`, so `e
 
 from . import (
     app,
+    benchmark,
     convert,
     convert_st_mem,
     demo,
     download,
+    embed,
     evaluate,
     export_onnx,
     finetune,
@@ -26,6 +28,8 @@ COMMANDS = (
     pretrain,
     finetune,
     probe_layers,
+    embed,
+    benchmark,
     predict,
     evaluate,
     push,

@@ -101,7 +101,7 @@ def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
     counts = []
     for data_format, path in specs:
         corpus = load_raw_records(args, data_format, path)
-        counts.append({"format": data_format, "path": str(path), "records": {}})
+        counts.append(corpus_entry(args, data_format, path))
         for split, dataset in corpus.items():
             counts[-1]["records"][split] = len(dataset)
             # new columns held in memory next to the memory-mapped signals: nothing is rewritten on disk
@@ -113,6 +113,15 @@ def load_mixture(args: argparse.Namespace, specs: list[tuple[str, str]]):
             parts.setdefault(split, []).append(dataset)
         logging.getLogger(__name__).warning(f"Corpus {data_format}:{path}: {counts[-1]['records']} records per split.")
     return DatasetDict({split: concatenate_datasets(datasets) for split, datasets in parts.items()}), counts
+
+
+def corpus_entry(args: argparse.Namespace, data_format: str, path) -> dict:
+    """A corpus as `pretraining_data.json` lists it; `sources` (PhysioNet 2021's `--sources`) when chosen, so that the
+    benchmark's leakage guard knows which source databases the model saw."""
+    entry = {"format": data_format, "path": str(path), "records": {}}
+    if data_format == "physionet2021" and getattr(args, "sources", None):
+        entry["sources"] = list(args.sources)
+    return entry
 
 
 SHARED_COLUMNS = ["record_id", "signal", "sampling_rate", "lead_names"]  # what every loader's rows have
@@ -192,7 +201,7 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
         return splits["train"], protocol
     parts, dropped, counts = [], {}, []
     for data_format, path, prefix, splits in corpus_streams(args, all_splits):
-        counts.append({"format": data_format, "path": str(path), "records": {}})
+        counts.append(corpus_entry(args, data_format, path))
         for split, stream in splits.items():
             rows, crop_extractor, names = prepare_streamed_records(
                 stream,

@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict, Value
 
+from ..constants import PTBXL_LABEL_SETS as LABEL_SETS
 from .records import build_splits, check_missing, multi_hot, path_inside, record_features
 
 
 logger = logging.getLogger(__name__)
 
-LABEL_SETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 # Official protocol: stratified folds 1-8 train, 9 validation, 10 test.
 FOLD_TO_SPLIT = {**dict.fromkeys(range(1, 9), "train"), 9: "validation", 10: "test"}
 

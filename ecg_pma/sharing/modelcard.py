@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.repocard_data import eval_results_to_model_index
 
 
 TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "ecg_pma_card_template.md"
@@ -32,6 +33,43 @@ def evaluation_results(evaluation: dict[str, dict], dataset: dict | None) -> lis
         for name in CARD_METRICS
         if name in scores
     ]
+
+
+# `ecg-pma benchmark` suites as the Hub names their data sets.
+BENCHMARK_DATASETS = {"ptbxl": ("ptb-xl", "PTB-XL"), "physionet2021": ("physionet-challenge-2021", "PhysioNet 2021")}
+
+
+def benchmark_eval_results(benchmark: dict) -> list[EvalResult]:
+    """
+    The card's `model-index` entries of an `ecg-pma benchmark` result: per task and probe head, the pre-trained
+    encoder's test macro AUROC with all training labels (the largest label fraction), averaged over seeds.
+    """
+    dataset_type, dataset_name = BENCHMARK_DATASETS.get(benchmark["suite"], (benchmark["suite"], benchmark["suite"]))
+    percent = max(benchmark["settings"]["label_percents"])
+    return [
+        EvalResult(
+            task_type="ecg-classification",
+            task_name="Multi-label ECG classification (linear probe)",
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
+            dataset_config=result["task"],
+            dataset_split="test",
+            metric_type="roc_auc",
+            metric_name=f"macro AUROC, {row['head']} probe",
+            metric_config=f"{row['head']} probe, {percent:g} % labels",
+            metric_value=round(row["macro_auroc"]["mean"], 4),
+        )
+        for result in benchmark["results"]
+        for row in result["over_seeds"]
+        if row["encoder"] == "pretrained" and row["label_percent"] == percent
+    ]
+
+
+def benchmark_model_index(benchmark: dict) -> list[dict]:
+    """`model-index` metadata (as a card's YAML holds it) from an `ecg-pma benchmark` result."""
+    return eval_results_to_model_index(
+        Path(benchmark["model"]).name or "ecg-pma-model", benchmark_eval_results(benchmark)
+    )
 
 
 def preprocessing_table(feature_extractor) -> dict[str, str]:

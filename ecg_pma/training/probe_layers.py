@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file, save_file
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 from transformers.utils import logging
@@ -24,6 +25,7 @@ from transformers.utils import logging
 from ..configuration_ecg_pma import resolve_lead_set
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, check_integer
 from ..metrics import load_ecg_multilabel
+from ..metrics.ecg_multilabel.ecg_multilabel import average_per_record
 from ..modeling_ecg_pma import EcgPmaClassificationHead, EcgPmaLayerAggregator, EcgPmaModel
 from .collator import LeadSetSampler
 
@@ -234,11 +236,26 @@ def fit_probe(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        score = score_probe(probe, validation)["macro_auroc"]
+        score = validation_macro_auroc(probe, validation)
         if score > best_score or not np.isfinite(best_score):
             best_score, best_state = score, copy.deepcopy(probe.state_dict())
     probe.load_state_dict(best_state)
     return probe, best_score
+
+
+@torch.inference_mode()
+def validation_macro_auroc(probe: CachedProbe, cache: LayerCache) -> float:
+    """
+    `score_probe(...)["macro_auroc"]` (windows averaged per record, classes with one value left out) computed here
+    directly: it runs after every epoch, and the `evaluate` round trip would cost more than the epoch.
+    """
+    probe.eval()
+    probabilities = probe(cache.layer_representations, cache.input_representation).sigmoid().double().numpy()
+    predictions, references, _ = average_per_record(probabilities, cache.labels.numpy().astype(int), cache.record_ids)
+    scored = [label for label in range(references.shape[1]) if 0 < references[:, label].sum() < len(references)]
+    if not scored:
+        return float("nan")
+    return float(np.mean([roc_auc_score(references[:, label], predictions[:, label]) for label in scored]))
 
 
 @torch.inference_mode()

@@ -1,0 +1,97 @@
+"""`ecg-pma benchmark`: where a model stands on a suite, with confidence intervals and a random-encoder baseline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..constants import BENCHMARK_HEADS, BENCHMARK_SUITES, HEAD_TYPES, LABEL_FRACTIONS
+from .argument_types import float_in_range, non_negative_int, output_directory, positive_float, positive_int
+
+
+def add_parser(commands) -> None:
+    benchmark = commands.add_parser(
+        "benchmark",
+        help="linear probes of every head on a suite's tasks, against a random encoder, with bootstrap CIs",
+    )
+    benchmark.add_argument("--model", required=True, help="pre-trained model or classifier (folder or Hub id)")
+    benchmark.add_argument("--suite", choices=BENCHMARK_SUITES, required=True)
+    benchmark.add_argument("--data", required=True, help="the suite's data set in its published layout")
+    benchmark.add_argument("--output-dir", type=output_directory, required=True)
+    benchmark.add_argument(
+        "--tasks", nargs="+", default=None, help="ptbxl: all diagnostic subdiagnostic superdiagnostic form rhythm; "
+        "physionet2021: pooled and the source names (default: every task)"
+    )  # fmt: skip
+    benchmark.add_argument("--seeds", nargs="+", type=int, default=[0], help="probe seeds (default: 0)")
+    benchmark.add_argument(
+        "--label-fractions",
+        nargs="+",
+        type=float_in_range(0, 100, exclusive_minimum=True),
+        default=list(LABEL_FRACTIONS),
+        metavar="PERCENT",
+        help="percent of the training records each probe sees, stratified and seeded (default: 1 10 100)",
+    )
+    benchmark.add_argument(
+        "--heads",
+        nargs="+",
+        choices=BENCHMARK_HEADS,
+        default=list(BENCHMARK_HEADS),
+        help="probe heads (default: all; `layers` is one probe per encoder layer)",
+    )
+    benchmark.add_argument("--epochs", type=positive_int, default=100)
+    benchmark.add_argument("--batch-size", type=positive_int, default=64)
+    benchmark.add_argument("--learning-rate", type=positive_float, default=1e-3)
+    benchmark.add_argument("--head-type", choices=HEAD_TYPES, default="linear")
+    benchmark.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    benchmark.add_argument("--bootstrap-seed", type=non_negative_int, default=0)
+    benchmark.add_argument("--sampling-rate", type=positive_int, default=100, help="PTB-XL records: 100 or 500 Hz")
+    benchmark.add_argument(
+        "--keep-unlabeled",
+        action="store_true",
+        help="PTB-XL: keep records without a label in a task as all-negative rows (default: left out, the "
+        "benchmark's rule)",
+    )
+    fraction = float_in_range(0, 1, exclusive_minimum=True)
+    benchmark.add_argument(
+        "--validation-fraction", type=fraction, default=0.1, help="physionet2021: hash split (default 0.1)"
+    )
+    benchmark.add_argument(
+        "--test-fraction", type=fraction, default=0.1, help="physionet2021: hash split (default 0.1)"
+    )
+    benchmark.add_argument(
+        "--allow-leakage",
+        action="store_true",
+        help="run even when test records come from a source the model was pre-trained on (flagged in the report)",
+    )
+    benchmark.add_argument("--cache-dir", default=None, help="Arrow cache folder of the datasets")
+    benchmark.add_argument("--num-proc", type=positive_int, default=None)
+    benchmark.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.benchmark import BenchmarkSettings, run_benchmark
+
+    settings = BenchmarkSettings(
+        suite=args.suite,
+        data=str(args.data),
+        tasks=args.tasks,
+        seeds=args.seeds,
+        label_percents=args.label_fractions,
+        heads=args.heads,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        head_type=args.head_type,
+        num_resamples=args.bootstrap,
+        bootstrap_seed=args.bootstrap_seed,
+        sampling_rate=args.sampling_rate,
+        keep_unlabeled=args.keep_unlabeled,
+        validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction,
+        allow_leakage=args.allow_leakage,
+    )
+    run_benchmark(args.model, settings, args.output_dir, num_proc=args.num_proc, cache_dir=args.cache_dir)
+    output = Path(args.output_dir)
+    print((output / "benchmark.md").read_text())
+    print(f"Every number: {output / 'benchmark.json'}; predictions: {output / 'predictions'}")
+    return 0

@@ -1,0 +1,323 @@
+"""
+`ecg-pma benchmark`: a model against a suite, reproducibly. The records are embedded once per encoder (the model and a
+randomly initialised encoder of the same architecture, the floor a pre-trained model must beat), a linear probe is
+trained per task x encoder x label fraction x seed x head on the cached embeddings, each run saved when done (a kill
+loses at most the run in progress), and the test statistics are computed from the saved probabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..constants import BENCHMARK_HEADS, LABEL_FRACTIONS
+from ..metrics.ecg_multilabel.ecg_multilabel import tune_f1_thresholds
+from ..training.probe_layers import model_fingerprint
+from .embeddings import RecordEmbeddings, embed_records, evaluation_window_mode, evaluation_windows
+from .leakage import check_leakage
+from .protocols import Head, expand_heads, one_thread, run_probe
+from .statistics import bootstrap_indices, mean_and_sd, paired_difference, score_with_intervals, scored_classes
+from .suites import SPLITS, Task, load_suite
+
+
+logger = logging.getLogger(__name__)
+RANDOM_ENCODER_SEED = 0
+ENCODERS = ("pretrained", "random")
+METRICS = ("macro_auroc", "macro_auprc", "macro_f1")
+
+
+@dataclass
+class BenchmarkSettings:
+    """Everything that decides the numbers (saved in `benchmark.json`)."""
+
+    suite: str
+    data: str
+    tasks: list[str] | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    label_percents: list[float] = field(default_factory=lambda: list(LABEL_FRACTIONS))
+    heads: list[str] = field(default_factory=lambda: list(BENCHMARK_HEADS))
+    epochs: int = 100
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    head_type: str = "linear"
+    num_resamples: int = 1000
+    bootstrap_seed: int = 0
+    sampling_rate: int = 100
+    keep_unlabeled: bool = False
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    allow_leakage: bool = False
+    embedding_batch_size: int = 64
+
+
+def load_benchmark_model(model: str):
+    """The encoder of `model` (a pre-trained or a classifier folder / Hub id), its trained PMA gate when it is a PMA
+    classifier (None otherwise), the loaded module (whose fingerprint keys the caches) and its feature extractor."""
+    from transformers import AutoConfig
+
+    from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
+    from ..modeling_ecg_pma import EcgPmaForSequenceClassification, EcgPmaModel
+
+    config = AutoConfig.from_pretrained(model)
+    extractor = EcgPmaFeatureExtractor.from_pretrained(model)
+    architectures = config.architectures or []
+    if any(name.endswith("ForSequenceClassification") for name in architectures) and config.aggregation == "pma":
+        classifier = EcgPmaForSequenceClassification.from_pretrained(model).eval()
+        return classifier.ecg_pma, classifier.aggregator, classifier, extractor
+    encoder = EcgPmaModel.from_pretrained(model).eval()
+    return encoder, None, encoder, extractor
+
+
+def random_encoder(config):
+    """An encoder of the same architecture with the package's initialisation, seeded (`RANDOM_ENCODER_SEED`)."""
+    from ..modeling_ecg_pma import EcgPmaModel
+
+    torch.manual_seed(RANDOM_ENCODER_SEED)
+    return EcgPmaModel(config).eval()
+
+
+def scorable_tasks(tasks: list[Task]) -> tuple[list[Task], dict[str, str]]:
+    """The tasks a probe can be trained and scored on, and why each other one was skipped (logged)."""
+    kept, skipped = [], {}
+    for task in tasks:
+        if not scored_classes(task.labels["test"]):
+            skipped[task.name] = "no class has both a positive and a negative test record"
+        elif not task.labels["train"].any():
+            skipped[task.name] = "no positive training label"
+        else:
+            kept.append(task)
+            continue
+        logger.warning(f"{task.suite} task {task.name!r} skipped: {skipped[task.name]}.")
+    if not kept:
+        raise ValueError(f"No task of the suite can be scored: {skipped}.")
+    return kept, skipped
+
+
+def digest(values) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_key(embeddings: RecordEmbeddings, task: Task, head: Head, percent: float, seed: int, settings) -> dict:
+    """What one probe run's probabilities depend on."""
+    return {
+        "embeddings": embeddings.key,
+        "task": f"{task.suite}/{task.name}",
+        "labels": digest([task.label_names, {split: task.labels[split].tolist() for split in SPLITS}]),
+        "records": digest(task.record_ids),
+        "head": asdict(head),
+        "label_percent": percent,
+        "seed": seed,
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+        "head_type": settings.head_type,
+    }
+
+
+def run_path(output_dir: Path, task: Task, encoder: str, percent: float, seed: int, head: Head) -> Path:
+    return (
+        output_dir
+        / "runs"
+        / task.suite
+        / task.name
+        / encoder
+        / f"{percent:g}pct"
+        / f"seed{seed}"
+        / f"{head.name}.safetensors"
+    )
+
+
+def summarise_task(task: Task, runs: dict, settings: BenchmarkSettings) -> dict:
+    """Test statistics of every run of `task` on one set of bootstrap resamples, paired differences, seed means."""
+    references = task.labels["test"]
+    indices = bootstrap_indices(references, settings.num_resamples, settings.bootstrap_seed)
+    rows, resampled = [], {}
+    for (encoder, percent, seed, head), run in runs.items():
+        thresholds = tune_f1_thresholds(run.probabilities["validation"], task.labels["validation"])
+        summary, values = score_with_intervals(references, run.probabilities["test"], thresholds, indices)
+        resampled[(encoder, percent, seed, head)] = (summary, values)
+        rows.append(
+            {
+                "encoder": encoder,
+                "label_percent": percent,
+                "seed": seed,
+                "head": head,
+                "train_records": run.train_records,
+                "validation_macro_auroc": run.validation_macro_auroc,
+                **summary,
+                "thresholds": thresholds.tolist(),
+            }
+        )
+    return {
+        "task": task.name,
+        "label_names": task.label_names,
+        "records": {split: len(task.record_ids[split]) for split in SPLITS},
+        "bootstrap": {"resamples": settings.num_resamples, "seed": settings.bootstrap_seed},
+        "runs": rows,
+        "paired_differences": paired_rows(resampled),
+        "over_seeds": seed_rows(rows),
+    }
+
+
+def paired_rows(resampled: dict) -> list[dict]:
+    """PMA - last (each encoder) and pre-trained - random encoder (each head), per fraction and seed, macro AUROC."""
+    rows = []
+    for (encoder, percent, seed, head), (summary, values) in resampled.items():
+        comparisons = []
+        if head == "pma" and (encoder, percent, seed, "last") in resampled:
+            comparisons.append((f"{encoder}: pma - last", (encoder, percent, seed, "last")))
+        if encoder == "pretrained" and ("random", percent, seed, head) in resampled:
+            comparisons.append((f"{head}: pretrained - random encoder", ("random", percent, seed, head)))
+        for name, other in comparisons:
+            other_summary, other_values = resampled[other]
+            rows.append(
+                {
+                    "comparison": name,
+                    "label_percent": percent,
+                    "seed": seed,
+                    "metric": "macro_auroc",
+                    **paired_difference(
+                        summary, other_summary, values["macro_auroc"], other_values["macro_auroc"], "macro_auroc"
+                    ),
+                }
+            )
+    return rows
+
+
+def seed_rows(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["encoder"], row["label_percent"], row["head"]), []).append(row)
+    return [
+        {
+            "encoder": encoder,
+            "label_percent": percent,
+            "head": head,
+            **{metric: mean_and_sd([row[metric]["value"] for row in group]) for metric in METRICS},
+        }
+        for (encoder, percent, head), group in groups.items()
+    ]
+
+
+def versions() -> dict[str, str]:
+    names = ("ecg-pma", "torch", "transformers", "datasets", "numpy", "scikit-learn", "safetensors")
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def data_files_digest(suite: str, root: str) -> dict[str, str]:
+    """SHA-256 of the suite's label tables (PTB-XL's two CSV files), which fix its tasks and folds."""
+    names = ("ptbxl_database.csv", "scp_statements.csv") if suite == "ptbxl" else ()
+    return {name: hashlib.sha256((Path(root) / name).read_bytes()).hexdigest() for name in names}
+
+
+def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Path, num_proc: int | None = None,
+                  cache_dir=None) -> dict:  # fmt: skip
+    """
+    Runs (or resumes) the benchmark of `model` on `settings.suite` into `output_dir`, writes `benchmark.json`,
+    `benchmark.md`, the per-task predictions in the PTB-XL benchmark repository's layout (`predictions/`) and
+    `model_index.json`; returns what `benchmark.json` holds.
+    """
+    from .report import write_reports
+
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    encoder, aggregator, loaded, extractor = load_benchmark_model(model)
+    records, tasks = load_suite(
+        settings.suite, settings.data, settings.tasks, settings.sampling_rate, settings.keep_unlabeled,
+        settings.validation_fraction, settings.test_fraction, cache_dir=cache_dir, num_proc=num_proc,
+    )  # fmt: skip
+    leakage = check_leakage(model, tasks, settings.allow_leakage)  # before any encoding
+    windows, row_splits, dropped = evaluation_windows(records, extractor, num_proc)
+    tasks, skipped = scorable_tasks([task.without(set(dropped)) for task in tasks])
+
+    # name -> (encoder, trained PMA gate or None, the module whose fingerprint keys its cache or None for the encoder)
+    encoders = {"pretrained": (encoder, aggregator, loaded), "random": (random_encoder(encoder.config), None, None)}
+    embeddings, timing = {}, {}
+    for name, (module, gate, fingerprinted) in encoders.items():
+        start = time.perf_counter()
+        embeddings[name] = embed_records(
+            module, windows, output_dir / "embeddings" / f"{name}.safetensors",
+            model_fingerprint(fingerprinted or module), aggregator=gate, splits=row_splits,
+            batch_size=settings.embedding_batch_size, desc=f"Embedding ({name} encoder)",
+        )  # fmt: skip
+        timing[f"embedding_{name}_seconds"] = time.perf_counter() - start
+
+    heads = expand_heads(settings.heads, encoder.config.num_hidden_layers)
+    jobs = [
+        (task, name, percent, seed, head)
+        for task in tasks
+        for name in ENCODERS
+        for percent in settings.label_percents
+        for seed in settings.seeds
+        for head in heads
+    ]
+    runs: dict[str, dict] = {task.name: {} for task in tasks}
+    probe_start = time.perf_counter()
+    with one_thread():
+        for task, name, percent, seed, head in tqdm(jobs, desc="Probing"):
+            runs[task.name][(name, percent, seed, head.name)] = run_probe(
+                run_path(output_dir, task, name, percent, seed, head),
+                run_key(embeddings[name], task, head, percent, seed, settings),
+                encoders[name][0], embeddings[name], task, head, percent, seed,
+                settings.epochs, settings.batch_size, settings.learning_rate, settings.head_type,
+            )  # fmt: skip
+    timing["probing_seconds"] = time.perf_counter() - probe_start
+    results = [summarise_task(task, runs[task.name], settings) for task in tasks]
+    timing["total_seconds"] = time.perf_counter() - started
+    timing["records_embedded"] = len(embeddings["pretrained"].record_ids)
+    benchmark = {
+        "model": str(model),
+        "model_hash": embeddings["pretrained"].key["model"],
+        "random_encoder": {"seed": RANDOM_ENCODER_SEED, "hash": embeddings["random"].key["model"]},
+        "suite": settings.suite,
+        "settings": asdict(settings),
+        "protocol": protocol_description(settings, extractor, embeddings["pretrained"].mixture),
+        "data": {
+            "path": str(settings.data),
+            "fingerprint": embeddings["pretrained"].key["dataset"],
+            "files_sha256": data_files_digest(settings.suite, settings.data),
+            "records_embedded": len(embeddings["pretrained"].record_ids),
+            "short_records_dropped": dropped,
+        },
+        "versions": versions(),
+        "machine": {"platform": platform.platform(), "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        "leakage": leakage,
+        "tasks_skipped": skipped,
+        "results": results,
+        "timing": timing,
+    }
+    write_reports(benchmark, tasks, runs, output_dir)
+    return benchmark
+
+
+def protocol_description(settings: BenchmarkSettings, extractor, mixture: str) -> dict:
+    return {
+        "embeddings": f"frozen encoder, no masking, {evaluation_window_mode(extractor)} windows averaged per record",
+        "probe": f"{settings.head_type} head on the cached embeddings (ecg_pma.training.probe_layers.CachedProbe): "
+        f"AdamW, learning rate {settings.learning_rate}, weight decay 0.05, batch {settings.batch_size}, "
+        f"{settings.epochs} epochs, the epoch with the best validation macro AUROC kept",
+        "heads": "last layer, PPA (uniform mixture), PMA (gate trained; and frozen at uniform), each single layer",
+        "baseline": f"a randomly initialised encoder of the same architecture (seed {RANDOM_ENCODER_SEED}), probed alike",
+        "label_fractions": "stratified per label (iterative stratification), seeded by the run's seed",
+        "thresholds": "F1-optimal per class on the validation records, applied to the test records",
+        "statistics": f"95 % percentile bootstrap over test records ({settings.num_resamples} resamples, seed "
+        f"{settings.bootstrap_seed}); resamples without a positive and a negative of every scored class redrawn (the "
+        "PTB-XL benchmark's rule, for positives); classes without both among the test records unscored; paired "
+        "differences on the same resamples",
+        "embedded_mixture": mixture,
+    }
