@@ -18,3 +18,22 @@ DTYPES = ("fp32", "bf16")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 FINETUNE_MODES = ("probe", "finetune", "lora")
 PROBE_GATES = ("train", "frozen")
+
+# The options that pretrain, finetune and probe-layers share, one spelling and one help text each: the dashed form of
+# the `TrainingArguments` field (what `finetune` reads through `HfArgumentParser`), the field's own name and the
+# older short forms as aliases. field -> (documented flag, aliases, help).
+TRAINING_OPTIONS = {
+    "output_dir": ("--output-dir", ("--output_dir",), "the folder the model, its results and checkpoints go to"),
+    "num_train_epochs": (
+        "--num-train-epochs",
+        ("--num_train_epochs", "--epochs"),
+        "passes over the training records",
+    ),
+    "per_device_train_batch_size": (
+        "--per-device-train-batch-size",
+        ("--per_device_train_batch_size", "--batch-size"),
+        "training records (windows) per batch on each device",
+    ),
+    "learning_rate": ("--learning-rate", ("--learning_rate",), "the peak learning rate"),
+    "seed": ("--seed", (), "seeds the new weights, the data order, crops, masks and lead sets"),
+}

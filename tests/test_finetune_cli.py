@@ -6,8 +6,6 @@ two runs agree, and resumable from its safetensors checkpoints.
 import contextlib
 import io
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -47,18 +45,18 @@ def test_the_parser_choices_are_the_package_ones():
 def test_finetune_help_lists_training_arguments_with_the_modes_defaults():
     code, probe_help, _ = parse("finetune", "--help")
     assert code == 0
-    for option in ("--report_to", "--bf16", "--gradient_accumulation_steps", "--resume_from_checkpoint", "--data"):
+    for option in ("--report-to", "--bf16", "--gradient-accumulation-steps", "--resume-from-checkpoint", "--data"):
         assert option in probe_help, option
-    assert "Total number of training epochs to perform. (default: 100)" in probe_help  # the paper's schedule
+    assert "passes over the training records (default: 100)" in probe_help  # the paper's schedule
     _, finetune_help, _ = parse("finetune", "--mode", "finetune", "--help")
     assert "(default: 6.25e-05)" in finetune_help and "(default: 6.25e-05)" not in probe_help
 
 
 def test_finetune_arguments_are_parsed_into_dataclasses():
     args = build_parser().parse_args(
-        ["finetune", "--data", "d", "--model", "m", "--output-dir", "o", "--mode", "finetune", "--report_to",
-         "tensorboard", "--gradient_accumulation_steps", "4", "--bf16", "--use_cpu", "--aggregation", "layer",
-         "--aggregation_layer", "-1"]
+        ["finetune", "--data", "d", "--model", "m", "--output-dir", "o", "--mode", "finetune", "--report-to",
+         "tensorboard", "--gradient-accumulation-steps", "4", "--bf16", "--use-cpu", "--aggregation", "layer",
+         "--aggregation-layer", "-1"]
     )  # fmt: skip
     assert (args.finetune_args.mode, args.finetune_args.aggregation_layer) == ("finetune", -1)
     training = args.training_args
@@ -71,16 +69,16 @@ def test_finetune_arguments_are_parsed_into_dataclasses():
 @pytest.mark.parametrize(
     "words, message",
     [
-        (["--num_train_epochs", "0"], "num_train_epochs must be > 0"),
-        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size must be >= 1"),
-        (["--learning_rate", "-1"], "learning_rate must be > 0"),
-        (["--aggregation", "layer"], "--aggregation layer needs --aggregation_layer"),
-        (["--aggregation", "pma", "--aggregation_layer", "2"], "used only with --aggregation layer"),
+        (["--num-train-epochs", "0"], "num_train_epochs must be > 0"),
+        (["--per-device-train-batch-size", "0"], "per_device_train_batch_size must be >= 1"),
+        (["--learning-rate", "-1"], "learning_rate must be > 0"),
+        (["--aggregation", "layer"], "--aggregation layer needs --aggregation-layer"),
+        (["--aggregation", "pma", "--aggregation-layer", "2"], "used only with --aggregation layer"),
         (["--mode", "probes"], "invalid choice"),
     ],
 )
 def test_finetune_refuses_bad_values_as_usage_errors(words, message):
-    code, _, err = parse("finetune", "--data", "d", "--model", "m", "--output_dir", "o", *words)
+    code, _, err = parse("finetune", "--data", "d", "--model", "m", "--output-dir", "o", *words)
     assert code == 2 and message in err
 
 
@@ -102,8 +100,8 @@ def finetune(pretrained, output_dir, *extra):
     data = shared_data_dir("physionet2021")
     words = [
         "finetune", "--data", data, "--data-format", "physionet2021", "--cache-dir", output_dir.parent / "cache",
-        "--model", pretrained, "--output_dir", output_dir, "--aggregation", "pma", "--num_train_epochs", "2",
-        "--per_device_train_batch_size", "8", "--disable_tqdm", "true", *extra,
+        "--model", pretrained, "--output-dir", output_dir, "--aggregation", "pma", "--num-train-epochs", "2",
+        "--per-device-train-batch-size", "8", "--disable-tqdm", "true", *extra,
     ]  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(list(map(str, words))) == 0
@@ -112,11 +110,11 @@ def finetune(pretrained, output_dir, *extra):
 
 def test_an_aggregation_layer_out_of_range_stops_before_any_data_is_read(tmp_path, pretrained, capsys):
     code = main(
-        ["finetune", "--data", str(tmp_path / "no-data"), "--model", str(pretrained), "--output_dir",
-         str(tmp_path / "out"), "--aggregation", "layer", "--aggregation_layer", "4"]
+        ["finetune", "--data", str(tmp_path / "no-data"), "--model", str(pretrained), "--output-dir",
+         str(tmp_path / "out"), "--aggregation", "layer", "--aggregation-layer", "4"]
     )  # fmt: skip
     assert code == 2
-    assert "--aggregation_layer 4 is out of range" in capsys.readouterr().err
+    assert "--aggregation-layer 4 is out of range" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -139,5 +137,5 @@ def test_a_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path, pretrain
     names = {path.name for path in first_epoch.iterdir()}
     assert {"model.safetensors", "optimizer.safetensors", "scheduler.json", "random_state_0.safetensors"} <= names
     assert not [name for name in names if name.endswith((".bin", ".pt", ".pth", ".pkl"))]
-    resumed = finetune(pretrained, tmp_path / "resumed", "--resume_from_checkpoint", first_epoch)
+    resumed = finetune(pretrained, tmp_path / "resumed", "--resume-from-checkpoint", first_epoch)
     assert resumed["validation"] == full["validation"] and resumed["test"] == full["test"]

@@ -162,7 +162,7 @@ def test_two_process_cpu_run_writes_one_model(tmp_path):
         "--module", "ecg_pma.cli", "pretrain",
         "--data", str(shared_data_dir("physionet2021")), "--data-format", "physionet2021",
         "--cache-dir", str(tmp_path / "cache"), "--preset", "tiny", "--output-dir", str(output),
-        "--batch-size", "4", "--max-steps", "3", "--save-steps", "2", "--warmup-steps", "1",
+        "--per-device-train-batch-size", "4", "--max-steps", "3", "--save-steps", "2", "--warmup-steps", "1",
     ]  # fmt: skip
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
@@ -193,7 +193,7 @@ def test_two_process_streaming_run_reads_a_share_each_and_resumes(tmp_path):
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "--module", "ecg_pma.cli", "pretrain", "--streaming", "--shuffle-buffer", "8",
             "--data", str(shared_data_dir("physionet2021")), "--data-format", "physionet2021",
-            "--preset", "tiny", "--output-dir", str(output), "--batch-size", "3", "--save-steps", "5",
+            "--preset", "tiny", "--output-dir", str(output), "--per-device-train-batch-size", "3", "--save-steps", "5",
             "--warmup-steps", "1", "--max-steps", str(max_steps), *extra,
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
