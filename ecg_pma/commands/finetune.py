@@ -154,10 +154,12 @@ def parse_finetune_arguments(args=None, namespace=None, prog=None) -> tuple[argp
     (`TrainingArguments`) and `data_args` (the shared data options); unknown arguments are returned for the
     top-level parser to report. A value out of range is reported as a usage error.
     """
+    args = list(args if args is not None else sys.argv[1:])
+    debug = take_debug_flag(args)
     mode_parser = argparse.ArgumentParser(add_help=False)
     mode_parser.add_argument("--mode", choices=FINETUNE_MODES, default="probe")
     mode = mode_parser.parse_known_args(args)[0].mode
-    if {"-h", "--help"} & set(args if args is not None else sys.argv[1:]):
+    if {"-h", "--help"} & set(args):
         help_parser = parser_from_snapshot(HELP_SNAPSHOT, mode, prog, DESCRIPTION)  # the same text, without torch
         if help_parser is not None:
             help_parser.parse_args(["--help"])  # prints and exits
@@ -171,7 +173,23 @@ def parse_finetune_arguments(args=None, namespace=None, prog=None) -> tuple[argp
     namespace = namespace if namespace is not None else argparse.Namespace()
     namespace.finetune_args, namespace.training_args, namespace.data_args = finetune_args, training_args, data_args
     namespace.handler = run
+    if debug:
+        namespace.debug = True
     return namespace, remaining
+
+
+def take_debug_flag(args: list[str]) -> bool:
+    """
+    Removes a bare `--debug` (the command's own: tracebacks and transformers' load report) from `args`; a `--debug`
+    followed by a value (`--debug underflow_overflow`) is `TrainingArguments`' and stays.
+    """
+    for index, word in enumerate(args):
+        if word == "--":
+            break
+        if word == "--debug" and (index + 1 == len(args) or args[index + 1].startswith("-")):
+            del args[index]
+            return True
+    return False
 
 
 def run(args: argparse.Namespace) -> int:
