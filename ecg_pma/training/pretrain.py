@@ -347,7 +347,8 @@ def train_steps(
     bar = tqdm(
         total=schedule.total_steps,
         initial=progress.global_step,
-        disable=args.disable_tqdm or not accelerator.is_local_main_process,
+        # None: tqdm's own choice, off when stderr is not a terminal (a log file gets no bar)
+        disable=True if args.disable_tqdm or not accelerator.is_local_main_process else None,
         desc="Pre-training",
     )
     step_loss = torch.zeros((), device=accelerator.device)
