@@ -137,7 +137,14 @@ def test_lora_finetune_saves_an_adapter_and_a_merged_model_that_predicts(workspa
 def test_probe_layers_command(workspace):
     root, data = workspace
     result = ecg_pma(
-        "probe-layers", *data, "--model", root / "pretrained", "--output-dir", root / "study", "--num-train-epochs", "2"
+        "probe-layers",
+        *data,
+        "--model",
+        root / "pretrained",
+        "--output-dir",
+        root / "study",
+        "--num-train-epochs",
+        "2",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| layer 4 |" in result.stdout and "| PMA |" in result.stdout

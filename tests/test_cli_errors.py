@@ -81,8 +81,16 @@ def data_args(tmp_path):
         ("--max-steps", "0", "argument --max-steps: must be an integer >= 1, got '0'"),
         ("--gradient-accumulation-steps", "0", "argument --gradient-accumulation-steps: must be an integer >= 1"),
         ("--warmup-steps", "-5", "argument --warmup-steps: must be an integer >= 0, got '-5'"),
-        ("--per-device-train-batch-size", "0", "argument --per-device-train-batch-size: must be an integer >= 1, got '0'"),
-        ("--per-device-train-batch-size", "-1", "argument --per-device-train-batch-size: must be an integer >= 1, got '-1'"),
+        (
+            "--per-device-train-batch-size",
+            "0",
+            "argument --per-device-train-batch-size: must be an integer >= 1, got '0'",
+        ),
+        (
+            "--per-device-train-batch-size",
+            "-1",
+            "argument --per-device-train-batch-size: must be an integer >= 1, got '-1'",
+        ),
         ("--base-learning-rate", "nan", "argument --base-learning-rate: must be a number > 0, got 'nan'"),
         ("--seed", "-1", "argument --seed: must be an integer >= 0, got '-1'"),
     ],
