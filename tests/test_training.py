@@ -382,3 +382,17 @@ def test_compiled_prediction_matches_eager_with_a_padded_last_batch(challenge):
             list(actual.probabilities.values()), list(expected.probabilities.values()), atol=1e-5
         )
         np.testing.assert_allclose(actual.layer_weights, expected.layer_weights, atol=1e-5)
+
+
+def test_the_peak_learning_rate_is_the_mae_rule_unless_given():
+    from datasets import Dataset
+
+    from ecg_pma.training.pretrain import pretraining_schedule
+
+    rows = Dataset.from_dict({"signals": [[0.0]] * 64})
+    rule = PretrainingArguments(output_dir="o", per_device_batch_size=16, gradient_accumulation_steps=2)
+    assert pretraining_schedule(rows, rule, num_processes=2).learning_rate == pytest.approx(1.2e-3 * 64 / 256)
+    given = PretrainingArguments(output_dir="o", per_device_batch_size=16, learning_rate=3e-4)
+    assert pretraining_schedule(rows, given, num_processes=2).learning_rate == 3e-4
+    with pytest.raises(ValueError, match="`learning_rate` must be positive or None"):
+        PretrainingArguments(output_dir="o", learning_rate=0.0)
