@@ -51,8 +51,16 @@ def test_every_subcommand_is_checked_here():
     assert len(SUBCOMMANDS) == len(COMMANDS) and "finetune" in SUBCOMMANDS
 
 
+def snapshot_transformers() -> str:
+    from ecg_pma.commands.finetune import HELP_SNAPSHOT
+
+    return json.loads(HELP_SNAPSHOT.read_text())["transformers"]
+
+
 @pytest.mark.parametrize("command", [[], *([name] for name in SUBCOMMANDS), ["finetune", "--mode", "lora"]])
 def test_help_imports_no_heavy_library(command):
+    if command[:1] == ["finetune"] and snapshot_transformers() != metadata.version("transformers"):
+        pytest.skip(f"the finetune help snapshot is for transformers {snapshot_transformers()}: --help imports it")
     start = time.perf_counter()
     result = run_console_script(*command, "--help")
     seconds = time.perf_counter() - start
@@ -70,16 +78,27 @@ def test_top_level_help_lists_the_subcommands():
 
 
 @pytest.mark.parametrize("mode", FINETUNE_MODES)
-def test_the_finetune_help_snapshot_prints_what_hfargumentparser_prints(monkeypatch, mode):
-    from ecg_pma.commands.finetune import DESCRIPTION, HELP_SNAPSHOT, finetune_argument_parser
+def test_the_finetune_help_snapshot_is_current_and_prints_what_hfargumentparser_prints(monkeypatch, mode):
+    from ecg_pma.commands.finetune import DESCRIPTION, HELP_SNAPSHOT, HELP_SOURCES, finetune_argument_parser
 
+    if snapshot_transformers() != metadata.version("transformers"):  # make test-min: the real parser answers
+        pytest.skip(f"the snapshot was made with transformers {snapshot_transformers()}")
     monkeypatch.setenv("COLUMNS", "100")  # one width for both
-    snapshot_parser = parser_from_snapshot(HELP_SNAPSHOT, mode, "ecg-pma finetune", DESCRIPTION)
-    if snapshot_parser is None:  # another transformers than the snapshot's (make test-min): the slow path answers
-        assert metadata.version("transformers") != json.loads(HELP_SNAPSHOT.read_text())["transformers"]
-        pytest.skip(f"the snapshot was made with another transformers than {metadata.version('transformers')}")
+    snapshot_parser = parser_from_snapshot(HELP_SNAPSHOT, mode, "ecg-pma finetune", DESCRIPTION, HELP_SOURCES)
+    assert snapshot_parser is not None, "the files that define the finetune parser changed: run `make help-snapshot`"
     expected = finetune_argument_parser(mode, "ecg-pma finetune").format_help()
     assert snapshot_parser.format_help() == expected, "the finetune options changed: run `make help-snapshot`"
+
+
+def test_a_stale_snapshot_is_not_used(tmp_path):
+    from ecg_pma.commands.finetune import DESCRIPTION, HELP_SNAPSHOT, HELP_SOURCES
+
+    stale = tmp_path / "finetune_help.json"
+    snapshot = json.loads(HELP_SNAPSHOT.read_text())
+    stale.write_text(json.dumps({**snapshot, "sources": "0" * 64}))
+    assert parser_from_snapshot(stale, "probe", "ecg-pma finetune", DESCRIPTION, HELP_SOURCES) is None
+    stale.write_text(json.dumps({**snapshot, "transformers": "0.0.1"}))
+    assert parser_from_snapshot(stale, "probe", "ecg-pma finetune", DESCRIPTION, HELP_SOURCES) is None
 
 
 # ------------------------------------------------------------------------------- one vocabulary across the commands

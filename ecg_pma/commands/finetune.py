@@ -35,6 +35,15 @@ DESCRIPTION = (
 
 # `ecg-pma finetune --help` is printed from this snapshot of `finetune_argument_parser` (see `parser_snapshot`)
 HELP_SNAPSHOT = Path(__file__).with_name("finetune_help.json")
+# the files that define that parser (relative to ecg_pma/): any change makes --help build the real parser
+HELP_SOURCES = (
+    "commands/finetune.py",
+    "commands/data_arguments.py",
+    "commands/argument_types.py",
+    "commands/training_options.py",
+    "constants.py",
+    "training/finetune.py",
+)
 
 
 @dataclass
@@ -145,7 +154,7 @@ def finetune_argument_parser(mode: str, prog: str | None = None):
 
 def write_help_snapshot() -> None:
     """Writes `HELP_SNAPSHOT` (`make help-snapshot`): what `ecg-pma finetune --help` prints for each mode."""
-    write_parser_snapshot(finetune_argument_parser, FINETUNE_MODES, HELP_SNAPSHOT)
+    write_parser_snapshot(finetune_argument_parser, FINETUNE_MODES, HELP_SNAPSHOT, HELP_SOURCES)
 
 
 def parse_finetune_arguments(args=None, namespace=None, prog=None) -> tuple[argparse.Namespace, list[str]]:
@@ -160,7 +169,8 @@ def parse_finetune_arguments(args=None, namespace=None, prog=None) -> tuple[argp
     mode_parser.add_argument("--mode", choices=FINETUNE_MODES, default="probe")
     mode = mode_parser.parse_known_args(args)[0].mode
     if {"-h", "--help"} & set(args):
-        help_parser = parser_from_snapshot(HELP_SNAPSHOT, mode, prog, DESCRIPTION)  # the same text, without torch
+        # the same text as the real parser's, without importing torch
+        help_parser = parser_from_snapshot(HELP_SNAPSHOT, mode, prog, DESCRIPTION, HELP_SOURCES)
         if help_parser is not None:
             help_parser.parse_args(["--help"])  # prints and exits
     parser = finetune_argument_parser(mode, prog)

@@ -3,14 +3,16 @@
 import takes torch and transformers (tens of seconds on a cold, busy machine). Its options are written once into
 `finetune_help.json` (per `--mode`, since the defaults are the mode's), and `--help` is answered from that snapshot
 by a plain `argparse` parser with the same actions, which prints the same text. The snapshot is used only under the
-transformers version it was made with; `tests/test_command_help.py` checks that it prints exactly what
-`HfArgumentParser` prints. After changing the finetune options or upgrading transformers, write it again with
-`make help-snapshot`.
+transformers version it was made with and while the package files that define the parser are unchanged (a digest);
+otherwise `--help` builds the real parser. `tests/test_command_help.py` checks that the snapshot is current and prints
+exactly what `HfArgumentParser` prints; after changing the finetune options or upgrading transformers, write it
+again with `make help-snapshot`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections.abc import Callable
 from importlib import metadata
@@ -89,10 +91,23 @@ def parser_from_description(description: dict, prog: str | None, text: str) -> a
     return parser
 
 
-def write_parser_snapshot(parser_for_mode: Callable, modes: tuple[str, ...], path: Path) -> None:
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def sources_digest(sources: tuple[str, ...]) -> str:
+    """SHA-256 of the package files (paths relative to `ecg_pma/`) that define a parser: a stale snapshot is never used."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.encode() + b"\0" + (PACKAGE_ROOT / source).read_bytes())
+    return digest.hexdigest()
+
+
+def write_parser_snapshot(
+    parser_for_mode: Callable, modes: tuple[str, ...], path: Path, sources: tuple[str, ...]
+) -> None:
     """
     `parser_for_mode(modes[0])` described, and the defaults each other mode changes (by action index), one action a
-    line, with the transformers version it was made under.
+    line, with the transformers version and the digest of the `sources` it was made from.
     """
     first, *others = (describe_parser(parser_for_mode(mode)) for mode in modes)
     defaults = {
@@ -108,18 +123,24 @@ def write_parser_snapshot(parser_for_mode: Callable, modes: tuple[str, ...], pat
     lines = ",\n".join(json.dumps(action) for action in first["actions"])
     path.write_text(
         f'{{"transformers": {json.dumps(metadata.version("transformers"))},\n'
+        f'"sources": {json.dumps(sources_digest(sources))},\n'
         f'"first_mode": {json.dumps(modes[0])},\n"groups": {json.dumps(first["groups"])},\n'
         f'"defaults": {json.dumps(defaults)},\n"actions": [\n{lines}\n]}}\n'
     )
 
 
-def parser_from_snapshot(path: Path, mode: str, prog: str | None, text: str) -> argparse.ArgumentParser | None:
-    """The parser `path` describes for `mode`, or None where there is no snapshot for the installed transformers."""
+def parser_from_snapshot(
+    path: Path, mode: str, prog: str | None, text: str, sources: tuple[str, ...]
+) -> argparse.ArgumentParser | None:
+    """
+    The parser `path` describes for `mode`, or None where the snapshot is missing, was made under another
+    transformers, or from other versions of the `sources` (then the caller builds the real parser).
+    """
     try:
         snapshot = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    if snapshot["transformers"] != metadata.version("transformers"):
+    if snapshot["transformers"] != metadata.version("transformers") or snapshot["sources"] != sources_digest(sources):
         return None
     if mode != snapshot["first_mode"] and mode not in snapshot["defaults"]:
         return None
