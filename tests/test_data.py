@@ -274,6 +274,9 @@ def test_an_unreachable_server_is_told_apart_and_earlier_files_stay(tmp_path):
     (output / "notes.txt").write_text("mine")
     result = download("ptb-xl", output, "--index-url", f"http://127.0.0.1:{port}/")
     assert result.returncode == 2, result.stderr
-    assert f"ptb-xl: cannot reach the server http://127.0.0.1:{port}/" in result.stderr
+    assert result.stderr.startswith(
+        f"ecg-pma download: error: ptb-xl: cannot reach the server http://127.0.0.1:{port}/ (no network, or a wrong "
+        "--index-url?): Connection refused\n"
+    ), result.stderr
     assert "no such database" not in result.stderr
     assert sorted(path.name for path in output.iterdir()) == ["notes.txt"]

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import posixpath
+import re
 from pathlib import Path
 
 import wfdb
@@ -115,6 +116,10 @@ def files_kept_inside(output_dir: Path, database: str):
         wfdb_download.make_local_dirs = create_folders
 
 
+class ServerUnreachableError(ConnectionError):
+    """The download server could not be reached (no network, a wrong host or port, a refused connection)."""
+
+
 def server_error(requested: str, url: str, error: Exception) -> OSError:
     """
     What went wrong talking to the server, for a user who asked for `requested` (their name for it, a sample's name
@@ -125,10 +130,11 @@ def server_error(requested: str, url: str, error: Exception) -> OSError:
         return FileNotFoundError(f"{requested}: no such database at {url} (the server answered 404 Not Found).")
     if isinstance(error, wfdb_url.NetFileError):
         return OSError(f"{requested}: the server at {url} answered HTTP {error.status_code}: {error}")
-    reason = _first_line(str(error.__context__ or error)) if "Max retries" in str(error) else _first_line(str(error))
-    return ConnectionError(
+    # requests wraps the socket's error in two layers of pool messages; its errno text says what happened
+    reason = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(error))
+    return ServerUnreachableError(
         f"{requested}: cannot reach the server {url} (no network, or a wrong --index-url?): "
-        f"{type(error).__name__}: {reason}"
+        + (reason[1].strip() if reason else _first_line(str(error)) or type(error).__name__)
     )
 
 
