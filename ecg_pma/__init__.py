@@ -5,11 +5,11 @@ classes and the `ecg-classification` pipeline, so that saved ecg_pma folders and
 installed package's classes, without `trust_remote_code`. It also marks the classes so that `save_pretrained` writes
 the modeling code and an `auto_map`, for those who load the model without this package (`trust_remote_code=True`).
 
-The package's parts, each a subpackage: `data` (corpora as `datasets`), `training` (pre-training, probing,
-finetuning), `serving` (prediction, ONNX, folder screening), `visualization` (ECG plots, explanations, the web demo),
-`sharing` (Hub, model cards, Spaces), `conversion` (ST-MEM checkpoints), `metrics` and `commands` (the `ecg-pma`
-command). The files saved with a model (configuration, modeling, feature extraction, pipeline) stay at the top, as in
-`transformers`.
+The package's parts, each a subpackage: `data` (corpora as `datasets`), `formats` (DICOM, HL7 aECG, GE MUSE and
+Philips XML, EDF, array files: `read_ecg`), `training` (pre-training, probing, finetuning), `serving` (prediction,
+ONNX, folder screening), `visualization` (ECG plots, explanations, the web demo), `sharing` (Hub, model cards,
+Spaces), `conversion` (ST-MEM checkpoints), `metrics` and `commands` (the `ecg-pma` command). The files saved with a
+model (configuration, modeling, feature extraction, pipeline) stay at the top, as in `transformers`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ _LAZY_EXPORTS = {
     "STANDARD_LEAD_NAMES": "configuration_ecg_pma",
     "EcgPmaConfig": "configuration_ecg_pma",
     "EcgPmaFeatureExtractor": "feature_extraction_ecg_pma",
+    "read_ecg": "formats",
+    "write_ecg": "formats",
     "EcgPmaForPreTraining": "modeling_ecg_pma",
     "EcgPmaForSequenceClassification": "modeling_ecg_pma",
     "EcgPmaModel": "modeling_ecg_pma",
@@ -77,6 +79,12 @@ def register_auto_classes() -> None:
     PIPELINE_REGISTRY.register_pipeline(
         "ecg-classification", pipeline_class=EcgClassificationPipeline, pt_model=AutoModelForSequenceClassification
     )
+    # The extractor file stays self-contained (it is saved beside the weights); the package plugs in its readers of
+    # DICOM, EDF, XML and array files, so that every path the extractor, pipeline and commands take may be one.
+    from . import feature_extraction_ecg_pma
+    from .formats import read_ecg
+
+    feature_extraction_ecg_pma.FILE_READER = read_ecg
 
 
 COMMAND_NAME = "ecg-pma"

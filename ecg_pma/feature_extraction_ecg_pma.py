@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -185,7 +185,8 @@ def lead_order(
 
 ACCEPTED_INPUTS = (
     "Expected an ECG as a numpy array or tensor (leads, samples) or (batch, leads, samples), a wfdb.Record, "
-    "a path to a WFDB record, or a non-empty list of those"
+    "a path to a WFDB record or ECG file (DICOM, EDF, HL7 aECG, GE MUSE or Philips XML, CSV, .npy, Parquet), or a "
+    "non-empty list of those"
 )
 
 
@@ -198,6 +199,15 @@ class EcgRecord:
     fs: float | None  # sampling rate in Hz
     leads: list[str]  # the signal's lead names, in its row order
     units: str | list[str]  # physical units: one for all leads, or one per lead
+    # what the file says besides the signal, where it says it: `age` (years), `sex`, `acquisition_time`, `device`,
+    # `filters`, `statements` (the machine's own interpretation), `format`; empty for arrays
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# Reads an ECG file other than WFDB (DICOM, EDF/BDF, HL7 aECG, GE MUSE and Philips XML, CSV / .npy / Parquet) into an
+# `EcgRecord`: `ecg_pma.formats.read_ecg`, plugged in by `import ecg_pma` (this file is saved beside the weights and
+# must stay self-contained). None where only this file is loaded (`trust_remote_code` without the package).
+FILE_READER = None
 
 
 def list_single_ecgs(ecg: Any) -> list:
@@ -435,6 +445,19 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
                 f"{type(error).__name__}: {error}"
             ) from error
 
+    @classmethod
+    def read_path(cls, path: str | os.PathLike) -> EcgRecord:
+        """A WFDB record (a `.hea` header at `path` or `path.hea`), else any file `ecg_pma.formats` reads."""
+        text = str(path)
+        if text.endswith(".hea") or os.path.exists(text + ".hea") or not os.path.isfile(text):
+            return cls._record_from_wfdb(cls.read_record(path), text)
+        if FILE_READER is None:
+            raise ValueError(
+                f"{text}: not a WFDB record; other ECG files are read by the ecg-pma package "
+                "(pip install 'ecg-pma[formats]', then `import ecg_pma`)."
+            )
+        return FILE_READER(path)
+
     def _as_records(
         self,
         ecg: Any,
@@ -446,7 +469,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         records = []
         for index, item in enumerate(list_single_ecgs(ecg)):
             if isinstance(item, (str, os.PathLike)):
-                records.append(self._record_from_wfdb(self.read_record(item), str(item)))
+                records.append(self.read_path(item))
             elif _is_wfdb_record(item):
                 records.append(self._record_from_wfdb(item, getattr(item, "record_name", "record")))
             else:
@@ -746,7 +769,9 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         """
         Args:
             ecg: `(leads, samples)` or `(batch, leads, samples)` array/tensor, a list of arrays (lengths may differ),
-                a `wfdb.Record`, a path to a WFDB record, or a list of records/paths.
+                a `wfdb.Record`, a path to a WFDB record or to any ECG file `ecg_pma.read_ecg` reads (DICOM, EDF,
+                HL7 aECG, GE MUSE and Philips XML, CSV / .npy / Parquet; with the package imported), or a list of
+                records/paths.
             sampling_rate: the input's rate in Hz (required for arrays; records carry their own).
             lead_names: the input's lead names in its row order (arrays only; model order if omitted).
             units: physical unit of array input (`"mV"` default, `"uV"`, `"V"`), one or per lead.

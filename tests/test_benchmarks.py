@@ -166,3 +166,11 @@ def test_corpus_memory_benchmark_measures_both_paths_at_two_sizes():
     for size, modes in report["corpora"].items():
         assert modes["cached"]["rows"] == modes["streamed"]["rows"] == int(size)  # every exam, once
     assert set(report["peak_growth_ratio_large_vs_small"]) == {"cached", "streamed"}
+
+
+def test_read_formats_benchmark_reports_every_format_beside_wfdb():
+    shared_data_dir("physionet2021")
+    report = run_benchmark("read_formats.py", "--records", "2", "--rounds", "1")
+    formats = {"wfdb", "dicom", "edf", "hl7-aecg", "ge-muse", "philips", "csv", "npy", "parquet"}
+    assert set(report["records_per_s"]) == formats and all(rate > 0 for rate in report["records_per_s"].values())
+    assert report["ratio_to_wfdb"]["wfdb"] == 1.0

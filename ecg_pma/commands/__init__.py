@@ -5,6 +5,7 @@ Heavy libraries (torch, transformers, datasets) are imported inside `run`, so `e
 
 from . import (
     app,
+    convert,
     convert_st_mem,
     demo,
     download,
@@ -29,6 +30,7 @@ COMMANDS = (
     evaluate,
     push,
     export_onnx,
+    convert,
     convert_st_mem,
     download,
     app,

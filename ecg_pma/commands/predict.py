@@ -1,4 +1,5 @@
-"""`ecg-pma predict`: per-label probabilities for WFDB records."""
+"""`ecg-pma predict`: per-label probabilities for WFDB records and ECG files (DICOM, EDF, HL7 aECG, GE MUSE and Philips
+XML, CSV / .npy / Parquet)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ from .argument_types import non_negative_int, output_file, positive_int
 
 def add_parser(commands) -> None:
 
-    predict = commands.add_parser("predict", help="per-label probabilities and layer weights for WFDB records")
+    predict = commands.add_parser(
+        "predict", help="per-label probabilities and layer weights for WFDB records and ECG files"
+    )
     predict.add_argument("model")
     predict.add_argument(
-        "records", nargs="+", help="WFDB record paths (with or without .hea), or folders of records (with --output)"
+        "records",
+        nargs="+",
+        help="WFDB record paths (with or without .hea), ECG files (DICOM, EDF/BDF, HL7 aECG, GE MUSE or Philips XML, "
+        "CSV/.npy/Parquet with a sidecar .json), or folders of them, formats mixed (with --output)",
     )
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--dtype", choices=DTYPES, default="fp32")
@@ -80,14 +86,20 @@ def add_lead_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def lead_options(args: argparse.Namespace) -> dict:
-    """The feature-extractor settings given by `add_lead_arguments`' options (only those set)."""
+def parse_lead_aliases(items: list[str]) -> dict[str, str]:
+    """`--lead-alias NAME=LEAD` options -> `{NAME: LEAD}`."""
     aliases = {}
-    for item in args.lead_alias:
+    for item in items:
         name, separator, lead = item.partition("=")
         if not separator or not name.strip() or not lead.strip():
             raise ValueError(f"--lead-alias {item!r}: expected NAME=LEAD, e.g. MLII=II.")
         aliases[name.strip()] = lead.strip()
+    return aliases
+
+
+def lead_options(args: argparse.Namespace) -> dict:
+    """The feature-extractor settings given by `add_lead_arguments`' options (only those set)."""
+    aliases = parse_lead_aliases(args.lead_alias)
     options = {"lead_aliases": aliases} if aliases else {}
     if args.required_leads is not None:
         options["required_leads"] = args.required_leads

@@ -1,5 +1,6 @@
 """
-Screening a whole folder of WFDB records into one predictions CSV: records are read and preprocessed by `DataLoader`
+Screening a whole folder of ECGs — WFDB records and any file `ecg_pma.formats` reads (DICOM, EDF, HL7 aECG, GE MUSE
+and Philips XML, arrays), mixed — into one predictions CSV: records are read and preprocessed by `DataLoader`
 workers while the main process scores the windows already prepared (PyTorch or ONNX Runtime), rows are appended and
 flushed to disk after every batch, records that cannot be read are listed with the reason in an errors CSV, and a
 rerun skips the records already in the output, so a run that is killed loses nothing it had finished.
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..data.records import find_records
+from ..formats import find_ecg_files
 from .inference import RecordPrediction, score_windows, summarize_records, window_forward
 
 
@@ -108,15 +109,17 @@ def _single_threaded_worker(worker_id: int) -> None:
 
 def list_records(sources: list[str]) -> tuple[list[str], list[str]]:
     """
-    WFDB record paths and their names in the output: every record below a folder (named by its path relative to the
-    folder), and single records as given.
+    Record paths and their names in the output: every ECG below a folder (`find_ecg_files`: WFDB records named by
+    their path relative to the folder without extension, other files with theirs), and single records as given.
     """
     paths, names = [], []
     for source in sources:
         if os.path.isdir(source):
-            found = find_records(source)
+            found = find_ecg_files(source)
             if not found:
-                raise FileNotFoundError(f"No WFDB header (.hea) below {source}.")
+                raise FileNotFoundError(
+                    f"No ECG below {source}: no WFDB header (.hea) nor DICOM, EDF, XML, CSV, .npy or Parquet file."
+                )
             paths += found
             names += [str(Path(path).relative_to(source)) for path in found]
         else:
@@ -153,7 +156,7 @@ def screen_records(
     progress: bool = True,
 ) -> ScreeningSummary:
     """
-    Predicts every record of `sources` (folders and/or WFDB record paths) into the CSV `output_path`, one row per
+    Predicts every record of `sources` (folders and/or WFDB record paths or ECG files of any readable format) into the CSV `output_path`, one row per
     record (columns: [`prediction_columns`]), with the windows, averaging and thresholds of `predict_records`.
 
     `num_workers` DataLoader processes read and preprocess records while the main process scores windows,

@@ -86,6 +86,11 @@ def stage_upload(files: list[str | os.PathLike], destination: str | os.PathLike)
             shutil.copy(file, destination / file.name)
     headers = sorted(destination.glob("*.hea"))
     names = sorted(path.name for path in destination.iterdir())
+    from ..formats import ECG_FILE_SUFFIXES
+
+    files = [path for path in destination.iterdir() if path.suffix.lower() in ECG_FILE_SUFFIXES]
+    if not headers and len(files) == 1:  # one ECG file of another format (DICOM, EDF, XML, arrays): read_ecg reads it
+        return str(files[0])
     if not headers:
         raise RecordUploadError(
             f"No WFDB header (.hea) among the uploaded files {names}: upload the record's .hea with its .dat or .mat "
@@ -243,6 +248,8 @@ def build_app(model, examples_dir: str | os.PathLike | None = None, trust_remote
     """The Gradio `Blocks` for a classifier (saved folder or Hub repo id)."""
     import gradio as gr
 
+    from ..formats import ECG_FILE_SUFFIXES
+
     demo_state = EcgPmaDemo(model, examples_dir, trust_remote_code)
     with gr.Blocks(title="ECG-PMA", analytics_enabled=False) as demo:
         gr.Markdown(
@@ -252,7 +259,7 @@ def build_app(model, examples_dir: str | os.PathLike | None = None, trust_remote
         with gr.Row():
             with gr.Column(scale=1):
                 files = gr.File(
-                    label="WFDB record", file_count="multiple", file_types=[".hea", ".dat", ".mat", ".zip"],
+                    label="WFDB record", file_count="multiple", file_types=[".hea", ".dat", ".mat", ".zip", *ECG_FILE_SUFFIXES],  # and any file read_ecg reads
                     elem_id="ecg-pma-upload",
                 )  # fmt: skip
                 example = gr.Dropdown(

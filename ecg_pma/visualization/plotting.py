@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..configuration_ecg_pma import STANDARD_LEAD_NAMES
-from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, canonical_lead_key
+from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, EcgRecord, canonical_lead_key
 
 
 # The standard clinical layout: rows of four 2.5 s columns, then a 10 s rhythm strip.
@@ -70,15 +70,20 @@ def lead_signals(
     sampling_rate: float | None = None,
     lead_names: Sequence[str] | None = None,
     units: str | Sequence[str] | None = None,
-) -> tuple[dict[str, np.ndarray], float, str]:
+) -> tuple[dict[str, np.ndarray], float, str, dict]:
     """
-    Reads a WFDB record (path or `wfdb.Record`) or a `(leads, samples)` array into `{canonical lead key: samples in
-    mV}`, its sampling rate and a name. Arrays need `sampling_rate=` and, unless they hold the 12 standard leads in
-    order, `lead_names=`; any subset of leads is accepted.
+    Reads a record — a path to a WFDB record or any ECG file `ecg_pma.read_ecg` reads, a `wfdb.Record`, an
+    `EcgRecord` (e.g. `read_ecg(path, lead_aliases=...)`) or a `(leads, samples)` array — into `{canonical lead key:
+    samples in mV}`, its sampling rate, a name and the file's metadata (empty for arrays). Arrays need
+    `sampling_rate=` and, unless they hold the 12 standard leads in order, `lead_names=`; any subset of leads is
+    accepted.
     """
     names = list(lead_names) if lead_names is not None else list(STANDARD_LEAD_NAMES)
     reader = EcgPmaFeatureExtractor(lead_names=names)
-    (record,) = reader._as_records(record_or_signals, sampling_rate, lead_names, units)
+    if isinstance(record_or_signals, EcgRecord):
+        record = record_or_signals
+    else:
+        (record,) = reader._as_records(record_or_signals, sampling_rate, lead_names, units)
     signal = np.asarray(record.signal, dtype=np.float64)
     if signal.ndim != 2 or signal.shape[0] != len(record.leads):
         raise ValueError(
@@ -98,7 +103,23 @@ def lead_signals(
         {canonical_lead_key(lead): row for lead, row in zip(record.leads, signal)},
         float(record.fs),
         str(record.name),
+        dict(record.metadata),
     )
+
+
+def patient_line(metadata: dict) -> str:
+    """The patient block of a file's metadata in one line: sex and age, acquisition time, device, filters and the
+    machine's statements ("" when the file says none of these)."""
+    sex, age = metadata.get("sex"), metadata.get("age")
+    person = " ".join(
+        part for part in (sex.capitalize() if sex else "", f"{age:g} y" if age is not None else "") if part
+    )
+    filters = metadata.get("filters") or {}
+    corners = [f"{filters[key]:g}" if key in filters else "" for key in ("high_pass_hz", "low_pass_hz")]
+    band = f"filters {corners[0]}–{corners[1]} Hz" if any(corners) else ""
+    statements = "; ".join(metadata.get("statements") or [])
+    parts = (person, metadata.get("acquisition_time"), metadata.get("device"), band, statements)
+    return "   ".join(str(part) for part in parts if part)
 
 
 def draw_paper(ax, width_mm: float, height_mm: float) -> None:
@@ -204,7 +225,8 @@ def plot_ecg(
     The standard 12-lead layout on ECG paper (see the module docstring).
 
     Args:
-        record_or_signals: a WFDB record path or `wfdb.Record`, or a `(leads, samples)` array (then
+        record_or_signals: a WFDB record path, the path of any ECG file `ecg_pma.read_ecg` reads (its metadata is
+            drawn as a patient line at the bottom), a `wfdb.Record` or `EcgRecord`, or a `(leads, samples)` array (then
             `sampling_rate=` and `lead_names=` in its row order; `units` defaults to mV). Any subset of the 12
             standard leads: missing leads are labelled "absent", never drawn as flat lines.
         title: text above the paper (e.g. the predictions).
@@ -220,7 +242,7 @@ def plot_ecg(
     # Over 80 lines through its documented keyword options and the layout it draws panel by panel.
     if baseline not in ("median", None):
         raise ValueError(f"`baseline` must be 'median' or None, got {baseline!r}.")
-    leads, rate, _ = lead_signals(record_or_signals, sampling_rate, lead_names, units)
+    leads, rate, _, metadata = lead_signals(record_or_signals, sampling_rate, lead_names, units)
     paper_width, paper_height = paper_size_mm()
     top = TITLE_HEIGHT_MM if title else 0.0
     side = SIDE_PANEL_WIDTH_MM if layer_weights is not None else 0.0
@@ -272,6 +294,9 @@ def plot_ecg(
         fontsize=7,
         color="#444444",
     )
+    patient = patient_line(metadata)
+    if patient:  # the patient block of the file's metadata, bottom left as on the printout of an ECG cart
+        ax.text(CALIBRATION_WIDTH_MM, 1.5, patient[:180], ha="left", va="bottom", fontsize=7, color="#444444")
     if title:
         figure.text(0.005, 1 - (top / 2) / figure_height, title, ha="left", va="center", fontsize=8, wrap=True)
     if layer_weights is not None:
@@ -308,4 +333,4 @@ def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["figure_to_array", "lead_signals", "plot_ecg", "save_figure"]
+__all__ = ["figure_to_array", "lead_signals", "patient_line", "plot_ecg", "save_figure"]
