@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,7 +151,9 @@ def readme_run(tmp_path_factory):
         command = (
             [sys.executable, "-c", block.code] if block.language == "python" else ["bash", "-e", "-c", block.code]
         )
+        start = time.perf_counter()
         result = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+        result.seconds = time.perf_counter() - start  # printed by the test: where the suite's time goes
         results.append((block, result))
         if result.returncode != 0:
             break  # the blocks after it depend on it
@@ -166,6 +169,9 @@ def test_every_block_runs_as_written_in_order_offline(readme_run):
         )
     assert not_run == list(NOT_RUN)  # by name, printed here
     print("not run (marked `# needs:` in the README):", *(f"\n  {name}: {NOT_RUN[name]}" for name in not_run))
+    print(
+        "ran, seconds:", *(f"\n  {result.seconds:6.1f}  line {block.line}: {block.name}" for block, result in results)
+    )
     ran = [block.name for block, _ in results]
     assert "mkdir -p data && cp -r ../shared/data/physionet2021 data/physionet2021-sample" in ran
     assert len([block for block, _ in results if block.language == "python"]) >= 3
