@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU wheel of torch; any other spec may pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-fast test-min quality style clean
+.PHONY: install demo test test-fast test-min quality style clean help-snapshot
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ quality: install
 style: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# `ecg-pma finetune --help` is printed from this snapshot of its parser (no torch import); write it again after
+# changing the finetune options or upgrading transformers (tests/test_command_help.py says when).
+help-snapshot: install
+	$(BIN)/python -c "from ecg_pma.commands.finetune import write_help_snapshot; write_help_snapshot()"
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) outputs .pytest_cache

@@ -97,7 +97,13 @@ def started_as_the_command() -> bool:
     `ecg-pma --help` must not wait for; the command registers when a subcommand runs (`ecg_pma.cli.main`).
     """
     script = getattr(sys.modules.get("__main__"), "__file__", None) or ""
-    return os.path.basename(script).removesuffix("-script.py") == COMMAND_NAME
+    if os.path.basename(script).removesuffix("-script.py") == COMMAND_NAME:
+        return True
+    # `python -m ecg_pma.cli` (what `accelerate launch -m` and `torchrun -m` run): this package is imported before
+    # the module, so `__main__` is not it yet; importing transformers here would also come before `main` turns the
+    # progress bars off for a log (tqdm reads TQDM_DISABLE when imported)
+    argv = getattr(sys, "orig_argv", [])
+    return any(flag == "-m" and module == "ecg_pma.cli" for flag, module in zip(argv, argv[1:]))
 
 
 def __getattr__(name: str):

@@ -107,6 +107,29 @@ class _StripTerminalCodes(logging.Filter):
         return True
 
 
+class _WithoutLoadReport(logging.Filter):
+    """
+    Drops transformers' LOAD REPORT (a table of every missing weight) from a command's output: the package's own
+    loading checks fail on weights that do not fit and say in one line which new modules were created. `--debug`
+    keeps it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return " LOAD REPORT" not in str(record.msg)
+
+
+LOAD_REPORT_FILTER = _WithoutLoadReport()
+
+
+def show_load_report(show: bool) -> None:
+    """Whether transformers' LOAD REPORT reaches the output (its logger, taken by name: transformers not imported)."""
+    modeling_logger = logging.getLogger("transformers.modeling_utils")
+    if show:
+        modeling_logger.removeFilter(LOAD_REPORT_FILTER)
+    else:
+        modeling_logger.addFilter(LOAD_REPORT_FILTER)  # once: a logger keeps one copy of a filter
+
+
 @functools.cache  # once per process: `main` may run several times in one (tests, notebooks)
 def plain_library_output() -> None:
     """
@@ -130,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         plain_library_output()
     register_auto_classes()  # the commands load and save models through the Auto classes
     debug = args.debug or os.environ.get(DEBUG_ENVIRONMENT_VARIABLE, "") not in ("", "0")
+    show_load_report(debug)
     try:
         return args.handler(args)
     except KeyboardInterrupt:

@@ -24,3 +24,22 @@ BENCHMARK_SUITES = ("ptbxl", "physionet2021")
 PTBXL_LABEL_SETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")  # also its tasks
 BENCHMARK_HEADS = ("last", "ppa", "pma", "pma-frozen", "layers")  # "layers": one probe per single encoder layer
 LABEL_FRACTIONS = (1, 10, 100)
+
+# The options that pretrain, finetune and probe-layers share, one spelling and one help text each: the dashed form of
+# the `TrainingArguments` field (what `finetune` reads through `HfArgumentParser`), the field's own name and the
+# older short forms as aliases. field -> (documented flag, aliases, help).
+TRAINING_OPTIONS = {
+    "output_dir": ("--output-dir", ("--output_dir",), "the folder the model, its results and checkpoints go to"),
+    "num_train_epochs": (
+        "--num-train-epochs",
+        ("--num_train_epochs", "--epochs"),
+        "passes over the training records",
+    ),
+    "per_device_train_batch_size": (
+        "--per-device-train-batch-size",
+        ("--per_device_train_batch_size", "--batch-size"),
+        "training records (windows) per batch on each device",
+    ),
+    "learning_rate": ("--learning-rate", ("--learning_rate",), "the peak learning rate"),
+    "seed": ("--seed", (), "seeds the new weights, the data order, crops, masks and lead sets"),
+}

@@ -594,10 +594,11 @@ def check_loaded_keys(model: nn.Module, missing_keys, unexpected_keys, source: s
             )
             + " (was config.json edited, e.g. `head_type`, `qkv_bias` or `aggregation`?)."
         )
-    if new_heads:
+    if new_heads:  # one line: the modules, not each of their weights (transformers' load report lists those)
+        modules = ", ".join(sorted({".".join(key.split(".")[:2]) for key in head_keys}))
         logger.warning(
-            f"{type(model).__name__}: {sorted({key.rsplit('.', 1)[0] for key in head_keys})} are new (the checkpoint is "
-            "a pre-trained encoder without them) and randomly initialised: train them before use."
+            f"{type(model).__name__}: created a new {modules} on the pre-trained encoder of {source}, randomly "
+            "initialised: train them before use."
         )
 
 

@@ -22,7 +22,7 @@ parser.add_argument("--model", default="outputs/pretrained")
 parser.add_argument("--data", default="../shared/data/physionet2021")
 parser.add_argument("--data-format", default="physionet2021", choices=("ptbxl", "physionet2021", "wfdb"))
 parser.add_argument("--output-dir", default="outputs/probe-pma")
-parser.add_argument("--epochs", type=float, default=100)
+parser.add_argument("--num-train-epochs", "--epochs", type=float, default=100)  # as in ecg-pma
 parser.add_argument("--seed", type=int, default=42)
 args = parser.parse_args()
 set_seed(args.seed)  # before the classifier exists: its new gate and head are initialised from the seed
@@ -64,7 +64,7 @@ trainer = Trainer(
     model=model,
     args=TrainingArguments(
         output_dir=args.output_dir,
-        num_train_epochs=args.epochs,
+        num_train_epochs=args.num_train_epochs,
         per_device_train_batch_size=64,
         learning_rate=1e-3,
         lr_scheduler_type="constant",

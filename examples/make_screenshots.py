@@ -32,10 +32,12 @@ PAGE_WIDTH = 1400
 def build_model(work_dir: Path) -> Path:
     data = ["--data", str(RECORDS), "--data-format", "physionet2021", "--cache-dir", str(work_dir / "cache")]
     steps = [
-        ["pretrain", *data, "--preset", "tiny", "--output-dir", str(work_dir / "pretrained"), "--batch-size", "8",
+        ["pretrain", *data, "--preset", "tiny", "--output-dir", str(work_dir / "pretrained"),
+         "--per-device-train-batch-size", "8",
          "--max-steps", "30", "--warmup-steps", "3", "--save-steps", "0"],
         ["finetune", *data, "--model", str(work_dir / "pretrained"), "--output-dir", str(work_dir / "probed"),
-         "--mode", "probe", "--aggregation", "pma", "--num-train-epochs", "2", "--per-device-train-batch-size", "8"],
+         "--mode", "probe", "--aggregation", "pma", "--num-train-epochs", "2",
+         "--per-device-train-batch-size", "8"],
     ]  # fmt: skip
     for step in steps:
         if ecg_pma(step) != 0:

@@ -33,12 +33,12 @@ def workspace(tmp_path_factory):
     ]
     pretrained = ecg_pma(
         "pretrain", *data, "--preset", "tiny", "--output-dir", root / "pretrained",
-        "--batch-size", "8", "--max-steps", "3", "--warmup-steps", "1", "--save-steps", "0",
+        "--per-device-train-batch-size", "8", "--max-steps", "3", "--warmup-steps", "1", "--save-steps", "0",
     )  # fmt: skip
     assert pretrained.returncode == 0, pretrained.stderr[-3000:]
     probed = ecg_pma(
         "finetune", *data, "--model", root / "pretrained", "--output-dir", root / "probed",
-        "--mode", "probe", "--aggregation", "pma", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
+        "--mode", "probe", "--aggregation", "pma", "--num-train-epochs", "2", "--per-device-train-batch-size", "8",
     )  # fmt: skip
     assert probed.returncode == 0, probed.stderr[-3000:]
     assert "| test |" in probed.stdout
@@ -121,7 +121,7 @@ def test_lora_finetune_saves_an_adapter_and_a_merged_model_that_predicts(workspa
     root, data = workspace
     result = ecg_pma(
         "finetune", *data, "--model", root / "probed", "--output-dir", root / "lora",
-        "--mode", "lora", "--lora-rank", "2", "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+        "--mode", "lora", "--lora-rank", "2", "--num-train-epochs", "1", "--per-device-train-batch-size", "8",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| test |" in result.stdout
@@ -137,7 +137,14 @@ def test_lora_finetune_saves_an_adapter_and_a_merged_model_that_predicts(workspa
 def test_probe_layers_command(workspace):
     root, data = workspace
     result = ecg_pma(
-        "probe-layers", *data, "--model", root / "pretrained", "--output-dir", root / "study", "--epochs", "2"
+        "probe-layers",
+        *data,
+        "--model",
+        root / "pretrained",
+        "--output-dir",
+        root / "study",
+        "--num-train-epochs",
+        "2",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| layer 4 |" in result.stdout and "| PMA |" in result.stdout

@@ -75,14 +75,22 @@ def data_args(tmp_path):
 @pytest.mark.parametrize(
     ("option", "value", "expected"),
     [
-        ("--epochs", "-1", "argument --epochs: must be a number > 0, got '-1'"),
-        ("--epochs", "0", "argument --epochs: must be a number > 0, got '0'"),
+        ("--num-train-epochs", "-1", "argument --num-train-epochs: must be a number > 0, got '-1'"),
+        ("--num-train-epochs", "0", "argument --num-train-epochs: must be a number > 0, got '0'"),
         ("--max-steps", "-3", "argument --max-steps: must be an integer >= 1, got '-3'"),
         ("--max-steps", "0", "argument --max-steps: must be an integer >= 1, got '0'"),
         ("--gradient-accumulation-steps", "0", "argument --gradient-accumulation-steps: must be an integer >= 1"),
         ("--warmup-steps", "-5", "argument --warmup-steps: must be an integer >= 0, got '-5'"),
-        ("--batch-size", "0", "argument --batch-size: must be an integer >= 1, got '0'"),
-        ("--batch-size", "-1", "argument --batch-size: must be an integer >= 1, got '-1'"),
+        (
+            "--per-device-train-batch-size",
+            "0",
+            "argument --per-device-train-batch-size: must be an integer >= 1, got '0'",
+        ),
+        (
+            "--per-device-train-batch-size",
+            "-1",
+            "argument --per-device-train-batch-size: must be an integer >= 1, got '-1'",
+        ),
         ("--base-learning-rate", "nan", "argument --base-learning-rate: must be a number > 0, got 'nan'"),
         ("--seed", "-1", "argument --seed: must be an integer >= 0, got '-1'"),
     ],
@@ -96,8 +104,8 @@ def test_pretrain_arguments_are_checked_at_parse_time(capsys, tmp_path, option, 
     ("command", "expected"),
     [
         (
-            ["probe-layers", "--model", "m", "--output-dir", "o", "--epochs", "0"],
-            "argument --epochs: must be an integer >= 1",
+            ["probe-layers", "--model", "m", "--output-dir", "o", "--num-train-epochs", "0"],
+            "argument --num-train-epochs: must be an integer >= 1",
         ),
         (["evaluate", "--model", "m", "--batch-size", "-1"], "argument --batch-size: must be an integer >= 1"),
         (["predict", "m", "r", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
@@ -240,9 +248,9 @@ def test_an_unreadable_record_in_a_folder_is_named(capsys, tmp_path):
 
 def test_finetune_with_an_out_of_range_layer_fails_before_training(capsys, tmp_path, pretrained_dir):
     assert_fails(
-        capsys, f"--aggregation_layer 99 is out of range: {pretrained_dir} has 4 layers",
+        capsys, f"--aggregation-layer 99 is out of range: {pretrained_dir} has 4 layers",
         "finetune", *data_args(tmp_path / "cache"), "--model", pretrained_dir, "--output-dir", tmp_path / "out",
-        "--aggregation", "layer", "--aggregation-layer", "99", "--num_train_epochs", "1",
+        "--aggregation", "layer", "--aggregation-layer", "99", "--num-train-epochs", "1",
     )  # fmt: skip
     assert not (tmp_path / "out").exists()
 

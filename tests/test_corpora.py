@@ -359,7 +359,7 @@ def test_pretrain_cli_on_a_mixture(tmp_path):
     result = ecg_pma(
         "pretrain", "--data", f"physionet2021:{physionet}", "--data", f"code15:{tmp_path / 'code15'}",
         "--all-splits", "--preset", "tiny", "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "cache",
-        "--batch-size", "8", "--max-steps", "3", "--warmup-steps", "1", "--save-steps", "0",
+        "--per-device-train-batch-size", "8", "--max-steps", "3", "--warmup-steps", "1", "--save-steps", "0",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Corpus code15:" in result.stderr and "Corpus physionet2021:" in result.stderr
@@ -437,7 +437,7 @@ def test_pretrain_cli_streaming(tmp_path):
     arguments = [
         "pretrain", "--data", f"physionet2021:{physionet}", "--data", f"code15:{tmp_path / 'code15'}", "--streaming",
         "--shuffle-buffer", "16", "--all-splits", "--preset", "tiny", "--output-dir", tmp_path / "out",
-        "--batch-size", "8", "--warmup-steps", "1", "--save-steps", "0",
+        "--per-device-train-batch-size", "8", "--warmup-steps", "1", "--save-steps", "0",
     ]  # fmt: skip
     refused = ecg_pma(*arguments)
     assert refused.returncode != 0 and "give --max-steps" in refused.stderr

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -248,16 +249,37 @@ def test_download_ptbxl_from_a_local_server(tmp_path, physionet_like_server):
     assert dataset["train"][0]["record_id"] == "1"
 
 
-def test_download_reports_an_unreachable_database(tmp_path, physionet_like_server):
-    index_url, _ = physionet_like_server
-    result = subprocess.run(
-        [sys.executable, "-m", "ecg_pma.cli", "download", "nodb", str(tmp_path / "out"), "--index-url", index_url],
-        capture_output=True,
-        text=True,
-        timeout=120,
+def download(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "ecg_pma.cli", "download", *map(str, args)], capture_output=True, text=True, timeout=120
     )
-    assert result.returncode != 0
-    assert "nodb" in result.stderr
+
+
+def test_a_database_the_server_lacks_is_named_as_asked_and_leaves_nothing(tmp_path, physionet_like_server):
+    index_url, _ = physionet_like_server
+    output = tmp_path / "new" / "sample"
+    result = download("physionet2021-sample", output, "--index-url", index_url)
+    assert result.returncode == 2, result.stderr
+    assert f"physionet2021-sample: no such database at {index_url}" in result.stderr
+    assert "challenge-2021" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_unreachable_server_is_told_apart_and_earlier_files_stay(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on: bound, then closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    output = tmp_path / "existing"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    result = download("ptb-xl", output, "--index-url", f"http://127.0.0.1:{port}/")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(
+        f"ecg-pma download: error: ptb-xl: cannot reach the server http://127.0.0.1:{port}/ (no network, or a wrong "
+        "--index-url?): Connection refused\n"
+    ), result.stderr
+    assert "no such database" not in result.stderr
+    assert sorted(path.name for path in output.iterdir()) == ["notes.txt"]
 
 
 def test_missing_records_error_names_the_command_line_option(tmp_path):

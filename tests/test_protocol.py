@@ -255,8 +255,8 @@ def test_cli_trains_on_random_crops_and_reports_the_dropped_record(tmp_path, cha
         )
 
     pretrained = ecg_pma(
-        "pretrain", *data, "--preset", "tiny", "--output-dir", tmp_path / "pretrained", "--batch-size", "8",
-        "--epochs", "1", "--warmup-steps", "1", "--save-steps", "0",
+        "pretrain", *data, "--preset", "tiny", "--output-dir", tmp_path / "pretrained", "--per-device-train-batch-size", "8",
+        "--num-train-epochs", "1", "--warmup-steps", "1", "--save-steps", "0",
     )  # fmt: skip
     assert pretrained.returncode == 0, pretrained.stderr[-3000:]
     assert SHORT_RECORD in pretrained.stderr  # logged
@@ -265,8 +265,8 @@ def test_cli_trains_on_random_crops_and_reports_the_dropped_record(tmp_path, cha
     assert saved["training_windows"].startswith("one random crop per record per epoch")
     probed = ecg_pma(
         "finetune", *data, "--model", tmp_path / "pretrained", "--output-dir", tmp_path / "probed", "--mode", "probe",
-        "--aggregation", "pma", "--probe-gate", "frozen", "--augment", "--num_train_epochs", "1",
-        "--per_device_train_batch_size", "8",
+        "--aggregation", "pma", "--probe-gate", "frozen", "--augment", "--num-train-epochs", "1",
+        "--per-device-train-batch-size", "8",
         "--single-class-auroc", "half",
     )  # fmt: skip
     assert probed.returncode == 0, probed.stderr[-3000:]

@@ -162,7 +162,7 @@ def test_two_process_cpu_run_writes_one_model(tmp_path):
         "--module", "ecg_pma.cli", "pretrain",
         "--data", str(shared_data_dir("physionet2021")), "--data-format", "physionet2021",
         "--cache-dir", str(tmp_path / "cache"), "--preset", "tiny", "--output-dir", str(output),
-        "--batch-size", "4", "--max-steps", "3", "--save-steps", "2", "--warmup-steps", "1",
+        "--per-device-train-batch-size", "4", "--max-steps", "3", "--save-steps", "2", "--warmup-steps", "1",
     ]  # fmt: skip
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
@@ -193,7 +193,7 @@ def test_two_process_streaming_run_reads_a_share_each_and_resumes(tmp_path):
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "--module", "ecg_pma.cli", "pretrain", "--streaming", "--shuffle-buffer", "8",
             "--data", str(shared_data_dir("physionet2021")), "--data-format", "physionet2021",
-            "--preset", "tiny", "--output-dir", str(output), "--batch-size", "3", "--save-steps", "5",
+            "--preset", "tiny", "--output-dir", str(output), "--per-device-train-batch-size", "3", "--save-steps", "5",
             "--warmup-steps", "1", "--max-steps", str(max_steps), *extra,
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -382,3 +382,17 @@ def test_compiled_prediction_matches_eager_with_a_padded_last_batch(challenge):
             list(actual.probabilities.values()), list(expected.probabilities.values()), atol=1e-5
         )
         np.testing.assert_allclose(actual.layer_weights, expected.layer_weights, atol=1e-5)
+
+
+def test_the_peak_learning_rate_is_the_mae_rule_unless_given():
+    from datasets import Dataset
+
+    from ecg_pma.training.pretrain import pretraining_schedule
+
+    rows = Dataset.from_dict({"signals": [[0.0]] * 64})
+    rule = PretrainingArguments(output_dir="o", per_device_batch_size=16, gradient_accumulation_steps=2)
+    assert pretraining_schedule(rows, rule, num_processes=2).learning_rate == pytest.approx(1.2e-3 * 64 / 256)
+    given = PretrainingArguments(output_dir="o", per_device_batch_size=16, learning_rate=3e-4)
+    assert pretraining_schedule(rows, given, num_processes=2).learning_rate == 3e-4
+    with pytest.raises(ValueError, match="`learning_rate` must be positive or None"):
+        PretrainingArguments(output_dir="o", learning_rate=0.0)

@@ -6,26 +6,43 @@ Its options are those of `FinetuneArguments` (ours), the data options every comm
 `--resume_from_checkpoint`, ...), read with `transformers.HfArgumentParser` as transformers' example scripts do. The
 `TrainingArguments` defaults are the paper's schedule for the chosen `--mode` (`ecg-pma finetune --mode finetune
 --help` shows them). The parser is built only when the subcommand is chosen: importing `TrainingArguments` imports
-torch, which `ecg-pma --help` must not wait for.
+torch, which `ecg-pma --help` must not wait for; `ecg-pma finetune --help` prints the same text from a snapshot of
+the parser (`parser_snapshot.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from ..constants import AGGREGATIONS, FINETUNE_MODES, HEAD_TYPES, PROBE_GATES
 from .data_arguments import add_data_arguments, add_training_data_arguments, load_training_data
+from .parser_snapshot import parser_from_snapshot, write_parser_snapshot
+from .training_options import add_hidden_aliases
 
 
 DESCRIPTION = (
     "Linear probing (--mode probe: encoder frozen, gate and head trained) or finetuning (--mode finetune) of a "
     "classifier with the Trainer. Every TrainingArguments option is accepted; its defaults are the paper's schedule "
     "for the mode. The best epoch by validation macro AUROC is kept; results.json, results.md and a model card are "
-    "written to --output_dir."
+    "written to --output-dir. Options are spelled with dashes (--num-train-epochs, as in pretrain and probe-layers); "
+    "the TrainingArguments field names (--num_train_epochs) work too."
+)
+
+# `ecg-pma finetune --help` is printed from this snapshot of `finetune_argument_parser` (see `parser_snapshot`)
+HELP_SNAPSHOT = Path(__file__).with_name("finetune_help.json")
+# the files that define that parser (relative to ecg_pma/): any change makes --help build the real parser
+HELP_SOURCES = (
+    "commands/finetune.py",
+    "commands/data_arguments.py",
+    "commands/argument_types.py",
+    "commands/training_options.py",
+    "constants.py",
+    "training/finetune.py",
 )
 
 
@@ -94,22 +111,22 @@ class FinetuneArguments:
 
     def __post_init__(self):
         if self.lora_rank < 1:
-            raise ValueError(f"--lora_rank must be at least 1, got {self.lora_rank}.")
+            raise ValueError(f"--lora-rank must be at least 1, got {self.lora_rank}.")
         if self.lora_alpha is not None and not self.lora_alpha > 0:
-            raise ValueError(f"--lora_alpha must be positive, got {self.lora_alpha}.")
+            raise ValueError(f"--lora-alpha must be positive, got {self.lora_alpha}.")
         if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+            raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
         if self.aggregation == "layer" and self.aggregation_layer is None:
-            raise ValueError("--aggregation layer needs --aggregation_layer (a block index).")
+            raise ValueError("--aggregation layer needs --aggregation-layer (a block index).")
         if self.aggregation_layer is not None and self.aggregation not in (None, "layer"):
-            raise ValueError(f"--aggregation_layer is used only with --aggregation layer, not {self.aggregation!r}.")
+            raise ValueError(f"--aggregation-layer is used only with --aggregation layer, not {self.aggregation!r}.")
 
     def check_against(self, config) -> None:
         """The checks that need the model's config: the layer index must exist. Run before any data is read."""
         depth = config.num_hidden_layers
         if self.aggregation_layer is not None and not -depth <= self.aggregation_layer < depth:
             raise ValueError(
-                f"--aggregation_layer {self.aggregation_layer} is out of range: {self.model} has {depth} layers "
+                f"--aggregation-layer {self.aggregation_layer} is out of range: {self.model} has {depth} layers "
                 f"(use 0..{depth - 1}, or -{depth}..-1 from the end)."
             )
 
@@ -126,10 +143,18 @@ def finetune_argument_parser(mode: str, prog: str | None = None):
     from ..training.finetune import EcgTrainingArguments, reference_training_settings
 
     parser = HfArgumentParser((FinetuneArguments, EcgTrainingArguments), prog=prog, description=DESCRIPTION)
+    # pretrain's and probe-layers' spellings too (--epochs, --batch-size): one command line edits into another
+    add_hidden_aliases(parser, "num_train_epochs", float)
+    add_hidden_aliases(parser, "per_device_train_batch_size", int)
     add_data_arguments(parser)
     add_training_data_arguments(parser)
     parser.set_defaults(**reference_training_settings(mode))
     return parser
+
+
+def write_help_snapshot() -> None:
+    """Writes `HELP_SNAPSHOT` (`make help-snapshot`): what `ecg-pma finetune --help` prints for each mode."""
+    write_parser_snapshot(finetune_argument_parser, FINETUNE_MODES, HELP_SNAPSHOT, HELP_SOURCES)
 
 
 def parse_finetune_arguments(args=None, namespace=None, prog=None) -> tuple[argparse.Namespace, list[str]]:
@@ -138,9 +163,16 @@ def parse_finetune_arguments(args=None, namespace=None, prog=None) -> tuple[argp
     (`TrainingArguments`) and `data_args` (the shared data options); unknown arguments are returned for the
     top-level parser to report. A value out of range is reported as a usage error.
     """
+    args = list(args if args is not None else sys.argv[1:])
+    debug = take_debug_flag(args)
     mode_parser = argparse.ArgumentParser(add_help=False)
     mode_parser.add_argument("--mode", choices=FINETUNE_MODES, default="probe")
     mode = mode_parser.parse_known_args(args)[0].mode
+    if {"-h", "--help"} & set(args):
+        # the same text as the real parser's, without importing torch
+        help_parser = parser_from_snapshot(HELP_SNAPSHOT, mode, prog, DESCRIPTION, HELP_SOURCES)
+        if help_parser is not None:
+            help_parser.parse_args(["--help"])  # prints and exits
     parser = finetune_argument_parser(mode, prog)
     try:
         finetune_args, training_args, data_args, remaining = parser.parse_args_into_dataclasses(
@@ -151,7 +183,23 @@ def parse_finetune_arguments(args=None, namespace=None, prog=None) -> tuple[argp
     namespace = namespace if namespace is not None else argparse.Namespace()
     namespace.finetune_args, namespace.training_args, namespace.data_args = finetune_args, training_args, data_args
     namespace.handler = run
+    if debug:
+        namespace.debug = True
     return namespace, remaining
+
+
+def take_debug_flag(args: list[str]) -> bool:
+    """
+    Removes a bare `--debug` (the command's own: tracebacks and transformers' load report) from `args`; a `--debug`
+    followed by a value (`--debug underflow_overflow`) is `TrainingArguments`' and stays.
+    """
+    for index, word in enumerate(args):
+        if word == "--":
+            break
+        if word == "--debug" and (index + 1 == len(args) or args[index + 1].startswith("-")):
+            del args[index]
+            return True
+    return False
 
 
 def run(args: argparse.Namespace) -> int:

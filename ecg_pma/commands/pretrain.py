@@ -18,13 +18,14 @@ from .data_arguments import (
     load_pretraining_data,
     load_streaming_training_data,
 )
+from .training_options import add_training_option
 
 
 def add_parser(commands) -> None:
     pre = commands.add_parser("pretrain", help="masked-modeling pre-training with Accelerate (last or IPA)")
     add_data_arguments(pre, mixture=True)
     add_training_data_arguments(pre)
-    pre.add_argument("--output-dir", type=output_directory, required=True)
+    add_training_option(pre, "output_dir", type=output_directory, required=True)
     pre.add_argument("--preset", choices=PRESET_NAMES, default="vit-b-paper")
     pre.add_argument("--config", default=None, help="a config.json folder instead of --preset")
     pre.add_argument(
@@ -52,10 +53,18 @@ def add_parser(commands) -> None:
     pre.add_argument(
         "--shuffle-buffer", type=positive_int, default=1000, help="--streaming: records in the shuffle buffer"
     )
-    pre.add_argument("--batch-size", type=positive_int, default=64, help="per device")
+    add_training_option(pre, "per_device_train_batch_size", type=positive_int, default=64)
     pre.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
-    pre.add_argument("--base-learning-rate", type=positive_float, default=1.2e-3, help="x effective batch / 256")
-    pre.add_argument("--epochs", type=positive_float, default=800)
+    add_training_option(
+        pre, "learning_rate", type=positive_float, note="default: --base-learning-rate x effective batch / 256"
+    )
+    pre.add_argument(
+        "--base-learning-rate",
+        type=positive_float,
+        default=1.2e-3,
+        help="without --learning-rate, the peak is this x effective batch / 256 (MAE rule)",
+    )
+    add_training_option(pre, "num_train_epochs", type=positive_float, default=800)
     pre.add_argument("--max-steps", type=positive_int, default=None)
     pre.add_argument("--warmup-epochs", type=non_negative_float, default=40)
     pre.add_argument("--warmup-steps", type=non_negative_int, default=None)
@@ -63,7 +72,7 @@ def add_parser(commands) -> None:
     pre.add_argument("--torch-compile", action="store_true", help="compile the Transformer blocks with torch.compile")
     pre.add_argument("--save-steps", type=non_negative_int, default=1000)
     pre.add_argument("--resume", default=None, help="a checkpoint folder, or 'latest'")
-    pre.add_argument("--seed", type=non_negative_int, default=0)
+    add_training_option(pre, "seed", type=non_negative_int, default=0)
     pre.add_argument(
         "--lead-sets",
         nargs="+",
@@ -87,10 +96,11 @@ def run(args: argparse.Namespace) -> int:
     # every setting checked before any record is read
     training_args = PretrainingArguments(
         output_dir=args.output_dir,
-        per_device_batch_size=args.batch_size,
+        per_device_batch_size=args.per_device_train_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         base_learning_rate=args.base_learning_rate,
-        num_train_epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        num_train_epochs=args.num_train_epochs,
         max_steps=args.max_steps,
         warmup_epochs=args.warmup_epochs,
         warmup_steps=args.warmup_steps,

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 from ..constants import HEAD_TYPES, PROBE_GATES
-from .argument_types import output_directory, positive_int
+from .argument_types import non_negative_int, output_directory, positive_float, positive_int
 from .data_arguments import add_data_arguments, load_windows
+from .training_options import add_training_option
 
 
 def add_parser(commands) -> None:
@@ -17,8 +18,8 @@ def add_parser(commands) -> None:
     )
     add_data_arguments(probe)
     probe.add_argument("--model", required=True)
-    probe.add_argument("--output-dir", type=output_directory, required=True)
-    probe.add_argument("--epochs", type=positive_int, default=100)
+    add_training_option(probe, "output_dir", type=output_directory, required=True)
+    add_training_option(probe, "num_train_epochs", type=positive_int, default=100)
     probe.add_argument(
         "--head-type",
         choices=HEAD_TYPES,
@@ -28,8 +29,9 @@ def add_parser(commands) -> None:
     probe.add_argument(
         "--probe-gate", choices=PROBE_GATES, default="train", help="the PMA probe's gate, as in finetune"
     )
-    probe.add_argument("--batch-size", type=positive_int, default=64)
-    probe.add_argument("--seed", type=int, default=0, help="seeds every probe's initial weights and batch order")
+    add_training_option(probe, "per_device_train_batch_size", type=positive_int, default=64)
+    add_training_option(probe, "learning_rate", type=positive_float, default=1e-3, note="AdamW, constant")
+    add_training_option(probe, "seed", type=non_negative_int, default=0)
     probe.add_argument(
         "--lead-set",
         default=None,
@@ -51,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
         encoder,
         splits,
         args.output_dir,
-        epochs=args.epochs,
+        epochs=args.num_train_epochs,
         head_type=args.head_type,
-        batch_size=args.batch_size,
+        batch_size=args.per_device_train_batch_size,
+        learning_rate=args.learning_rate,
         probe_gate=args.probe_gate,
         seed=args.seed,
         lead_set=args.lead_set,

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
+import re
 from pathlib import Path
 
 import wfdb
+from wfdb.io import _url as wfdb_url
 from wfdb.io import download as wfdb_download
 
 from .records import path_inside
+
+
+logger = logging.getLogger(__name__)
 
 
 # PhysioNet slug -> files beside the WFDB records that the loaders need. Any other slug downloads its records only.
@@ -110,6 +116,59 @@ def files_kept_inside(output_dir: Path, database: str):
         wfdb_download.make_local_dirs = create_folders
 
 
+class ServerUnreachableError(ConnectionError):
+    """The download server could not be reached (no network, a wrong host or port, a refused connection)."""
+
+
+def server_error(requested: str, url: str, error: Exception) -> OSError:
+    """
+    What went wrong talking to the server, for a user who asked for `requested` (their name for it, a sample's name
+    rather than the database slug behind it): the server cannot be reached (no network, a wrong host or port), it has
+    no such database (HTTP 404), or it answered with another error.
+    """
+    if isinstance(error, wfdb_url.NetFileNotFoundError):
+        return FileNotFoundError(f"{requested}: no such database at {url} (the server answered 404 Not Found).")
+    if isinstance(error, wfdb_url.NetFileError):
+        return OSError(f"{requested}: the server at {url} answered HTTP {error.status_code}: {error}")
+    # requests wraps the socket's error in two layers of pool messages; its errno text says what happened
+    reason = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(error))
+    return ServerUnreachableError(
+        f"{requested}: cannot reach the server {url} (no network, or a wrong --index-url?): "
+        + (reason[1].strip() if reason else _first_line(str(error)) or type(error).__name__)
+    )
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+@contextlib.contextmanager
+def created_paths_removed_on_failure(output_dir: Path):
+    """
+    Creates `output_dir` (and its missing parents). If the body fails before any file arrived, every folder it
+    created goes; once files arrived (a long download cut off), they are kept, since the same call resumes from
+    them, and only the empty folders go. Nothing that was there before is touched.
+    """
+    missing = [folder for folder in [output_dir, *output_dir.parents] if not folder.exists()]
+    before = set(output_dir.rglob("*")) if output_dir.exists() else set()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        created = sorted(set(output_dir.rglob("*")) - before, key=lambda path: len(path.parts), reverse=True)
+        received = [path for path in created if path.is_file()]
+        if received:
+            logger.warning(
+                "%d files received before the failure are kept in %s; the same command resumes.",
+                len(received),
+                output_dir,
+            )
+        for folder in [path for path in created if path.is_dir()] + missing:
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
 def download_database(
     database: str,
     output_dir: str | os.PathLike,
@@ -120,7 +179,8 @@ def download_database(
 ) -> Path:
     """
     Downloads the latest version of a PhysioNet database's WFDB records (and, for PTB-XL, its metadata tables) into
-    `output_dir`, with `wfdb.dl_database`.
+    `output_dir`, with `wfdb.dl_database`. A failed download leaves no file or folder it created behind (files that
+    were in `output_dir` before stay; the same call with `overwrite=False` skips them).
 
     Args:
         database: a PhysioNet slug: `ptb-xl`, `challenge-2021`, or any other database with a `RECORDS` file; or a
@@ -130,36 +190,45 @@ def download_database(
         records: record names from the database's `RECORDS` file, or `"all"`.
         subset: keep only records whose name starts with this prefix (e.g. `records100` for PTB-XL at 100 Hz).
     Returns the folder holding the database, ready for the loaders.
+    Raises:
+        ConnectionError: the server cannot be reached; FileNotFoundError: it has no such database (both name
+        `database` as given and the server's address).
     """
+    requested = database
     sample = SAMPLES.get(database)
     if sample is not None:
         database, names = sample
     if not database or "/" in database:
         raise ValueError(f"Give a PhysioNet database slug such as {sorted(DATABASES)}, not {database!r}.")
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with physionet_index(index_url):
+    with physionet_index(index_url), created_paths_removed_on_failure(output_dir):
+        server = wfdb_download.PN_CONTENT_URL
         try:
             version = wfdb_download.get_version(database)
-        except Exception as error:
-            raise ValueError(
-                f"Database {database!r} not found at {wfdb_download.PN_CONTENT_URL} ({type(error).__name__}: {error})."
-            ) from error
+        except (OSError, IndexError) as error:  # IndexError: a page without `Version:`
+            if isinstance(error, IndexError):
+                raise ValueError(f"{requested}: {server}{database}/ names no version (no 'Version:' line).") from error
+            raise server_error(requested, server, error) from error
         versioned = posixpath.join(database, version)
-        if sample is not None:
-            records = find_records_by_name(versioned, names)
-        if subset is not None:
-            names = wfdb.get_record_list(versioned) if records == "all" else records
-            records = [name for name in names if name.startswith(subset)]
-            if not records:
-                raise ValueError(f"{database}: no record name starts with {subset!r}.")
-        with files_kept_inside(output_dir, database):
-            wfdb.dl_database(database, str(output_dir), records=records, annotators=None, overwrite=overwrite)
-        if sample is not None:
-            flatten_records(output_dir, records)
-        for name in DATABASES.get(database, []):
-            target = output_dir / name
-            if overwrite or not target.exists():
-                url = posixpath.join(wfdb_download.config.db_index_url, versioned, name)
-                wfdb_download.dl_full_file(url, str(target))
+        try:
+            if sample is not None:
+                records = find_records_by_name(versioned, names)
+            if subset is not None:
+                names = wfdb.get_record_list(versioned) if records == "all" else records
+                records = [name for name in names if name.startswith(subset)]
+                if not records:
+                    raise ValueError(f"{requested}: no record name starts with {subset!r}.")
+            with files_kept_inside(output_dir, database):
+                wfdb.dl_database(database, str(output_dir), records=records, annotators=None, overwrite=overwrite)
+            if sample is not None:
+                flatten_records(output_dir, records)
+            for name in DATABASES.get(database, []):
+                target = output_dir / name
+                if overwrite or not target.exists():
+                    url = posixpath.join(wfdb_download.config.db_index_url, versioned, name)
+                    wfdb_download.dl_full_file(url, str(target))
+        except OSError as error:
+            if isinstance(error, (wfdb_url.NetFileError, ConnectionError)) or "requests" in type(error).__module__:
+                raise server_error(requested, server, error) from error
+            raise
     return output_dir

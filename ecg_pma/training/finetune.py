@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArgum
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..configuration_ecg_pma import resolve_lead_set
-from ..constants import FINETUNE_MODES, PROBE_GATES
+from ..constants import FINETUNE_MODES, PROBE_GATES, TRAINING_OPTIONS
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 from ..metrics import load_ecg_multilabel
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
@@ -88,13 +88,27 @@ def reference_training_settings(mode: str) -> dict:
     }
 
 
+def _shared_help(name: str) -> dict:
+    """The field metadata giving `TRAINING_OPTIONS[name]`'s help text, the one pretrain and probe-layers show too."""
+    return {"help": TRAINING_OPTIONS[name][2]}
+
+
 @dataclass
 class EcgTrainingArguments(TrainingArguments):
-    """`TrainingArguments` that refuse, when created, settings that would train nothing or write to a default folder."""
+    """
+    `TrainingArguments` that refuse, when created, settings that would train nothing or write to a default folder.
+    The options every training command shares keep their `TrainingArguments` defaults and take the shared help text.
+    """
+
+    output_dir: str | None = field(default=None, metadata=_shared_help("output_dir"))
+    learning_rate: float = field(default=5e-5, metadata=_shared_help("learning_rate"))
+    num_train_epochs: float = field(default=3.0, metadata=_shared_help("num_train_epochs"))
+    per_device_train_batch_size: int = field(default=8, metadata=_shared_help("per_device_train_batch_size"))
+    seed: int = field(default=42, metadata=_shared_help("seed"))
 
     def __post_init__(self):
         if self.output_dir is None:
-            raise ValueError("output_dir: give the folder to write the classifier to (--output_dir).")
+            raise ValueError("output_dir: give the folder to write the classifier to (--output-dir).")
         if self.max_steps <= 0 and not self.num_train_epochs > 0:
             raise ValueError(f"num_train_epochs must be > 0 (or max_steps > 0), got {self.num_train_epochs}.")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):

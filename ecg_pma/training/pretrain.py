@@ -51,6 +51,7 @@ class PretrainingArguments:
     per_device_batch_size: int = 64
     gradient_accumulation_steps: int = 1
     base_learning_rate: float = 1.2e-3  # scaled by the effective batch size / 256 (MAE rule)
+    learning_rate: float | None = None  # the peak learning rate itself, instead of the MAE rule
     weight_decay: float = 0.01
     adam_betas: tuple[float, float] = (0.9, 0.95)
     num_train_epochs: float = 800
@@ -98,6 +99,8 @@ class PretrainingArguments:
             raise ValueError(f"`warmup_epochs` must be non-negative, got {self.warmup_epochs!r}.")
         if not 0 < self.base_learning_rate < math.inf:
             raise ValueError(f"`base_learning_rate` must be positive, got {self.base_learning_rate!r}.")
+        if self.learning_rate is not None and not 0 < self.learning_rate < math.inf:
+            raise ValueError(f"`learning_rate` must be positive or None, got {self.learning_rate!r}.")
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise ValueError(f"`mixed_precision` must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}.")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -323,7 +326,7 @@ def pretraining_schedule(
     return PretrainingSchedule(
         total_steps=total_steps,
         warmup_steps=min(warmup_steps, total_steps),
-        learning_rate=args.base_learning_rate * effective_batch / 256,
+        learning_rate=args.learning_rate or args.base_learning_rate * effective_batch / 256,
     )
 
 
@@ -367,7 +370,8 @@ def train_steps(
     bar = tqdm(
         total=schedule.total_steps,
         initial=progress.global_step,
-        disable=args.disable_tqdm or not accelerator.is_local_main_process,
+        # None: tqdm's own choice, off when stderr is not a terminal (a log file gets no bar)
+        disable=True if args.disable_tqdm or not accelerator.is_local_main_process else None,
         desc="Pre-training",
     )
     step_loss = torch.zeros((), device=accelerator.device)
