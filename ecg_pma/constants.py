@@ -18,3 +18,5 @@ DTYPES = ("fp32", "bf16")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 FINETUNE_MODES = ("probe", "finetune", "lora")
 PROBE_GATES = ("train", "frozen")
+# The feature extractor's NaN/inf policy (feature_extraction_ecg_pma.py: NAN_POLICIES, self-contained like the config).
+NAN_POLICIES = ("raise", "interpolate", "zero")

@@ -274,7 +274,9 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             between `min_duration` and a full window are padded at the end with `padding_value`. By default a full
             window is required.
         nan_policy (`str`): `"raise"` (default), `"interpolate"` (linear in time, per lead) or `"zero"` for NaN/inf
-            samples. A lead that is entirely NaN always raises.
+            samples of the leads read. A dead lead (entirely NaN, or flat over the whole record) is an absent lead
+            where leads may be missing (`allow_missing_leads`, `required_leads`); a required lead that is entirely
+            NaN raises.
         allow_missing_leads (`bool`): accept records with any subset of `lead_names` (at least one); the missing
             leads are filled with `padding_value` and marked absent in `lead_mask`, so the model ignores them. Off by
             default.
@@ -541,7 +543,44 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             return signal
         return signal * np.asarray(factors)[:, None]
 
+    def live_leads(self, signal: np.ndarray, name: str) -> np.ndarray:
+        """
+        Which model leads of `signal (model_leads, samples)` (absent ones rows of NaN) the record really has: a dead
+        lead (no finite sample, or flat: the standard deviation of its finite samples below `flat_lead_threshold`
+        over the whole record, an unplugged electrode) is an absent lead wherever a lead may be missing (not in
+        `required_lead_names()`), so the record is read as the same record without it. A required lead with no
+        finite sample raises; a required flat lead stays present (as zeros). Returns `present` and `flat`,
+        each `(model_leads,)` bool.
+        """
+        finite = np.isfinite(signal)
+        counts = finite.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.where(finite, signal, 0.0)
+            means = values.sum(axis=1) / np.maximum(counts, 1)
+            spread = np.sqrt((np.where(finite, signal - means[:, None], 0.0) ** 2).sum(axis=1) / np.maximum(counts, 1))
+        empty = counts == 0  # an absent lead or a dead one: `reorder_leads` has refused absent required leads
+        flat = ~empty & (spread < self.flat_lead_threshold)
+        required = set(self.required_lead_names())
+        may_be_missing = np.array([lead not in required for lead in self.lead_names])
+        required_empty = [lead for lead, bad in zip(self.lead_names, empty & ~may_be_missing) if bad]
+        if required_empty:
+            raise ValueError(
+                f"{name}: lead(s) {required_empty} have no finite sample (dead leads). Allow missing leads "
+                "(`allow_missing_leads=True`, --allow-missing-leads, or a smaller `required_leads`) to read a dead "
+                "lead as absent."
+            )
+        dead = flat & may_be_missing
+        if dead.any():
+            logger.info(
+                f"{name}: flat lead(s) {[lead for lead, bad in zip(self.lead_names, dead) if bad]} read as absent."
+            )
+        present = ~empty & ~dead
+        if not present.any():
+            raise ValueError(f"{name}: every lead is dead (no finite sample, or flat over the whole record).")
+        return present, flat
+
     def handle_non_finite(self, signal: np.ndarray, name: str, lead_names: list[str]) -> np.ndarray:
+        """NaN/inf samples of `signal (leads, samples)` (every lead with at least one finite sample) by `nan_policy`."""
         bad = ~np.isfinite(signal)
         if not bad.any():
             return signal
@@ -552,8 +591,6 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         signal = signal.copy()
         for row in np.flatnonzero(bad.any(axis=1)):
             good = ~bad[row]
-            if not good.any():
-                raise ValueError(f"{name}: lead {lead_names[row]} has no finite sample.")
             if self.nan_policy == "interpolate":
                 positions = np.arange(signal.shape[1])
                 signal[row, ~good] = np.interp(positions[~good], positions[good], signal[row, good])
@@ -635,11 +672,12 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
                 f"{name}: amplitudes up to {amplitude:g} mV, beyond the {MAX_AMPLITUDE_MV:g} mV accepted; "
                 "is the unit right (`units=`, or the header's)?"
             )
+        signal = self.reorder_leads(signal, record.leads, name)  # a copy: absent leads are rows of NaN
+        present, flat = self.live_leads(signal, name)
+        # a flat lead carries no signal: zeros, not its offset, whose resampling edges would ring and be z-scored
+        signal[~present | flat] = 0.0
         if not finite:
-            signal = self.handle_non_finite(signal, name, record.leads)
-        signal = self.reorder_leads(signal, record.leads, name)
-        present = ~np.isnan(signal).all(axis=1)
-        signal[~present] = 0.0
+            signal = self.handle_non_finite(signal, name, self.lead_names)
         duration = signal.shape[1] / fs
         if duration > MAX_RECORD_DURATION_S:
             raise ValueError(

@@ -286,7 +286,7 @@ BAD_INPUTS = {
     "empty list": (lambda tmp: ([], {}), r"non-empty list"),
     "dead lead": (
         lambda tmp: (np.where(np.arange(12)[:, None] == 3, np.nan, sine_ecg(2, 100, 10)), {"sampling_rate": 100}),
-        r"input 0: 1000 NaN/inf samples \(first in lead aVR at sample 0\)",
+        r"input 0: lead\(s\) \['aVR'\] have no finite sample \(dead leads\)\. Allow missing leads",
     ),
     "missing header": (
         lambda tmp: (str(tmp / "nothing_here"), {}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..constants import DATA_FORMATS
+from ..constants import DATA_FORMATS, NAN_POLICIES
 from .argument_types import positive_int
 
 
@@ -61,6 +61,89 @@ def add_data_arguments(parser: argparse.ArgumentParser, mixture: bool = False) -
     parser.add_argument(
         "--num-proc", type=positive_int, default=None, help="processes for reading and feature extraction"
     )
+    add_lead_arguments(parser)
+
+
+def add_lead_arguments(parser: argparse.ArgumentParser) -> None:
+    """
+    How records' leads and samples are read, for every command that reads records: fewer leads than the model (absent
+    leads are masked out of the model), dead leads (entirely NaN, or flat over the whole record: absent where leads may
+    be missing) and NaN samples.
+    """
+    parser.add_argument(
+        "--required-leads",
+        default=None,
+        help="leads every record must have: a lead set (12, 6, 4, 3, 2) or names joined by commas (I,II); the "
+        "model's other leads may be missing. Default: all of them",
+    )
+    parser.add_argument(
+        "--allow-missing-leads",
+        action="store_true",
+        help="accept records with any of the leads; a dead lead (entirely NaN, or flat over the whole record) is then "
+        "read as absent, as if the record did not have it",
+    )
+    parser.add_argument(
+        "--lead-alias",
+        action="append",
+        default=[],
+        metavar="NAME=LEAD",
+        help="read a non-standard lead name as one of the model's leads, e.g. MLII=II (repeatable)",
+    )
+    parser.add_argument(
+        "--nan-policy",
+        choices=NAN_POLICIES,
+        default=None,
+        help="NaN/inf samples in the leads read: stop with an error naming the record (raise, the default), "
+        "interpolate them linearly in time, or zero them",
+    )
+
+
+def lead_options(args: argparse.Namespace) -> dict:
+    """The feature-extractor settings given by `add_lead_arguments`' options (only those set)."""
+    aliases = {}
+    for item in args.lead_alias:
+        name, separator, lead = item.partition("=")
+        if not separator or not name.strip() or not lead.strip():
+            raise ValueError(f"--lead-alias {item!r}: expected NAME=LEAD, e.g. MLII=II.")
+        aliases[name.strip()] = lead.strip()
+    options = {"lead_aliases": aliases} if aliases else {}
+    if args.required_leads is not None:
+        options["required_leads"] = args.required_leads
+    if args.allow_missing_leads:
+        options["allow_missing_leads"] = True
+    if args.nan_policy is not None:
+        options["nan_policy"] = args.nan_policy
+    return options
+
+
+def reading_extractor(extractor, args: argparse.Namespace):
+    """
+    A copy of `extractor` that reads records as the lead options say (`lead_options`); `extractor` itself when none is
+    given. The copy reads the data; the model keeps `extractor` (its own preprocessing) unless the command saves both.
+    """
+    import copy
+
+    options = lead_options(args)
+    if not options:
+        return extractor
+    reading = copy.deepcopy(extractor)
+    for name, value in options.items():
+        setattr(reading, name, value)
+    reading._check_settings()
+    reading._check_lead_settings()
+    return reading
+
+
+def reading_protocol(args: argparse.Namespace) -> dict:
+    """How the run read leads and NaN samples, for its results."""
+    return {
+        "missing_leads": "allowed (dead leads read as absent)"
+        if args.allow_missing_leads
+        else f"required: {args.required_leads}"
+        if args.required_leads
+        else "not allowed (every lead required)",
+        "nan_policy": args.nan_policy or "raise",
+    }
 
 
 def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +232,7 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
 
     from ..data import stream_training_records
 
+    extractor = reading_extractor(extractor, args)
     corpora = corpus_streams(args, all_splits)
     streams = []
     for _, _, prefix, splits in corpora:
@@ -170,6 +254,7 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
             {"format": data_format, "path": str(path), "records": "streamed"} for data_format, path, _, _ in corpora
         ],
         "splits": "all" if all_splits else "train",
+        **reading_protocol(args),
     }
     return train, protocol
 
@@ -190,6 +275,7 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
     if args.train_windows != "random":
         _, splits, protocol = load_training_data(args, extractor, seed=seed, all_splits=all_splits)
         return splits["train"], protocol
+    extractor = reading_extractor(extractor, args)
     parts, dropped, counts = [], {}, []
     for data_format, path, prefix, splits in corpus_streams(args, all_splits):
         counts.append({"format": data_format, "path": str(path), "records": {}})
@@ -251,6 +337,7 @@ def load_windows(args: argparse.Namespace, extractor, window_mode: str = "slidin
 
     from ..data import extract_features, handle_short_records
 
+    extractor = reading_extractor(extractor, args)
     raw = load_raw_records(args)
     windows = {}
     for split, dataset in raw.items():
@@ -271,6 +358,7 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
 
     from ..data import build_training_splits
 
+    extractor = reading_extractor(extractor, args)
     specs = corpus_specs(args)
     corpora = None
     if len(specs) > 1:
@@ -316,6 +404,7 @@ def data_protocol(args: argparse.Namespace, dropped: dict[str, list[str]], corpo
         if corpora is not None and len(corpora) > 1
         else args.label_set or {"ptbxl": "all", "physionet2021": "scored"}.get(args.data_format, "from CSV"),
     }
+    protocol.update(reading_protocol(args))
     if corpora is not None:
         protocol["corpora"] = corpora
     if args.data_format == "ptbxl":

@@ -9,6 +9,7 @@ import sys
 
 from ..constants import DTYPES
 from .argument_types import non_negative_int, output_file, positive_int
+from .data_arguments import add_lead_arguments, lead_options
 
 
 def add_parser(commands) -> None:
@@ -60,40 +61,6 @@ def add_parser(commands) -> None:
         "--num-workers", type=non_negative_int, default=2, help="processes reading records while screening"
     )
     predict.set_defaults(handler=run)
-
-
-def add_lead_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options for records with fewer leads than the model (absent leads are masked out of the model)."""
-    parser.add_argument(
-        "--required-leads",
-        default=None,
-        help="leads every record must have: a lead set (12, 6, 4, 3, 2) or names joined by commas (I,II); the "
-        "model's other leads may be missing. Default: all of them",
-    )
-    parser.add_argument("--allow-missing-leads", action="store_true", help="accept records with any of the leads")
-    parser.add_argument(
-        "--lead-alias",
-        action="append",
-        default=[],
-        metavar="NAME=LEAD",
-        help="read a non-standard lead name as one of the model's leads, e.g. MLII=II (repeatable)",
-    )
-
-
-def lead_options(args: argparse.Namespace) -> dict:
-    """The feature-extractor settings given by `add_lead_arguments`' options (only those set)."""
-    aliases = {}
-    for item in args.lead_alias:
-        name, separator, lead = item.partition("=")
-        if not separator or not name.strip() or not lead.strip():
-            raise ValueError(f"--lead-alias {item!r}: expected NAME=LEAD, e.g. MLII=II.")
-        aliases[name.strip()] = lead.strip()
-    options = {"lead_aliases": aliases} if aliases else {}
-    if args.required_leads is not None:
-        options["required_leads"] = args.required_leads
-    if args.allow_missing_leads:
-        options["allow_missing_leads"] = True
-    return options
 
 
 def run(args: argparse.Namespace) -> int:
