@@ -20,3 +20,5 @@ FINETUNE_MODES = ("probe", "finetune", "lora")
 PROBE_GATES = ("train", "frozen")
 # The feature extractor's NaN/inf policy (feature_extraction_ecg_pma.py: NAN_POLICIES, self-contained like the config).
 NAN_POLICIES = ("raise", "interpolate", "zero")
+# What pre-training does with a record it cannot read or use (data/crops.py: BAD_RECORD_POLICIES).
+BAD_RECORD_POLICIES = ("raise", "skip")

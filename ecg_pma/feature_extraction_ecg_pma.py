@@ -128,6 +128,25 @@ def polyphase_filter(up: int, down: int) -> np.ndarray:
     return coefficients
 
 
+# The polyphase resampler's factors are kept at most this large (its filter has 20 taps per unit of the larger one).
+MAX_RESAMPLING_FACTOR = 1000
+
+
+def resampling_factors(model_rate: float, input_rate: float) -> tuple[int, int]:
+    """
+    `(up, down)` for `resample_poly` from `input_rate` to `model_rate`: the exact ratio when its smaller term is at
+    most `MAX_RESAMPLING_FACTOR` (500 -> 100 Hz: 1/5; 257 -> 100: 100/257), else its closest fraction with that
+    bound, which puts the output rate within 0.1 % of the model rate (at most one sample in 1,000). An odd rate such
+    as 7,322.62 Hz then costs what 500 Hz does (its exact ratio asked for a filter of ~100 million taps).
+    """
+    ratio = Fraction(model_rate) / Fraction(float(input_rate))
+    if ratio >= 1:  # bound the denominator of the ratio or of its inverse: the smaller term
+        ratio = 1 / (1 / ratio).limit_denominator(MAX_RESAMPLING_FACTOR)
+    else:
+        ratio = ratio.limit_denominator(MAX_RESAMPLING_FACTOR)
+    return ratio.numerator, ratio.denominator
+
+
 def canonical_lead_key(name: str) -> str:
     """Case-, space- and punctuation-insensitive lead key: `aVR`, `AVR`, `avr`, `Lead aVR`, `a-VR` -> `avr`."""
     return _canonical_lead_key(str(name))
@@ -181,6 +200,27 @@ def lead_order(
     extra = tuple(lead for lead, key in zip(given, keys) if key not in model_keys)
     source_rows = tuple(keys.index(key) if key in keys else None for key in model_keys)
     return source_rows, extra, missing
+
+
+def check_header_rate(header_path: str) -> None:
+    """
+    Refuses a WFDB header whose record line gives a sampling frequency that is not a positive number: wfdb reads
+    `-500` as its default 250 Hz and `0` as 0, so the error names the header and the value instead.
+    """
+    with open(header_path, encoding="latin-1") as handle:
+        record_line = next((line for line in handle if line.strip() and not line.lstrip().startswith("#")), "")
+    fields = record_line.split()
+    if len(fields) < 3:
+        return  # no frequency given: WFDB's default, 250 Hz
+    token = re.split(r"[/(]", fields[2], maxsplit=1)[0]
+    try:
+        rate = float(token)
+    except ValueError:
+        rate = float("nan")
+    if not np.isfinite(rate) or rate <= 0:
+        raise ValueError(
+            f"WFDB header {header_path}: sampling frequency {fields[2]!r} is not a positive number of Hz."
+        )
 
 
 ACCEPTED_INPUTS = (
@@ -427,6 +467,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             record_path = record_path[: -len(".hea")]
         if not os.path.exists(record_path + ".hea"):
             raise FileNotFoundError(f"WFDB record {record_path!r}: header file {record_path}.hea not found.")
+        check_header_rate(record_path + ".hea")
         try:
             return wfdb.rdrecord(record_path)
         except FileNotFoundError as error:
@@ -608,8 +649,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             return signal
         if self.resample_method == "fft":
             return scipy_signal.resample(signal, int(signal.shape[-1] * self.sampling_rate / sampling_rate), axis=-1)
-        ratio = Fraction(self.sampling_rate) / Fraction(float(sampling_rate)).limit_denominator(1000)
-        up, down = ratio.numerator, ratio.denominator
+        up, down = resampling_factors(self.sampling_rate, sampling_rate)
         return scipy_signal.resample_poly(signal, up, down, axis=-1, window=polyphase_filter(up, down))
 
     def filter_sections(self) -> list[np.ndarray]:

@@ -104,6 +104,15 @@ class FinetuneArguments:
         if self.aggregation_layer is not None and self.aggregation not in (None, "layer"):
             raise ValueError(f"--aggregation_layer is used only with --aggregation layer, not {self.aggregation!r}.")
 
+    def check_model(self) -> None:
+        """`--model` is a folder or a Hub id that can be reached (`model_source`); run first, before loading it."""
+        from .argument_types import model_source
+
+        try:
+            model_source(self.model)
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"--model: {error}") from None
+
     def check_against(self, config) -> None:
         """The checks that need the model's config: the layer index must exist. Run before any data is read."""
         depth = config.num_hidden_layers
@@ -164,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.finetune import finetune, load_classifier
 
     options, training_args, data = args.finetune_args, args.training_args, args.data_args
+    options.check_model()
     options.check_against(EcgPmaConfig.from_pretrained(options.model))
     extractor = EcgPmaFeatureExtractor.from_pretrained(options.model)
     augment = RandAugment() if options.augment else None

@@ -8,14 +8,14 @@ import os
 import sys
 
 from ..constants import DTYPES
-from .argument_types import non_negative_int, output_file, positive_int
+from .argument_types import model_source, non_negative_int, output_file, positive_int
 from .data_arguments import add_lead_arguments, lead_options
 
 
 def add_parser(commands) -> None:
 
     predict = commands.add_parser("predict", help="per-label probabilities and layer weights for WFDB records")
-    predict.add_argument("model")
+    predict.add_argument("model", type=model_source, help="a saved classifier folder or Hub id")
     predict.add_argument(
         "records", nargs="+", help="WFDB record paths (with or without .hea), or folders of records (with --output)"
     )
@@ -60,7 +60,7 @@ def add_parser(commands) -> None:
     predict.add_argument(
         "--num-workers", type=non_negative_int, default=2, help="processes reading records while screening"
     )
-    predict.set_defaults(handler=run)
+    predict.set_defaults(handler=run, usage_error=predict.error)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,13 +69,19 @@ def run(args: argparse.Namespace) -> int:
     from ..serving.inference import predict_records
     from ..serving.loading import decision_thresholds, load_trained_classifier
 
+    screening = args.output is not None or any(os.path.isdir(record) for record in args.records)
+    # usage errors (exit status 2, as argparse's), before the model is loaded
+    if screening and args.output is None:
+        args.usage_error("a folder of records is screened into a CSV: pass --output predictions.csv.")
+    if screening and (args.compile or args.dtype != "fp32"):
+        args.usage_error("--output screening runs fp32 without --compile (or --backend onnxruntime).")
     model = load_trained_classifier(
         args.model, AutoModelForSequenceClassification, trust_remote_code=args.trust_remote_code
     )
     extractor = AutoFeatureExtractor.from_pretrained(
         args.model, trust_remote_code=args.trust_remote_code, **lead_options(args)
     )
-    if args.output is not None or any(os.path.isdir(record) for record in args.records):
+    if screening:
         return run_screening(args, model, extractor)
     predictions = predict_records(
         model,
@@ -111,10 +117,6 @@ def run_screening(args: argparse.Namespace, model, extractor) -> int:
     """Folders and records screened into `--output` (see `ecg_pma.serving.screening`); exit status 1 if any record failed."""
     from ..serving.screening import screen_records
 
-    if args.output is None:
-        raise SystemExit("ecg-pma predict: a folder of records is screened into a CSV: pass --output predictions.csv.")
-    if args.compile or args.dtype != "fp32":
-        raise SystemExit("ecg-pma predict: --output screening runs fp32 without --compile (or --backend onnxruntime).")
     summary = screen_records(
         model,
         extractor,

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+from pathlib import Path
 
 from ..constants import MIXED_PRECISIONS, PRESET_NAMES, PRETRAINING_AGGREGATIONS
 from .argument_types import (
+    model_source,
     non_negative_float,
     non_negative_int,
     output_directory,
@@ -13,6 +18,7 @@ from .argument_types import (
     positive_int,
 )
 from .data_arguments import (
+    add_bad_record_arguments,
     add_data_arguments,
     add_training_data_arguments,
     load_pretraining_data,
@@ -24,9 +30,12 @@ def add_parser(commands) -> None:
     pre = commands.add_parser("pretrain", help="masked-modeling pre-training with Accelerate (last or IPA)")
     add_data_arguments(pre, mixture=True)
     add_training_data_arguments(pre)
+    add_bad_record_arguments(pre)
     pre.add_argument("--output-dir", type=output_directory, required=True)
     pre.add_argument("--preset", choices=PRESET_NAMES, default="vit-b-paper")
-    pre.add_argument("--config", default=None, help="a config.json folder instead of --preset")
+    pre.add_argument(
+        "--config", default=None, type=model_source, help="a config.json folder (or Hub id) instead of --preset"
+    )
     pre.add_argument(
         "--pretraining-aggregation",
         choices=PRETRAINING_AGGREGATIONS,
@@ -123,5 +132,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         train, protocol = load_pretraining_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     result = pretrain(EcgPmaForPreTraining(config), train, training_args, extractor, protocol=protocol)
+    report = getattr(train, "report", None)
+    if report is not None and int(os.environ.get("RANK", "0")) == 0:  # streamed: the counts are complete now
+        for line in report.summary():
+            logging.getLogger(__name__).warning(line)
+        (Path(args.output_dir) / "pretraining_data.json").write_text(json.dumps(protocol, indent=2))
     print(f"Pre-trained for {result.global_step} steps; model saved to {result.output_dir}")
     return 0
