@@ -175,3 +175,29 @@ def test_predict_on_a_dead_lead_equals_predict_without_the_lead(mimic, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = json.loads(result.stdout)
     assert predictions[0]["probabilities"] == predictions[1]["probabilities"]
+
+
+def test_finetune_data_reads_dead_leads_as_absent(mimic, tmp_path):
+    """`finetune`'s data path (every split, as training crops or evaluation windows) with the lead options."""
+    from ecg_pma.commands.data_arguments import load_training_data
+    from ecg_pma.commands.finetune import parse_finetune_arguments
+
+    arguments = [
+        "--data", mimic, "--data-format", "mimic-iv-ecg", "--model", ".", "--output_dir", tmp_path / "out",
+        "--cache-dir", tmp_path / "cache", "--allow-missing-leads", "--nan-policy", "interpolate",
+    ]  # fmt: skip
+    namespace, _ = parse_finetune_arguments([str(argument) for argument in arguments])
+    extractor = EcgPmaFeatureExtractor.from_model_config(CONFIG)
+    _, splits, protocol = load_training_data(namespace.data_args, extractor)
+    assert protocol["nan_policy"] == "interpolate" and not extractor.allow_missing_leads  # the model's own is kept
+    masks = {}
+    for split, rows in splits.items():
+        table = rows.rows if split == "train" else rows
+        column = "present_leads" if split == "train" else "lead_mask"
+        if not len(table):  # a split the six studies' subjects do not hash into
+            continue
+        for record_id, mask in zip(table["record_id"], table[column]):
+            masks[record_id] = np.asarray(mask).reshape(-1, 12)[0]
+    assert masks[DEAD_LEAD_STUDY].tolist() == [lead != "III" for lead in LEADS]
+    assert masks[FLAT_LEAD_STUDY].tolist() == [lead != "V4" for lead in LEADS]
+    assert masks[NAN_RUN_STUDY].all()
