@@ -587,19 +587,19 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
     def live_leads(self, signal: np.ndarray, name: str) -> np.ndarray:
         """
         Which model leads of `signal (model_leads, samples)` (absent ones rows of NaN) the record really has: a dead
-        lead (no finite sample, or flat: the standard deviation of its finite samples below `flat_lead_threshold`
-        over the whole record, an unplugged electrode) is an absent lead wherever a lead may be missing (not in
+        lead (no finite sample, or flat: its finite samples spanning less than `flat_lead_threshold` mV over the
+        whole record, an unplugged electrode) is an absent lead wherever a lead may be missing (not in
         `required_lead_names()`), so the record is read as the same record without it. A required lead with no
         finite sample raises; a required flat lead stays present (as zeros). Returns `present` and `flat`,
         each `(model_leads,)` bool.
         """
         finite = np.isfinite(signal)
-        counts = finite.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = np.where(finite, signal, 0.0)
-            means = values.sum(axis=1) / np.maximum(counts, 1)
-            spread = np.sqrt((np.where(finite, signal - means[:, None], 0.0) ** 2).sum(axis=1) / np.maximum(counts, 1))
-        empty = counts == 0  # an absent lead or a dead one: `reorder_leads` has refused absent required leads
+        complete, empty = finite.all(axis=1), ~finite.any(axis=1)  # empty: absent (refused if required) or dead
+        # peak to peak: a quarter of a standard deviation's cost per record (NaN for a lead with a NaN sample)
+        with np.errstate(invalid="ignore"):
+            spread = np.ptp(signal, axis=1)
+        for row in np.flatnonzero(~complete & ~empty):
+            spread[row] = np.ptp(signal[row, finite[row]])
         flat = ~empty & (spread < self.flat_lead_threshold)
         required = set(self.required_lead_names())
         may_be_missing = np.array([lead not in required for lead in self.lead_names])
