@@ -89,6 +89,15 @@ def model_source(text: str) -> str:
     return text
 
 
+def require_model_source(value: str, option: str) -> None:
+    """`model_source` where a command starts (not when its line is parsed, which needs no model to exist): a model
+    that is neither a folder nor a reachable Hub id stops the command with `OPTION: no such folder ...`."""
+    try:
+        model_source(value)
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"{option}: {error}") from None
+
+
 def hub_unreachable(repo_id: str) -> str | None:
     """Why `repo_id` cannot be loaded from the Hub (`HF_ENDPOINT`, `HF_HUB_OFFLINE` honoured), or None if it can."""
     from huggingface_hub import constants, file_exists, try_to_load_from_cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .argument_types import int_in_range, model_source, output_file
+from .argument_types import int_in_range, output_file, require_model_source
 
 
 # The opsets torch.onnx's TorchScript exporter writes (torch.onnx._constants; a test keeps these in step), here
@@ -15,7 +15,7 @@ MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 7, 20, 17
 
 def add_parser(commands) -> None:
     export = commands.add_parser("export-onnx", help="export a saved classifier to ONNX (dynamic batch)")
-    export.add_argument("model_dir", type=model_source)
+    export.add_argument("model_dir")
     export.add_argument("output", type=output_file)
     export.add_argument("--opset", type=int_in_range(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET)
     export.add_argument(
@@ -33,6 +33,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_model_source(args.model_dir, "model_dir")
     from ..serving.onnx_export import export_onnx
 
     spec = export_onnx(args.model_dir, args.output, opset=args.opset, optimize=args.optimize, quantize=args.quantize)

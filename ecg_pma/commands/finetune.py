@@ -105,13 +105,10 @@ class FinetuneArguments:
             raise ValueError(f"--aggregation_layer is used only with --aggregation layer, not {self.aggregation!r}.")
 
     def check_model(self) -> None:
-        """`--model` is a folder or a Hub id that can be reached (`model_source`); run first, before loading it."""
-        from .argument_types import model_source
+        """`--model` is a folder or a Hub id that can be reached; run first, before loading it."""
+        from .argument_types import require_model_source
 
-        try:
-            model_source(self.model)
-        except argparse.ArgumentTypeError as error:
-            raise ValueError(f"--model: {error}") from None
+        require_model_source(self.model, "--model")
 
     def check_against(self, config) -> None:
         """The checks that need the model's config: the layer index must exist. Run before any data is read."""

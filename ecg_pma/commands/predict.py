@@ -8,14 +8,14 @@ import os
 import sys
 
 from ..constants import DTYPES
-from .argument_types import model_source, non_negative_int, output_file, positive_int
+from .argument_types import non_negative_int, output_file, positive_int, require_model_source
 from .data_arguments import add_lead_arguments, lead_options
 
 
 def add_parser(commands) -> None:
 
     predict = commands.add_parser("predict", help="per-label probabilities and layer weights for WFDB records")
-    predict.add_argument("model", type=model_source, help="a saved classifier folder or Hub id")
+    predict.add_argument("model", help="a saved classifier folder or Hub id")
     predict.add_argument(
         "records", nargs="+", help="WFDB record paths (with or without .hea), or folders of records (with --output)"
     )
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..serving.inference import predict_records
     from ..serving.loading import decision_thresholds, load_trained_classifier
 
+    require_model_source(args.model, "model")
     screening = args.output is not None or any(os.path.isdir(record) for record in args.records)
     # usage errors (exit status 2, as argparse's), before the model is loaded
     if screening and args.output is None:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from ..constants import MIXED_PRECISIONS, PRESET_NAMES, PRETRAINING_AGGREGATIONS
 from .argument_types import (
-    model_source,
     non_negative_float,
     non_negative_int,
     output_directory,
     positive_float,
     positive_int,
+    require_model_source,
 )
 from .data_arguments import (
     add_bad_record_arguments,
@@ -33,9 +33,7 @@ def add_parser(commands) -> None:
     add_bad_record_arguments(pre)
     pre.add_argument("--output-dir", type=output_directory, required=True)
     pre.add_argument("--preset", choices=PRESET_NAMES, default="vit-b-paper")
-    pre.add_argument(
-        "--config", default=None, type=model_source, help="a config.json folder (or Hub id) instead of --preset"
-    )
+    pre.add_argument("--config", default=None, help="a config.json folder (or Hub id) instead of --preset")
     pre.add_argument(
         "--pretraining-aggregation",
         choices=PRETRAINING_AGGREGATIONS,
@@ -85,6 +83,8 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        require_model_source(args.config, "--config")
     from transformers import set_seed
 
     from ..configuration_ecg_pma import EcgPmaConfig

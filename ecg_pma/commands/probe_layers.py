@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..constants import HEAD_TYPES, PROBE_GATES
-from .argument_types import model_source, output_directory, positive_int
+from .argument_types import output_directory, positive_int, require_model_source
 from .data_arguments import add_data_arguments, load_windows
 
 
@@ -16,7 +16,7 @@ def add_parser(commands) -> None:
         "probe-layers", help="the layer-wise probing study: a probe per layer plus PPA and PMA"
     )
     add_data_arguments(probe)
-    probe.add_argument("--model", required=True, type=model_source, help="a pre-trained model folder or Hub id")
+    probe.add_argument("--model", required=True, help="a pre-trained model folder or Hub id")
     probe.add_argument("--output-dir", type=output_directory, required=True)
     probe.add_argument("--epochs", type=positive_int, default=100)
     probe.add_argument(
@@ -39,6 +39,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_model_source(args.model, "--model")
     from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
     from ..modeling_ecg_pma import EcgPmaModel
     from ..training.probe_layers import probe_layers
