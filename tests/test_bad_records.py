@@ -79,6 +79,7 @@ def test_prepared_records_skip_an_unreadable_record_and_an_unusable_one(corpora,
     assert sorted(reasons) == sorted([TRUNCATED_STUDY, DEAD_LEAD_STUDY]) and dropped == []
     assert reasons[TRUNCATED_STUDY].startswith("unreadable: ") and TRUNCATED_STUDY in reasons[TRUNCATED_STUDY]
     assert "['V2'] have no finite sample" in reasons[DEAD_LEAD_STUDY]
+    assert reasons[DEAD_LEAD_STUDY].endswith(f"/s{DEAD_LEAD_STUDY}/{DEAD_LEAD_STUDY})")  # (file PATH): where it is
     assert sorted(rows["record_id"]) == sorted(
         study for studies in MIMIC_STUDIES.values() for study in studies if study not in reasons
     )

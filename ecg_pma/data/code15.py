@@ -133,9 +133,9 @@ def _generate_code_rows(chunks: list[dict], lead_names: list[str]):
                     }
 
 
-def chunk_record_ids(chunk: dict) -> list[str]:
-    """The exam ids of one chunk (what is skipped when its file cannot be read)."""
-    return [str(record_id) for record_id in chunk["exams"]["record_id"]]
+def chunk_record_files(chunk: dict) -> dict[str, str]:
+    """The exams of one chunk with their file (what is skipped when it cannot be read)."""
+    return dict.fromkeys((str(record_id) for record_id in chunk["exams"]["record_id"]), str(chunk["file"]))
 
 
 def build_code_splits(
@@ -178,7 +178,7 @@ def build_code_splits(
             _generate_code_rows,
             "chunks",
             {"lead_names": tuple(lead_names)},
-            record_ids=chunk_record_ids,
+            record_files=chunk_record_files,
         )
     gen_kwargs = {"lead_names": tuple(lead_names)}  # a tuple: not sharded
     return DatasetDict(

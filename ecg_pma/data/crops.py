@@ -238,6 +238,7 @@ def _streamed_model_rate_rows(
     for part in parts:
         # skipping needs each item read on its own: an error ends the generator reading it
         for items in [[item] for item in part] if bad_records == "skip" else [part]:
+            files = {name: path for item in items for name, path in reader.record_files(item).items()}
             for row in _rows_or_problems(reader, items, bad_records):
                 record_id = record_prefix + str(row["record_id"])
                 labels = row["labels"] if keep_labels else []
@@ -273,9 +274,10 @@ def _streamed_model_rate_rows(
                         )
                     )
                 except ValueError as error:
+                    where = ValueError(f"{error} (file {files.get(str(row['record_id']), '?')})")
                     if bad_records != "skip":
-                        raise
-                    yield empty_row(record_id, labels, problem_text(error))
+                        raise where from error
+                    yield empty_row(record_id, labels, problem_text(where))
                     continue
                 for segment in segments:
                     yield {**segment, "problem": ""}
@@ -296,7 +298,7 @@ def _rows_or_problems(reader: RecordReader, items: list, bad_records: str):
                 raise
             problem = "unreadable: " + problem_text(error)
             for item in items:
-                for record_id in reader.record_ids(item):
+                for record_id in reader.record_files(item):
                     if record_id not in read:
                         yield {"record_id": record_id, "labels": None, "problem": problem}
             return

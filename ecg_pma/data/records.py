@@ -172,9 +172,9 @@ def cache_split(
         raise cause from error
 
 
-def row_record_ids(item: dict) -> list[str]:
-    """The record ids one item of a WFDB loader's split stands for: its own."""
-    return [str(item["record_id"])]
+def row_record_files(item: dict) -> dict[str, str]:
+    """The records one item of a WFDB loader's split stands for (its own), with their file."""
+    return {str(item["record_id"]): str(item["path"])}
 
 
 @dataclass
@@ -184,14 +184,15 @@ class RecordReader:
     loader's rows (numpy signals), any sub-list of `items` (files, chunks of exams) its share of them. A loader's
     `streaming=True` split carries it as `record_reader`: [`prepare_streamed_records`] reads the rows through it,
     without the `IterableDataset`'s per-row encoding and formatting (a fifth of the time per record).
-    `record_ids(item)` names the records an item stands for (what is skipped when it cannot be read).
+    `record_files(item)` names the records an item stands for and their file (`{record_id: path}`): what is skipped
+    when it cannot be read, and where an error about one of them points.
     """
 
     generator: Callable[..., Iterator[dict]]
     key: str
     items: list
     kwargs: dict
-    record_ids: Callable[[object], list[str]] = row_record_ids
+    record_files: Callable[[object], dict[str, str]] = row_record_files
 
     def read(self, items: list | None = None) -> Iterator[dict]:
         return self.generator(**{self.key: self.items if items is None else items}, **self.kwargs)
@@ -203,7 +204,7 @@ def stream_splits(
     generator,
     key: str,
     gen_kwargs: dict,
-    record_ids: Callable[[object], list[str]] = row_record_ids,
+    record_files: Callable[[object], dict[str, str]] = row_record_files,
 ) -> IterableDatasetDict:
     """One `IterableDataset` per split over `generator(**{key: sources}, **gen_kwargs)`: nothing written to disk; the
     `sources` list is what data-loader workers and `split_dataset_by_node` share out (one shard per item). Each
@@ -213,7 +214,7 @@ def stream_splits(
         stream = IterableDataset.from_generator(
             generator, features=features, gen_kwargs={key: list(sources), **gen_kwargs}
         )
-        stream.record_reader = RecordReader(generator, key, list(sources), dict(gen_kwargs), record_ids)
+        stream.record_reader = RecordReader(generator, key, list(sources), dict(gen_kwargs), record_files)
         splits[split] = stream
     return IterableDatasetDict(splits)
 
