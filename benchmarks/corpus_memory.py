@@ -1,18 +1,21 @@
 """
-Private resident memory while loading and iterating a corpus, at two corpus sizes: a synthetic CODE-15%-layout corpus
-(`exams.csv` + `exams_part*.hdf5`, 400 Hz, zero-padded to 4,096 samples) of a few thousand exams, read straight into
-model-rate Arrow shards (`prepare_streamed_records`, what `pretrain` does) and iterated one random crop per record
-through a DataLoader, memory-mapped; then the same corpus streamed from the HDF5 files (`stream_training_records`,
-shuffle buffer, what `pretrain --streaming` does). Each measurement in a fresh process. Bounded memory = the peak does
-not grow with the corpus. Prints one JSON line.
+Private resident memory while loading and iterating a corpus, at several corpus sizes: a synthetic CODE-15%-layout
+corpus (`exams.csv` + `exams_part*.hdf5`, 400 Hz, zero-padded to 4,096 samples) written as two halves, read straight
+into model-rate Arrow shards (`prepare_streamed_records`, what `pretrain` does) and iterated one random crop per record
+through a DataLoader, memory-mapped; then the same two halves streamed from the HDF5 files as a mixture of two corpora
+through the command's own pipeline (`load_streaming_training_data`: record-id prefixes, interleaving, shuffle buffer,
+crops; what `pretrain --streaming --data code15:A --data code15:B` does) at each `--shuffle-buffers` size. Each
+measurement in a fresh process. Bounded memory = the peak does not grow with the corpus, and the streamed one follows
+the shuffle buffer. Prints one JSON line.
 
-    python benchmarks/corpus_memory.py [--sizes 1000 3000]
+    python benchmarks/corpus_memory.py [--sizes 2000 10000 40000] [--shuffle-buffers 50 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +31,9 @@ from common import machine_info
 from torch.utils.data import DataLoader
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
-from ecg_pma.data import EcgTrainingDataset, load_code15, stream_training_records
+from ecg_pma.cli import build_parser
+from ecg_pma.commands.data_arguments import load_streaming_training_data
+from ecg_pma.data import EcgTrainingDataset, load_code15
 from ecg_pma.data.code15 import CODE_LABELS
 from ecg_pma.data.crops import fix_malloc_mmap_threshold, prepare_streamed_records
 from ecg_pma.training import EcgDataCollator
@@ -84,62 +89,88 @@ def iterate(dataset, config, peak: list[float]) -> int:
     return rows
 
 
-def measure(mode: str, root: Path, cache: Path) -> dict:
+def measure(mode: str, root: Path, cache: Path, shuffle_buffer: int) -> dict:
     """
-    One mode on one corpus, in this (fresh) process: `cached` reads the HDF5 files straight into model-rate Arrow
-    shards (`prepare_streamed_records`, as `pretrain` does) and iterates one random crop per record, memory-mapped;
-    `streamed` crops the records as they are read (`stream_training_records`, as `pretrain --streaming` does).
+    One mode on one corpus (its halves `root/a`, `root/b`), in this (fresh) process: `cached` reads the HDF5 files
+    straight into model-rate Arrow shards (`prepare_streamed_records`, as `pretrain` does) and iterates one random crop
+    per record, memory-mapped; `streamed` crops the records as they are read, through `pretrain --streaming`'s own
+    pipeline (`load_streaming_training_data`, the two halves a mixture of two corpora, `shuffle_buffer` records).
     """
     config = EcgPmaConfig.from_preset("vit-b-paper")
     extractor = EcgPmaFeatureExtractor.from_model_config(config)
     if mode == "streamed":
         fix_malloc_mmap_threshold()  # as `pretrain --streaming` does
     baseline = resident_mb()
-    stream = load_code15(root, streaming=True, validation_fraction=0, test_fraction=0)["train"]
     peak: list[float] = []
+    start = time.perf_counter()
     if mode == "cached":
-        start = time.perf_counter()
-        rows, extractor, _ = prepare_streamed_records(stream, extractor, cache_dir=cache)
+        parts = []
+        for half in ("a", "b"):
+            stream = load_code15(root / half, streaming=True, validation_fraction=0, test_fraction=0)["train"]
+            rows, crop_extractor, _ = prepare_streamed_records(stream, extractor, cache_dir=cache)
+            parts.append(rows)
         prepared = resident_mb()
-        count = iterate(EcgTrainingDataset(rows, extractor), config, peak)
+        count = iterate(EcgTrainingDataset(datasets.concatenate_datasets(parts), crop_extractor), config, peak)
         return {
             "rows": count,
             "seconds": round(time.perf_counter() - start, 1),
             "rss_growth_prepare_mb": round(prepared - baseline, 1),
             "rss_growth_peak_iterating_mb": round(max(peak) - baseline, 1),
         }
-    count = iterate(stream_training_records(stream, extractor, shuffle_buffer=256).with_format("torch"), config, peak)
-    return {"rows": count, "rss_growth_peak_iterating_mb": round(max(peak) - baseline, 1)}
+    arguments = ["pretrain", "--data", f"code15:{root / 'a'}", "--data", f"code15:{root / 'b'}", "--streaming"]
+    arguments += ["--all-splits", "--shuffle-buffer", str(shuffle_buffer), "--output-dir", str(cache / "out")]
+    args = build_parser().parse_args(arguments + ["--max-steps", "1"])
+    stream, _ = load_streaming_training_data(args, extractor, all_splits=True)
+    count = iterate(stream.with_format("torch"), config, peak)
+    return {
+        "rows": count,
+        "seconds": round(time.perf_counter() - start, 1),
+        "rss_growth_peak_iterating_mb": round(max(peak) - baseline, 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000])
-    parser.add_argument("--measure", nargs=3, metavar=("MODE", "CORPUS", "CACHE"), help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
+    parser.add_argument("--shuffle-buffers", type=int, nargs="+", default=[50, 1000])
+    parser.add_argument("--measure", nargs=4, metavar=("MODE", "CORPUS", "CACHE", "BUFFER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     datasets.disable_progress_bars()
     torch.set_num_threads(1)
     if args.measure:  # one measurement, in a fresh process started by the loop below
-        mode, root, cache = args.measure
-        print(json.dumps(measure(mode, Path(root), Path(cache))))
+        mode, root, cache, buffer = args.measure
+        print(json.dumps(measure(mode, Path(root), Path(cache), int(buffer))))
         return
     report = {"benchmark": "corpus_memory", **machine_info(), "corpora": {}}
+    modes = ["cached", *(f"streamed_buffer_{size}" for size in args.shuffle_buffers)]
     with tempfile.TemporaryDirectory() as workdir:
         for exams in args.sizes:
             root = Path(workdir) / f"corpus{exams}"
-            write_corpus(root, exams)
+            write_corpus(root / "a", exams // 2)
+            write_corpus(root / "b", exams - exams // 2, seed=1)
             report["corpora"][str(exams)] = {}
-            for mode in ("cached", "streamed"):
+            for mode in modes:
+                kind, buffer = ("cached", 0) if mode == "cached" else ("streamed", mode.rsplit("_", 1)[1])
                 # each in a fresh process: what one measurement allocated cannot shift the next one's baseline
-                command = [sys.executable, __file__, "--measure", mode, str(root), f"{workdir}/cache{exams}"]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--measure",
+                    kind,
+                    str(root),
+                    f"{workdir}/cache{exams}",
+                    str(buffer),
+                ]
                 result = subprocess.run(command, capture_output=True, text=True, check=True)
                 report["corpora"][str(exams)][mode] = json.loads(result.stdout.strip().splitlines()[-1])
+            print(json.dumps({"corpus": exams, **report["corpora"][str(exams)]}), file=sys.stderr, flush=True)
+            shutil.rmtree(root)  # the largest corpora take gigabytes
     small, large = (report["corpora"][str(size)] for size in (min(args.sizes), max(args.sizes)))
     report["peak_growth_ratio_large_vs_small"] = {
         mode: round(
             large[mode]["rss_growth_peak_iterating_mb"] / max(small[mode]["rss_growth_peak_iterating_mb"], 1.0), 2
         )
-        for mode in ("cached", "streamed")
+        for mode in modes
     }
     print(json.dumps(report))
 

@@ -39,6 +39,9 @@ from common import CHALLENGE_RECORDS, machine_info  # noqa: E402
 from corpus_memory import write_corpus  # noqa: E402
 
 
+CODE15_EXAMS = 345_779  # exams in the real CODE-15% (exams.csv of Zenodo 4916206)
+
+
 def raw_limit(files: list[Path], model_rate: float, design_once: bool) -> tuple[int, float]:
     """
     What one core can do at best: the exams of `files` read from HDF5 in batches, the padding stripped and each
@@ -116,7 +119,13 @@ def corpus_row(records: int, repeats: int) -> dict:
         "repeats": repeats,
         "records_per_s_single": round(wall["num_proc_1"], 1),
         "records_per_s_num_proc_2": round(wall["num_proc_2"], 1),
+        "records_per_s_per_process_num_proc_2": round(wall["num_proc_2"] / 2, 1),
         "speedup_num_proc_2": round(wall["num_proc_2"] / wall["num_proc_1"], 2),
+        # the real CODE-15% at these rates (wall clock, this machine; more processes scale as the limit row allows)
+        "projected_hours_code15": {
+            "exams": CODE15_EXAMS,
+            **{f"num_proc_{n}": round(CODE15_EXAMS / wall[f"num_proc_{n}"] / 3600, 2) for n in (1, 2)},
+        },
         "limit_records_per_s_one_core": round(wall["limit"], 1),
         "limit_records_per_s_two_processes": round(wall["limit_two_processes"], 1),
         "limit_speedup_two_processes": round(wall["limit_two_processes"] / wall["limit"], 2),

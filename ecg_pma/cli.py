@@ -48,6 +48,18 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
+def _request_url(error: BaseException) -> str:
+    """` URL` of the request an HTTP client's error (or one it was raised from) was about, else empty."""
+    for cause in _chain(error):
+        try:
+            url = cause.request.url  # httpx raises RuntimeError when the error carries no request
+        except (AttributeError, RuntimeError):
+            continue
+        if url:
+            return f" {url}"
+    return ""
+
+
 def describe_error(error: BaseException) -> str:
     """
     One or two lines for a user: what failed, naming the file or record, from our own errors and from the library
@@ -66,7 +78,7 @@ def describe_error(error: BaseException) -> str:
     if name in ("HfHubHTTPError", "RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
         return _first_line(str(error))
     if name in ("ConnectError", "ConnectTimeout", "ConnectionError", "ReadTimeout"):
-        return f"could not reach the server: {_first_line(str(error))}"
+        return f"could not reach the server{_request_url(error)}: {_first_line(str(error))}"
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.strerror or name}: {error.filename}"
     return _first_line(str(error)) or name

@@ -43,3 +43,8 @@ TRAINING_OPTIONS = {
     "learning_rate": ("--learning-rate", ("--learning_rate",), "the peak learning rate"),
     "seed": ("--seed", (), "seeds the new weights, the data order, crops, masks and lead sets"),
 }
+
+# The feature extractor's NaN/inf policy (feature_extraction_ecg_pma.py: NAN_POLICIES, self-contained like the config).
+NAN_POLICIES = ("raise", "interpolate", "zero")
+# What pre-training does with a record it cannot read or use (data/crops.py: BAD_RECORD_POLICIES).
+BAD_RECORD_POLICIES = ("raise", "skip")

@@ -129,6 +129,25 @@ def polyphase_filter(up: int, down: int) -> np.ndarray:
     return coefficients
 
 
+# The polyphase resampler's factors are kept at most this large (its filter has 20 taps per unit of the larger one).
+MAX_RESAMPLING_FACTOR = 1000
+
+
+def resampling_factors(model_rate: float, input_rate: float) -> tuple[int, int]:
+    """
+    `(up, down)` for `resample_poly` from `input_rate` to `model_rate`: the exact ratio when its smaller term is at
+    most `MAX_RESAMPLING_FACTOR` (500 -> 100 Hz: 1/5; 257 -> 100: 100/257), else its closest fraction with that
+    bound, which puts the output rate within 0.1 % of the model rate (at most one sample in 1,000). An odd rate such
+    as 7,322.62 Hz then costs what 500 Hz does (its exact ratio asked for a filter of ~100 million taps).
+    """
+    ratio = Fraction(model_rate) / Fraction(float(input_rate))
+    if ratio >= 1:  # bound the denominator of the ratio or of its inverse: the smaller term
+        ratio = 1 / (1 / ratio).limit_denominator(MAX_RESAMPLING_FACTOR)
+    else:
+        ratio = ratio.limit_denominator(MAX_RESAMPLING_FACTOR)
+    return ratio.numerator, ratio.denominator
+
+
 def canonical_lead_key(name: str) -> str:
     """Case-, space- and punctuation-insensitive lead key: `aVR`, `AVR`, `avr`, `Lead aVR`, `a-VR` -> `avr`."""
     return _canonical_lead_key(str(name))
@@ -182,6 +201,27 @@ def lead_order(
     extra = tuple(lead for lead, key in zip(given, keys) if key not in model_keys)
     source_rows = tuple(keys.index(key) if key in keys else None for key in model_keys)
     return source_rows, extra, missing
+
+
+def check_header_rate(header_path: str) -> None:
+    """
+    Refuses a WFDB header whose record line gives a sampling frequency that is not a positive number: wfdb reads
+    `-500` as its default 250 Hz and `0` as 0, so the error names the header and the value instead.
+    """
+    with open(header_path, encoding="latin-1") as handle:
+        record_line = next((line for line in handle if line.strip() and not line.lstrip().startswith("#")), "")
+    fields = record_line.split()
+    if len(fields) < 3:
+        return  # no frequency given: WFDB's default, 250 Hz
+    token = re.split(r"[/(]", fields[2], maxsplit=1)[0]
+    try:
+        rate = float(token)
+    except ValueError:
+        rate = float("nan")
+    if not np.isfinite(rate) or rate <= 0:
+        raise ValueError(
+            f"WFDB header {header_path}: sampling frequency {fields[2]!r} is not a positive number of Hz."
+        )
 
 
 ACCEPTED_INPUTS = (
@@ -286,7 +326,9 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             between `min_duration` and a full window are padded at the end with `padding_value`. By default a full
             window is required.
         nan_policy (`str`): `"raise"` (default), `"interpolate"` (linear in time, per lead) or `"zero"` for NaN/inf
-            samples. A lead that is entirely NaN always raises.
+            samples of the leads read. A dead lead (entirely NaN, or flat over the whole record) is an absent lead
+            where leads may be missing (`allow_missing_leads`, `required_leads`); a required lead that is entirely
+            NaN raises.
         allow_missing_leads (`bool`): accept records with any subset of `lead_names` (at least one); the missing
             leads are filled with `padding_value` and marked absent in `lead_mask`, so the model ignores them. Off by
             default.
@@ -437,6 +479,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             record_path = record_path[: -len(".hea")]
         if not os.path.exists(record_path + ".hea"):
             raise FileNotFoundError(f"WFDB record {record_path!r}: header file {record_path}.hea not found.")
+        check_header_rate(record_path + ".hea")
         try:
             return wfdb.rdrecord(record_path)
         except FileNotFoundError as error:
@@ -566,7 +609,44 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             return signal
         return signal * np.asarray(factors)[:, None]
 
+    def live_leads(self, signal: np.ndarray, name: str) -> np.ndarray:
+        """
+        Which model leads of `signal (model_leads, samples)` (absent ones rows of NaN) the record really has: a dead
+        lead (no finite sample, or flat: its finite samples spanning less than `flat_lead_threshold` mV over the
+        whole record, an unplugged electrode) is an absent lead wherever a lead may be missing (not in
+        `required_lead_names()`), so the record is read as the same record without it. A required lead with no
+        finite sample raises; a required flat lead stays present (as zeros). Returns `present` and `flat`,
+        each `(model_leads,)` bool.
+        """
+        finite = np.isfinite(signal)
+        complete, empty = finite.all(axis=1), ~finite.any(axis=1)  # empty: absent (refused if required) or dead
+        # peak to peak: a quarter of a standard deviation's cost per record (NaN for a lead with a NaN sample)
+        with np.errstate(invalid="ignore"):
+            spread = np.ptp(signal, axis=1)
+        for row in np.flatnonzero(~complete & ~empty):
+            spread[row] = np.ptp(signal[row, finite[row]])
+        flat = ~empty & (spread < self.flat_lead_threshold)
+        required = set(self.required_lead_names())
+        may_be_missing = np.array([lead not in required for lead in self.lead_names])
+        required_empty = [lead for lead, bad in zip(self.lead_names, empty & ~may_be_missing) if bad]
+        if required_empty:
+            raise ValueError(
+                f"{name}: lead(s) {required_empty} have no finite sample (dead leads). Allow missing leads "
+                "(`allow_missing_leads=True`, --allow-missing-leads, or a smaller `required_leads`) to read a dead "
+                "lead as absent."
+            )
+        dead = flat & may_be_missing
+        if dead.any():
+            logger.info(
+                f"{name}: flat lead(s) {[lead for lead, bad in zip(self.lead_names, dead) if bad]} read as absent."
+            )
+        present = ~empty & ~dead
+        if not present.any():
+            raise ValueError(f"{name}: every lead is dead (no finite sample, or flat over the whole record).")
+        return present, flat
+
     def handle_non_finite(self, signal: np.ndarray, name: str, lead_names: list[str]) -> np.ndarray:
+        """NaN/inf samples of `signal (leads, samples)` (every lead with at least one finite sample) by `nan_policy`."""
         bad = ~np.isfinite(signal)
         if not bad.any():
             return signal
@@ -577,8 +657,6 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         signal = signal.copy()
         for row in np.flatnonzero(bad.any(axis=1)):
             good = ~bad[row]
-            if not good.any():
-                raise ValueError(f"{name}: lead {lead_names[row]} has no finite sample.")
             if self.nan_policy == "interpolate":
                 positions = np.arange(signal.shape[1])
                 signal[row, ~good] = np.interp(positions[~good], positions[good], signal[row, good])
@@ -596,8 +674,7 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
             return signal
         if self.resample_method == "fft":
             return scipy_signal.resample(signal, int(signal.shape[-1] * self.sampling_rate / sampling_rate), axis=-1)
-        ratio = Fraction(self.sampling_rate) / Fraction(float(sampling_rate)).limit_denominator(1000)
-        up, down = ratio.numerator, ratio.denominator
+        up, down = resampling_factors(self.sampling_rate, sampling_rate)
         return scipy_signal.resample_poly(signal, up, down, axis=-1, window=polyphase_filter(up, down))
 
     def filter_sections(self) -> list[np.ndarray]:
@@ -699,11 +776,12 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
                 f"{name}: amplitudes up to {amplitude:g} mV, beyond the {MAX_AMPLITUDE_MV:g} mV accepted; "
                 "is the unit right (`units=`, or the header's)?"
             )
+        signal = self.reorder_leads(signal, record.leads, name)  # a copy: absent leads are rows of NaN
+        present, flat = self.live_leads(signal, name)
+        # a flat lead carries no signal: zeros, not its offset, whose resampling edges would ring and be z-scored
+        signal[~present | flat] = 0.0
         if not finite:
-            signal = self.handle_non_finite(signal, name, record.leads)
-        signal = self.reorder_leads(signal, record.leads, name)
-        present = ~np.isnan(signal).all(axis=1)
-        signal[~present] = 0.0
+            signal = self.handle_non_finite(signal, name, self.lead_names)
         duration = signal.shape[1] / fs
         if duration > MAX_RECORD_DURATION_S:
             raise ValueError(

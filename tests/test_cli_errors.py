@@ -104,18 +104,37 @@ def test_pretrain_arguments_are_checked_at_parse_time(capsys, tmp_path, option, 
     ("command", "expected"),
     [
         (
-            ["probe-layers", "--model", "m", "--output-dir", "o", "--num-train-epochs", "0"],
+            ["probe-layers", "--model", ".", "--output-dir", "o", "--num-train-epochs", "0"],
             "argument --num-train-epochs: must be an integer >= 1",
         ),
-        (["evaluate", "--model", "m", "--batch-size", "-1"], "argument --batch-size: must be an integer >= 1"),
-        (["predict", "m", "r", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
+        (["evaluate", "--model", ".", "--batch-size", "-1"], "argument --batch-size: must be an integer >= 1"),
+        (["predict", ".", "r", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
         (
-            ["export-onnx", "m", "out.onnx", "--opset", "0"],
+            ["export-onnx", ".", "out.onnx", "--opset", "0"],
             "argument --opset: must be an integer >= 7 and <= 20, got '0'",
         ),
         (["demo", "--num-records", "0"], "argument --num-records: must be an integer >= 1"),
         (["convert-st-mem", "no_such.pth", "out"], "no_such.pth: no such checkpoint file"),
         (["push", "no_such_folder", "me/repo"], "no_such_folder is not a saved model folder (no config.json)"),
+        # a model that is neither a folder nor a Hub id that can be reached
+        (
+            ["predict", "no/such/model", "r"],
+            "no such folder no/such/model (and not a reachable Hub id: not of the form",
+        ),
+        (
+            ["evaluate", "--model", "missing-model"],
+            "no such folder missing-model (and not a reachable Hub id: ",
+        ),
+        (
+            ["probe-layers", "--model", "./missing", "--output-dir", "o"],
+            "no such folder ./missing (and not a reachable",
+        ),
+        (["export-onnx", "missing-model", "out.onnx"], "model_dir: no such folder missing-model"),
+        (["pretrain", "--data", "d", "--config", "missing", "--output-dir", "o"], "--config: no such folder missing"),
+        (["finetune", "--data", "d", "--model", "missing", "--output_dir", "o"], "--model: no such folder missing"),
+        # screening usage errors are usage errors: exit status 2 and the command's name
+        (["predict", ".", ".", "--output", "x.csv", "--dtype", "bf16"], "ecg-pma predict: error: --output screening"),
+        (["predict", ".", "."], "ecg-pma predict: error: a folder of records is screened into a CSV"),
     ],
 )
 def test_other_commands_check_their_arguments(capsys, tmp_path, command, expected):
@@ -243,7 +262,7 @@ def test_an_unreadable_record_in_a_folder_is_named(capsys, tmp_path):
         "pretrain", "--data", folder, "--data-format", "wfdb", "--cache-dir", tmp_path / "cache", "--all-splits",
         "--output-dir", tmp_path / "out", "--preset", "tiny", "--max-steps", "1",
     )  # fmt: skip  # --all-splits: pretrain reads only the splits it trains on, and E07501 is not in train
-    assert "reading the dataset failed: WFDB record" in err
+    assert "WFDB record" in err and "could not be read" in err  # the record's own error, not datasets' generic one
 
 
 def test_finetune_with_an_out_of_range_layer_fails_before_training(capsys, tmp_path, pretrained_dir):
@@ -284,7 +303,7 @@ def test_push_failures_are_one_line(classifier_dir):
         "push", classifier_dir, "me/ecg", "--token", "hf_x", env={"HF_ENDPOINT": "http://127.0.0.1:9"}
     )
     assert unreachable.returncode == 2 and "Traceback" not in unreachable.stderr, unreachable.stderr[-3000:]
-    assert "ecg-pma push: error: could not reach the server" in unreachable.stderr
+    assert "ecg-pma push: error: could not reach the server http://127.0.0.1:9/" in unreachable.stderr
 
 
 # ------------------------------------------------------------------------------------------------------------ --debug

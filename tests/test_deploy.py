@@ -253,10 +253,14 @@ def test_a_line_cut_short_is_predicted_again(exported, tmp_path):
         screen_records(other, extractor, [str(tmp_path / "folder")], output, num_workers=0)
 
 
-def test_a_folder_without_output_is_refused(exported, tmp_path):
+def test_a_folder_without_output_is_refused(exported, tmp_path, capsys):
     challenge_folder(tmp_path / "folder")
-    with pytest.raises(SystemExit, match="pass --output predictions.csv"):
+    with pytest.raises(SystemExit) as stop:
         cli_main(["predict", str(exported), str(tmp_path / "folder")])
+    assert stop.value.code == 2  # a usage error, as argparse's
+    assert (
+        "ecg-pma predict: error: a folder of records is screened into a CSV: pass --output" in capsys.readouterr().err
+    )
 
 
 def line_count(path: Path) -> int:

@@ -286,7 +286,7 @@ BAD_INPUTS = {
     "empty list": (lambda tmp: ([], {}), r"non-empty list"),
     "dead lead": (
         lambda tmp: (np.where(np.arange(12)[:, None] == 3, np.nan, sine_ecg(2, 100, 10)), {"sampling_rate": 100}),
-        r"input 0: 1000 NaN/inf samples \(first in lead aVR at sample 0\)",
+        r"input 0: lead\(s\) \['aVR'\] have no finite sample \(dead leads\)\. Allow missing leads",
     ),
     "missing header": (
         lambda tmp: (str(tmp / "nothing_here"), {}),
@@ -411,3 +411,34 @@ def test_mixed_inputs_are_listed_flat_in_order_as_typed_records():
         list_single_ecgs([one, {"signal": one}])
     with pytest.raises(ValueError, match=r"got shape \(2, 12, 1000, 1\)"):
         list_single_ecgs(np.zeros((2, 12, 1000, 1)))
+
+
+def test_resampling_factors_are_bounded_for_any_rate():
+    """Odd rates (7,322.62 Hz asked for a ~100-million-tap filter) get factors of at most 1,000, the output rate within
+    0.1 % of the model's; the common rates keep their exact ratio."""
+    from ecg_pma.feature_extraction_ecg_pma import MAX_RESAMPLING_FACTOR, resampling_factors
+
+    assert resampling_factors(100, 500) == (1, 5) and resampling_factors(100, 257) == (100, 257)
+    assert resampling_factors(250, 360) == (25, 36)
+    rates = [7322.621543852552, 1000.123, 73.3, 1.0, 99_999.9, *np.random.default_rng(0).uniform(1, 100_000, 200)]
+    for model_rate in (100, 250, 500):
+        for rate in rates:
+            up, down = resampling_factors(model_rate, rate)
+            assert min(up, down) <= MAX_RESAMPLING_FACTOR, (model_rate, rate, up, down)
+            assert abs(rate * up / down - model_rate) <= 1e-3 * model_rate, (model_rate, rate, up, down)
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    features = extractor(np.random.default_rng(0).normal(size=(12, 73300)), sampling_rate=7322.621543852552)
+    assert features["signals"].shape == (1, 12, 1000)
+
+
+@pytest.mark.parametrize("rate", ["-500", "0", "abc"])
+def test_a_header_rate_that_is_not_positive_is_refused_by_name(tmp_path, rate):
+    for suffix in (".hea", ".mat"):
+        shutil.copy(shared_data_dir("physionet2021") / f"HR06002{suffix}", tmp_path / f"HR06002{suffix}")
+    header = tmp_path / "HR06002.hea"
+    fields = header.read_text().splitlines()
+    record_line = fields[0].split()
+    record_line[2] = rate  # wfdb reads -500 as its default 250 Hz, and 0 as 0
+    header.write_text("\n".join([" ".join(record_line), *fields[1:]]) + "\n")
+    with pytest.raises(ValueError, match=rf"HR06002\.hea: sampling frequency '{rate}' is not a positive number of Hz"):
+        EcgPmaFeatureExtractor()(str(tmp_path / "HR06002"))

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,6 +174,10 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model):
             "model.onnx", "onnx_export.json",
         }  # fmt: skip
         assert not [name for name in files if name.endswith((".bin", ".pt", ".pth", ".pkl"))]
+        local_root = str(Path(trained_model).resolve().parent)
+        assert local_root in (Path(trained_model) / "results.json").read_text()  # the local starting weights
+        for name in ("README.md", "results.json", "results.md"):
+            assert local_root not in files[name].decode(), name  # local paths never leave the machine
         uploaded = load_safetensors_bytes(files["model.safetensors"])
         local = EcgPmaForSequenceClassification.from_pretrained(trained_model).state_dict()
         assert set(uploaded) == set(local) and all(torch.equal(uploaded[k], local[k]) for k in local)
@@ -301,3 +306,13 @@ def test_the_server_refuses_a_malformed_model_index(tmp_path):
 def run_with_env(tmp_path, env, *args):
     result = run_without_package(tmp_path, FRESH_LOAD, *map(str, args), env=env)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_local_paths_are_reduced_to_their_last_part():
+    from ecg_pma.sharing.hub import without_local_paths
+
+    assert without_local_paths("starting weights: /home/alice/runs/pretrained.") == "starting weights: pretrained."
+    assert without_local_paths('{"base_model": "/home/alice/runs/pre-trained"}') == '{"base_model": "pre-trained"}'
+    assert without_local_paths(r"read from C:\Users\bob\ecg\data") == "read from data"
+    kept = "https://huggingface.co/org/model, http://127.0.0.1:9/a/b, outputs/model, macro AUROC / F1, 1/2"
+    assert without_local_paths(kept) == kept

@@ -47,6 +47,7 @@ positive_int = int_in_range(1)
 non_negative_int = int_in_range(0)
 positive_float = float_in_range(0, exclusive_minimum=True)
 non_negative_float = float_in_range(0)
+fraction = float_in_range(0, 1)
 
 
 def output_directory(text: str) -> str:
@@ -67,3 +68,52 @@ def output_file(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
     output_directory(str(path.parent))
     return text
+
+
+def model_source(text: str) -> str:
+    """
+    A saved model: a local folder, or a Hub repo id that can be reached (or is in the local cache). Anything else is
+    a usage error saying so ("no such folder X (and not a reachable Hub id)") instead of huggingface-hub's message
+    about repo id syntax or the connection. A path whose parent folder exists (`outputs/model`), or that starts with
+    `.`, `/` or `~`, is a folder by intent and never tried on the Hub.
+    """
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return text
+    if path.exists():
+        raise argparse.ArgumentTypeError(f"{text} is a file; expected a saved model folder or a Hub repo id")
+    folder_like = text.startswith((".", "/", "~", "\\")) or (path.parent != Path(".") and path.parent.is_dir())
+    reason = "a path" if folder_like else hub_unreachable(text)
+    if reason:
+        raise argparse.ArgumentTypeError(f"no such folder {text} (and not a reachable Hub id: {reason})")
+    return text
+
+
+def require_model_source(value: str, option: str) -> None:
+    """`model_source` where a command starts (not when its line is parsed, which needs no model to exist): a model
+    that is neither a folder nor a reachable Hub id stops the command with `OPTION: no such folder ...`."""
+    try:
+        model_source(value)
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"{option}: {error}") from None
+
+
+def hub_unreachable(repo_id: str) -> str | None:
+    """Why `repo_id` cannot be loaded from the Hub (`HF_ENDPOINT`, `HF_HUB_OFFLINE` honoured), or None if it can."""
+    from huggingface_hub import constants, file_exists, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return "not of the form name or owner/name"
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set and it is not in the local cache"
+    try:
+        return None if file_exists(repo_id, "config.json") else f"no config.json in it at {constants.ENDPOINT}"
+    except Exception as error:  # noqa: BLE001 - any failure to reach it is the answer
+        return (
+            f"{constants.ENDPOINT} answered {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        )

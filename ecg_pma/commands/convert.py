@@ -33,7 +33,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..formats import read_ecg, write_ecg
-    from .predict import parse_lead_aliases
+    from .data_arguments import parse_lead_aliases
 
     record = read_ecg(
         args.input,

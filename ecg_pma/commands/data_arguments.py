@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
-from ..constants import DATA_FORMATS
-from .argument_types import positive_int
+from ..constants import BAD_RECORD_POLICIES, DATA_FORMATS, NAN_POLICIES
+from .argument_types import fraction, positive_int
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, mixture: bool = False) -> None:
@@ -56,11 +57,105 @@ def add_data_arguments(parser: argparse.ArgumentParser, mixture: bool = False) -
     parser.add_argument(
         "--labels-csv", default=None, help="wfdb format: CSV with record, labels (';'-separated), split"
     )
-    parser.add_argument("--skip-missing", action="store_true", help="leave out listed records whose files are absent")
+    parser.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="leave out listed records whose files are absent (CODE-15%%: the exams of a part file absent or cut short); "
+        "pretrain counts them and lists them in OUTPUT/skipped_records.csv",
+    )
     parser.add_argument("--cache-dir", default=None, help="Arrow cache folder of the datasets")
     parser.add_argument(
         "--num-proc", type=positive_int, default=None, help="processes for reading and feature extraction"
     )
+    add_lead_arguments(parser)
+
+
+def add_lead_arguments(parser: argparse.ArgumentParser) -> None:
+    """
+    How records' leads and samples are read, for every command that reads records: fewer leads than the model (absent
+    leads are masked out of the model), dead leads (entirely NaN, or flat over the whole record: absent where leads may
+    be missing) and NaN samples.
+    """
+    parser.add_argument(
+        "--required-leads",
+        default=None,
+        help="leads every record must have: a lead set (12, 6, 4, 3, 2) or names joined by commas (I,II); the "
+        "model's other leads may be missing. Default: all of them",
+    )
+    parser.add_argument(
+        "--allow-missing-leads",
+        action="store_true",
+        help="accept records with any of the leads; a dead lead (entirely NaN, or flat over the whole record) is then "
+        "read as absent, as if the record did not have it",
+    )
+    parser.add_argument(
+        "--lead-alias",
+        action="append",
+        default=[],
+        metavar="NAME=LEAD",
+        help="read a non-standard lead name as one of the model's leads, e.g. MLII=II (repeatable)",
+    )
+    parser.add_argument(
+        "--nan-policy",
+        choices=NAN_POLICIES,
+        default=None,
+        help="NaN/inf samples in the leads read: stop with an error naming the record (raise, the default), "
+        "interpolate them linearly in time, or zero them",
+    )
+
+
+def parse_lead_aliases(items: list[str]) -> dict[str, str]:
+    """`--lead-alias NAME=LEAD` options -> `{NAME: LEAD}`."""
+    aliases = {}
+    for item in items:
+        name, separator, lead = item.partition("=")
+        if not separator or not name.strip() or not lead.strip():
+            raise ValueError(f"--lead-alias {item!r}: expected NAME=LEAD, e.g. MLII=II.")
+        aliases[name.strip()] = lead.strip()
+    return aliases
+
+
+def lead_options(args: argparse.Namespace) -> dict:
+    """The feature-extractor settings given by `add_lead_arguments`' options (only those set)."""
+    aliases = parse_lead_aliases(args.lead_alias)
+    options = {"lead_aliases": aliases} if aliases else {}
+    if args.required_leads is not None:
+        options["required_leads"] = args.required_leads
+    if args.allow_missing_leads:
+        options["allow_missing_leads"] = True
+    if args.nan_policy is not None:
+        options["nan_policy"] = args.nan_policy
+    return options
+
+
+def reading_extractor(extractor, args: argparse.Namespace):
+    """
+    A copy of `extractor` that reads records as the lead options say (`lead_options`); `extractor` itself when none is
+    given. The copy reads the data; the model keeps `extractor` (its own preprocessing) unless the command saves both.
+    """
+    import copy
+
+    options = lead_options(args)
+    if not options:
+        return extractor
+    reading = copy.deepcopy(extractor)
+    for name, value in options.items():
+        setattr(reading, name, value)
+    reading._check_settings()
+    reading._check_lead_settings()
+    return reading
+
+
+def reading_protocol(args: argparse.Namespace) -> dict:
+    """How the run read leads and NaN samples, for its results."""
+    return {
+        "missing_leads": "allowed (dead leads read as absent)"
+        if args.allow_missing_leads
+        else f"required: {args.required_leads}"
+        if args.required_leads
+        else "not allowed (every lead required)",
+        "nan_policy": args.nan_policy or "raise",
+    }
 
 
 def add_training_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,19 +227,20 @@ def corpus_prefix(data_format: str, path: str) -> str:
     return f"{data_format}:{path}/"
 
 
-def corpus_streams(args: argparse.Namespace, all_splits: bool = False) -> list[tuple[str, str, str, dict]]:
+def corpus_streams(args: argparse.Namespace, all_splits: bool = False) -> list[tuple[str, str, str, dict, list]]:
     """
-    Each corpus of `--data` as `(format, path, record_prefix, {split: stream})`, read from its source files as
-    iterated (the splits used: `train`, or all). In a mixture (`--data` given more than once) `record_prefix` is
-    `FORMAT:PATH/`, to be put before its record ids (and its labels are left out: each corpus has its own), as
-    `load_mixture` does; otherwise empty.
+    Each corpus of `--data` as `(format, path, record_prefix, {split: stream}, missing record ids)`, read from its
+    source files as iterated (the splits used: `train`, or all). In a mixture (`--data` given more than once)
+    `record_prefix` is `FORMAT:PATH/`, to be put before its record ids (and its labels are left out: each corpus has
+    its own), as `load_mixture` does; otherwise empty. The missing records are those `--skip-missing` left out.
     """
     specs = corpus_specs(args)
     corpora = []
     for data_format, path in specs:
         corpus = load_raw_records(args, data_format, path, streaming=True)
         splits = {split: stream for split, stream in corpus.items() if all_splits or split == "train"}
-        corpora.append((data_format, path, corpus_prefix(data_format, path) if len(specs) > 1 else "", splits))
+        prefix = corpus_prefix(data_format, path) if len(specs) > 1 else ""
+        corpora.append((data_format, path, prefix, splits, getattr(corpus, "missing_records", {})))
     return corpora
 
 
@@ -157,28 +253,46 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
     from datasets import concatenate_datasets, interleave_datasets
 
     from ..data import stream_training_records
+    from ..data.crops import STREAM_BATCH_SIZE, StreamReport, skipping_stream
 
+    extractor = reading_extractor(extractor, args)
     corpora = corpus_streams(args, all_splits)
+    entries = [
+        {**corpus_entry(args, data_format, path), "missing": len(missing)}
+        for data_format, path, _, _, missing in corpora
+    ]
+    report = StreamReport(
+        entries, [prefix for _, _, prefix, _, _ in corpora], args.output_dir, max_bad_share=args.max_bad_share
+    )
+    bad_records = getattr(args, "bad_records", "raise")
     streams = []
-    for _, _, prefix, splits in corpora:
+    for _, _, prefix, splits, _ in corpora:
+        if bad_records == "skip":  # unreadable files skipped as read, each record counted and listed
+            splits = {name: skipping_stream(split, report, prefix) for name, split in splits.items()}
         selected = concatenate_datasets([split.select_columns(SHARED_COLUMNS) for split in splits.values()])
-        streams.append(
-            selected.map(
+        if prefix:
+            selected = selected.map(
                 lambda batch, prefix=prefix: {"record_id": [prefix + name for name in batch["record_id"]]},
                 batched=True,
+                batch_size=STREAM_BATCH_SIZE,  # not datasets' default of 1,000 raw records held at once
                 features=selected.features,
             )
-        )
+        streams.append(selected)
     records = streams[0] if len(streams) == 1 else interleave_datasets(streams, stopping_strategy="all_exhausted")
-    train = stream_training_records(records, extractor, seed=seed, shuffle_buffer=args.shuffle_buffer)
+    train = stream_training_records(
+        records, extractor, seed=seed, shuffle_buffer=args.shuffle_buffer, report=report, bad_records=bad_records
+    )
+    train.report = report  # the command logs its summary and writes the final counts when training ends
     protocol = {
         "training_windows": f"one random crop per record per pass, streamed (seed {seed}, shuffle buffer "
         f"{args.shuffle_buffer} records)",
-        "short_records": "drop (named in the log)",
-        "corpora": [
-            {"format": data_format, "path": str(path), "records": "streamed"} for data_format, path, _, _ in corpora
-        ],
+        "short_records": "drop (ids in short_records_dropped.txt)",
+        "corpora": entries,  # counted as training reads them (this process's counts), complete when it ends
         "splits": "all" if all_splits else "train",
+        "bad_records": f"{bad_records} (ids and reasons in {SKIPPED_RECORDS_FILE})"
+        if bad_records == "skip"
+        else bad_records,
+        **reading_protocol(args),
     }
     return train, protocol
 
@@ -199,10 +313,14 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
     if args.train_windows != "random":
         _, splits, protocol = load_training_data(args, extractor, seed=seed, all_splits=all_splits)
         return splits["train"], protocol
-    parts, dropped, counts = [], {}, []
-    for data_format, path, prefix, splits in corpus_streams(args, all_splits):
-        counts.append(corpus_entry(args, data_format, path))
+    extractor = reading_extractor(extractor, args)
+    parts, dropped, counts, skipped_rows = [], {}, [], []
+    bad_records = getattr(args, "bad_records", "raise")
+    for data_format, path, prefix, splits, missing in corpus_streams(args, all_splits):
+        counts.append({**corpus_entry(args, data_format, path), "skipped": {}, "missing": len(missing)})
+        skipped_rows += [(data_format, path, "", prefix + name, f"missing: {why}") for name, why in missing.items()]
         for split, stream in splits.items():
+            skipped: list[tuple[str, str]] = []
             rows, crop_extractor, names = prepare_streamed_records(
                 stream,
                 extractor,
@@ -213,13 +331,19 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
                 split=split,
                 record_prefix=prefix,
                 keep_labels=not prefix,
+                bad_records=bad_records,
+                skipped=skipped,
             )
             parts.append(rows)
-            # every split used is training data here: one list, as `load_training_data` gives with `all_splits`
-            dropped.setdefault("train", []).extend(names)
+            dropped.setdefault(split, []).extend(names)  # under the split each was read from
             read = len(set(rows["record_id"])) + (len(names) if args.short_records == "drop" else 0)
             counts[-1]["records"][split] = read
-        logging.getLogger(__name__).warning(f"Corpus {data_format}:{path}: {counts[-1]['records']} records per split.")
+            counts[-1]["skipped"][split] = len(skipped)
+            skipped_rows += [(data_format, path, split, name, reason) for name, reason in skipped]
+        logging.getLogger(__name__).warning(corpus_summary(counts[-1], args))
+        if skipped_rows:  # written as each corpus is done: a run stopped by the share below has it
+            write_skipped_records(args, skipped_rows)
+        check_skipped_share(counts[-1], args, Path(args.output_dir) / SKIPPED_RECORDS_FILE)
     rows = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     if not len(rows):
         raise ValueError(f"No record of {', '.join(args.data)} is long enough to train on.")
@@ -228,8 +352,70 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
         **data_protocol(args, dropped, counts),
         "splits": "all" if all_splits else "train",
         "cache": f"model-rate records, {args.storage_dtype}",
+        "bad_records": f"{bad_records} (skipped and missing records with reasons in {SKIPPED_RECORDS_FILE})"
+        if bad_records == "skip"
+        else bad_records,
     }
     return EcgTrainingDataset(rows, crop_extractor, seed=seed), protocol
+
+
+SKIPPED_RECORDS_FILE = "skipped_records.csv"  # in the output folder: corpus, path, split, record_id, reason
+
+
+def add_bad_record_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a run does with a record it cannot read or use (pre-training, which reads whole corpora)."""
+    parser.add_argument(
+        "--bad-records",
+        choices=BAD_RECORD_POLICIES,
+        default="raise",
+        help="a record that cannot be read (truncated or missing file) or used (a required dead lead, NaN samples "
+        "under --nan-policy raise, ...): stop with its error (raise, the default), or skip it, listing it with the "
+        f"reason in OUTPUT/{SKIPPED_RECORDS_FILE} and counting it per corpus and split in pretraining_data.json",
+    )
+    parser.add_argument(
+        "--max-bad-share",
+        type=fraction,
+        default=0.05,
+        help="--bad-records skip: stop when the records skipped (and, with --skip-missing, missing) exceed this "
+        "share of a corpus (default 0.05)",
+    )
+
+
+def corpus_summary(corpus: dict, args: argparse.Namespace) -> str:
+    """The log's line for one corpus: records read per split, and those skipped or missing, with where they are."""
+    line = f"Corpus {corpus['format']}:{corpus['path']}: {corpus['records']} records per split"
+    skipped = sum(corpus.get("skipped", {}).values())
+    if skipped or corpus.get("missing"):
+        where = Path(args.output_dir) / SKIPPED_RECORDS_FILE
+        line += f"; {skipped} skipped (unreadable or unusable), {corpus.get('missing', 0)} missing, listed in {where}"
+    return line + "."
+
+
+def write_skipped_records(args: argparse.Namespace, rows: list[tuple]) -> Path:
+    """`OUTPUT/skipped_records.csv` with every record skipped or missing so far and why; returns its path."""
+    import csv
+
+    path = Path(args.output_dir) / SKIPPED_RECORDS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["corpus", "path", "split", "record_id", "reason"])
+        writer.writerows(
+            (data_format, str(root), split, name, reason) for data_format, root, split, name, reason in rows
+        )
+    return path
+
+
+def check_skipped_share(corpus: dict, args: argparse.Namespace, listing: Path) -> None:
+    """Stops when a corpus lost more than `--max-bad-share` of its records to skipping or missing files."""
+    lost = sum(corpus.get("skipped", {}).values()) + corpus.get("missing", 0)
+    total = sum(corpus["records"].values()) + lost
+    if lost and lost > args.max_bad_share * total:
+        raise ValueError(
+            f"Corpus {corpus['format']}:{corpus['path']}: {lost} of {total} records skipped or missing "
+            f"({lost / total:.1%}), more than --max-bad-share {args.max_bad_share:g}; they are listed with the reasons "
+            f"in {listing}."
+        )
 
 
 def load_raw_records(
@@ -260,6 +446,7 @@ def load_windows(args: argparse.Namespace, extractor, window_mode: str = "slidin
 
     from ..data import extract_features, handle_short_records
 
+    extractor = reading_extractor(extractor, args)
     raw = load_raw_records(args)
     windows = {}
     for split, dataset in raw.items():
@@ -280,6 +467,7 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
 
     from ..data import build_training_splits
 
+    extractor = reading_extractor(extractor, args)
     specs = corpus_specs(args)
     corpora = None
     if len(specs) > 1:
@@ -325,9 +513,10 @@ def data_protocol(args: argparse.Namespace, dropped: dict[str, list[str]], corpo
         if corpora is not None and len(corpora) > 1
         else args.label_set or {"ptbxl": "all", "physionet2021": "scored"}.get(args.data_format, "from CSV"),
     }
+    protocol.update(reading_protocol(args))
     if corpora is not None:
         protocol["corpora"] = corpora
-    if args.data_format == "ptbxl":
+    if any(data_format == "ptbxl" for data_format, _ in corpus_specs(args)):
         protocol["unlabeled_records"] = (
             "kept as all-negative rows" if args.keep_unlabeled else "dropped (PTB-XL benchmark rule)"
         )

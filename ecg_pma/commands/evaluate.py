@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..constants import SPLITS
-from .argument_types import output_file, positive_int
+from .argument_types import output_file, positive_int, require_model_source
 from .data_arguments import add_data_arguments, load_windows
 
 
@@ -15,7 +15,7 @@ def add_parser(commands) -> None:
 
     evaluate = commands.add_parser("evaluate", help="score a saved classifier on a dataset split")
     add_data_arguments(evaluate)
-    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--model", required=True, help="a saved classifier folder or Hub id")
     evaluate.add_argument("--split", choices=SPLITS, default="test")
     evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.add_argument("--output", type=output_file, default=None, help="write the JSON result here too")
@@ -55,6 +55,7 @@ def score_split(model, split, batch_size: int, lead_set: str | None = None, feat
 
 
 def run(args: argparse.Namespace) -> int:
+    require_model_source(args.model, "--model")
     from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
 
     from ..configuration_ecg_pma import resolve_lead_set

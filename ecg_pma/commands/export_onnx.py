@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .argument_types import int_in_range, output_file
+from .argument_types import int_in_range, output_file, require_model_source
 
 
 # The opsets torch.onnx's TorchScript exporter writes (torch.onnx._constants; a test keeps these in step), here
@@ -33,6 +33,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_model_source(args.model_dir, "model_dir")
     from ..serving.onnx_export import export_onnx
 
     spec = export_onnx(args.model_dir, args.output, opset=args.opset, optimize=args.optimize, quantize=args.quantize)

@@ -121,6 +121,12 @@ class FinetuneArguments:
         if self.aggregation_layer is not None and self.aggregation not in (None, "layer"):
             raise ValueError(f"--aggregation-layer is used only with --aggregation layer, not {self.aggregation!r}.")
 
+    def check_model(self) -> None:
+        """`--model` is a folder or a Hub id that can be reached; run first, before loading it."""
+        from .argument_types import require_model_source
+
+        require_model_source(self.model, "--model")
+
     def check_against(self, config) -> None:
         """The checks that need the model's config: the layer index must exist. Run before any data is read."""
         depth = config.num_hidden_layers
@@ -212,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.finetune import finetune, load_classifier
 
     options, training_args, data = args.finetune_args, args.training_args, args.data_args
+    options.check_model()
     options.check_against(EcgPmaConfig.from_pretrained(options.model))
     extractor = EcgPmaFeatureExtractor.from_pretrained(options.model)
     augment = RandAugment() if options.augment else None

@@ -9,7 +9,8 @@ import os
 import sys
 
 from ..constants import DTYPES
-from .argument_types import non_negative_int, output_file, positive_int
+from .argument_types import non_negative_int, output_file, positive_int, require_model_source
+from .data_arguments import add_lead_arguments, lead_options
 
 
 def add_parser(commands) -> None:
@@ -17,7 +18,7 @@ def add_parser(commands) -> None:
     predict = commands.add_parser(
         "predict", help="per-label probabilities and layer weights for WFDB records and ECG files"
     )
-    predict.add_argument("model")
+    predict.add_argument("model", help="a saved classifier folder or Hub id")
     predict.add_argument(
         "records",
         nargs="+",
@@ -65,47 +66,7 @@ def add_parser(commands) -> None:
     predict.add_argument(
         "--num-workers", type=non_negative_int, default=2, help="processes reading records while screening"
     )
-    predict.set_defaults(handler=run)
-
-
-def add_lead_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options for records with fewer leads than the model (absent leads are masked out of the model)."""
-    parser.add_argument(
-        "--required-leads",
-        default=None,
-        help="leads every record must have: a lead set (12, 6, 4, 3, 2) or names joined by commas (I,II); the "
-        "model's other leads may be missing. Default: all of them",
-    )
-    parser.add_argument("--allow-missing-leads", action="store_true", help="accept records with any of the leads")
-    parser.add_argument(
-        "--lead-alias",
-        action="append",
-        default=[],
-        metavar="NAME=LEAD",
-        help="read a non-standard lead name as one of the model's leads, e.g. MLII=II (repeatable)",
-    )
-
-
-def parse_lead_aliases(items: list[str]) -> dict[str, str]:
-    """`--lead-alias NAME=LEAD` options -> `{NAME: LEAD}`."""
-    aliases = {}
-    for item in items:
-        name, separator, lead = item.partition("=")
-        if not separator or not name.strip() or not lead.strip():
-            raise ValueError(f"--lead-alias {item!r}: expected NAME=LEAD, e.g. MLII=II.")
-        aliases[name.strip()] = lead.strip()
-    return aliases
-
-
-def lead_options(args: argparse.Namespace) -> dict:
-    """The feature-extractor settings given by `add_lead_arguments`' options (only those set)."""
-    aliases = parse_lead_aliases(args.lead_alias)
-    options = {"lead_aliases": aliases} if aliases else {}
-    if args.required_leads is not None:
-        options["required_leads"] = args.required_leads
-    if args.allow_missing_leads:
-        options["allow_missing_leads"] = True
-    return options
+    predict.set_defaults(handler=run, usage_error=predict.error)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,13 +75,20 @@ def run(args: argparse.Namespace) -> int:
     from ..serving.inference import predict_records
     from ..serving.loading import decision_thresholds, load_trained_classifier
 
+    require_model_source(args.model, "model")
+    screening = args.output is not None or any(os.path.isdir(record) for record in args.records)
+    # usage errors (exit status 2, as argparse's), before the model is loaded
+    if screening and args.output is None:
+        args.usage_error("a folder of records is screened into a CSV: pass --output predictions.csv.")
+    if screening and (args.compile or args.dtype != "fp32"):
+        args.usage_error("--output screening runs fp32 without --compile (or --backend onnxruntime).")
     model = load_trained_classifier(
         args.model, AutoModelForSequenceClassification, trust_remote_code=args.trust_remote_code
     )
     extractor = AutoFeatureExtractor.from_pretrained(
         args.model, trust_remote_code=args.trust_remote_code, **lead_options(args)
     )
-    if args.output is not None or any(os.path.isdir(record) for record in args.records):
+    if screening:
         return run_screening(args, model, extractor)
     predictions = predict_records(
         model,
@@ -156,10 +124,6 @@ def run_screening(args: argparse.Namespace, model, extractor) -> int:
     """Folders and records screened into `--output` (see `ecg_pma.serving.screening`); exit status 1 if any record failed."""
     from ..serving.screening import screen_records
 
-    if args.output is None:
-        raise SystemExit("ecg-pma predict: a folder of records is screened into a CSV: pass --output predictions.csv.")
-    if args.compile or args.dtype != "fp32":
-        raise SystemExit("ecg-pma predict: --output screening runs fp32 without --compile (or --backend onnxruntime).")
     summary = screen_records(
         model,
         extractor,

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+from pathlib import Path
 
 from ..constants import MIXED_PRECISIONS, PRESET_NAMES, PRETRAINING_AGGREGATIONS
 from .argument_types import (
@@ -11,8 +15,10 @@ from .argument_types import (
     output_directory,
     positive_float,
     positive_int,
+    require_model_source,
 )
 from .data_arguments import (
+    add_bad_record_arguments,
     add_data_arguments,
     add_training_data_arguments,
     load_pretraining_data,
@@ -25,9 +31,10 @@ def add_parser(commands) -> None:
     pre = commands.add_parser("pretrain", help="masked-modeling pre-training with Accelerate (last or IPA)")
     add_data_arguments(pre, mixture=True)
     add_training_data_arguments(pre)
+    add_bad_record_arguments(pre)
     add_training_option(pre, "output_dir", type=output_directory, required=True)
     pre.add_argument("--preset", choices=PRESET_NAMES, default="vit-b-paper")
-    pre.add_argument("--config", default=None, help="a config.json folder instead of --preset")
+    pre.add_argument("--config", default=None, help="a config.json folder (or Hub id) instead of --preset")
     pre.add_argument(
         "--pretraining-aggregation",
         choices=PRETRAINING_AGGREGATIONS,
@@ -85,6 +92,8 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        require_model_source(args.config, "--config")
     from transformers import set_seed
 
     from ..configuration_ecg_pma import EcgPmaConfig
@@ -133,5 +142,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         train, protocol = load_pretraining_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     result = pretrain(EcgPmaForPreTraining(config), train, training_args, extractor, protocol=protocol)
+    report = getattr(train, "report", None)
+    if report is not None and int(os.environ.get("RANK", "0")) == 0:  # streamed: the counts are complete now
+        for line in report.summary():
+            logging.getLogger(__name__).warning(line)
+        (Path(args.output_dir) / "pretraining_data.json").write_text(json.dumps(protocol, indent=2))
     print(f"Pre-trained for {result.global_step} steps; model saved to {result.output_dir}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..constants import HEAD_TYPES, PROBE_GATES
-from .argument_types import non_negative_int, output_directory, positive_float, positive_int
+from .argument_types import non_negative_int, output_directory, positive_float, positive_int, require_model_source
 from .data_arguments import add_data_arguments, load_windows
 from .training_options import add_training_option
 
@@ -17,7 +17,7 @@ def add_parser(commands) -> None:
         "probe-layers", help="the layer-wise probing study: a probe per layer plus PPA and PMA"
     )
     add_data_arguments(probe)
-    probe.add_argument("--model", required=True)
+    probe.add_argument("--model", required=True, help="a pre-trained model folder or Hub id")
     add_training_option(probe, "output_dir", type=output_directory, required=True)
     add_training_option(probe, "num_train_epochs", type=positive_int, default=100)
     probe.add_argument(
@@ -41,6 +41,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_model_source(args.model, "--model")
     from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
     from ..modeling_ecg_pma import EcgPmaModel
     from ..training.probe_layers import probe_layers

@@ -90,7 +90,7 @@ def load_records(
             root, labels_csv=labels_csv, missing=missing, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming
         )
     if data_format == "code15":
-        return load_code15(root, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
+        return load_code15(root, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming, missing=missing)
     if data_format == "code-test":
         return load_code_test(root, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
     if data_format == "mimic-iv-ecg":

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from datasets import DatasetDict, Value
+from datasets.utils import logging
 
 from ..constants import SPLITS
 from .records import (
@@ -29,6 +30,7 @@ from .records import (
     read_listing,
     record_features,
     stream_splits,
+    with_missing_records,
 )
 
 
@@ -37,6 +39,7 @@ CODE_LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4"
 # The six abnormalities, in the order of the authors' model output and CODE-test's annotation files.
 CODE_LABELS = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
 EXAMS_COLUMNS = ("exam_id", "patient_id", "trace_file", "age", "is_male", *CODE_LABELS)
+logger = logging.get_logger(__name__)
 READ_BATCH = 64  # exams read from HDF5 at once: bounded memory (64 x 4096 x 12 float32 = 12.6 MB)
 
 
@@ -121,14 +124,18 @@ def _generate_code_rows(chunks: list[dict], lead_names: list[str]):
                 for signal, index in zip(signals, batch):
                     row = exam_row(chunk["exams"], index)
                     where = f"CODE HDF5 file {chunk['file']!r}, exam {row['record_id']}"
-                    if not np.isfinite(signal).all():
-                        raise ValueError(f"{where}: {int((~np.isfinite(signal)).sum())} NaN/inf samples.")
+                    # NaN samples are kept: the feature extractor's `nan_policy` and dead-lead rule decide
                     yield {
                         **row,
                         "signal": strip_padding(signal, where).astype(np.float32),
                         "sampling_rate": CODE_SAMPLING_RATE,
                         "lead_names": list(lead_names),
                     }
+
+
+def chunk_record_files(chunk: dict) -> dict[str, str]:
+    """The exams of one chunk with their file (what is skipped when it cannot be read)."""
+    return dict.fromkeys((str(record_id) for record_id in chunk["exams"]["record_id"]), str(chunk["file"]))
 
 
 def build_code_splits(
@@ -166,7 +173,12 @@ def build_code_splits(
                 )
     if streaming:
         return stream_splits(
-            chunks_by_split, features, _generate_code_rows, "chunks", {"lead_names": tuple(lead_names)}
+            chunks_by_split,
+            features,
+            _generate_code_rows,
+            "chunks",
+            {"lead_names": tuple(lead_names)},
+            record_files=chunk_record_files,
         )
     gen_kwargs = {"lead_names": tuple(lead_names)}  # a tuple: not sharded
     return DatasetDict(
@@ -211,11 +223,14 @@ def load_code15(
     cache_dir: str | os.PathLike | None = None,
     num_proc: int | None = None,
     streaming: bool = False,
+    missing: str = "raise",
 ) -> DatasetDict:
     """
     CODE-15%: `root/exams.csv` (one row per exam: `exam_id`, `patient_id`, `trace_file`, `age`, `is_male`, the six
     labels 1dAVb, RBBB, LBBB, SB, ST, AF as True/False, ...) and the `exams_part*.hdf5` files it names in
     `trace_file`. Exams listed in `exams.csv` only are read; a listed exam absent from its file is an error naming it.
+    A part file not on disk (a partial download) raises, or with `missing="skip"` its exams are left out (logged,
+    and listed in the result's `missing_records`).
 
     The split is by patient (a hash of `patient_id`, `validation_fraction`/`test_fraction`), so no patient's exams are
     in two splits. Columns: the common ones (`record_id` is the exam id) plus `patient_id`, `age`, `is_male`.
@@ -229,14 +244,27 @@ def load_code15(
     patient_id_of = table["patient_id"].str.strip().tolist()
     age_of = optional_floats(table["age"])
     is_male_of = table["is_male"].str.strip().str.lower().isin(["true", "1"]).tolist()
+    if missing not in ("raise", "skip"):
+        raise ValueError(f"`missing` must be 'raise' or 'skip', got {missing!r}.")
     rows_by_file: dict[str, list[tuple[int, dict]]] = {}
+    absent: dict[str, str] = {}
     for trace_file, group in table.groupby("trace_file", sort=True):
         path = path_inside(root, trace_file, f"{exams_csv}, trace_file")
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"CODE-15%: {exams_csv} lists {len(group)} exam(s) in {path}, which is not on disk."
-            )
-        handle, _, exam_ids = open_tracings(path, need_exam_ids=True)
+        try:
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"CODE-15%: {exams_csv} lists {len(group)} exam(s) in {path}, which is not on disk. Download it, "
+                    "or leave its exams out with --skip-missing (Python: missing='skip')."
+                )
+            handle, _, exam_ids = open_tracings(path, need_exam_ids=True)
+        except (FileNotFoundError, ValueError) as error:
+            if missing != "skip":
+                raise
+            # a partial download: an absent part file, or one cut short (h5py cannot open a truncated file)
+            reason = "not on disk" if isinstance(error, FileNotFoundError) else f"unreadable: {error}"
+            absent.update({exam_id_of[position]: f"{path}: {reason}" for position in group.index})
+            logger.warning(f"CODE-15%: skipping the {len(group)} exam(s) of {path}: {reason}")
+            continue
         handle.close()
         position_of = {str(int(exam_id)): position for position, exam_id in enumerate(exam_ids)}
         entries = []
@@ -264,7 +292,7 @@ def load_code15(
         CODE_LABELS,
         {"patient_id": Value("string"), "age": Value("float32"), "is_male": Value("bool")},
     )
-    return build_code_splits(
+    splits = build_code_splits(
         rows_by_file,
         lambda row: hash_split(f"patient-{row['patient_id']}", validation_fraction, test_fraction),
         features,
@@ -273,6 +301,7 @@ def load_code15(
         num_proc=num_proc,
         streaming=streaming,
     )
+    return with_missing_records(splits, absent)
 
 
 def load_code_test(

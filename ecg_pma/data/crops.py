@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
+import os
 import zlib
 
 import numpy as np
@@ -22,6 +24,7 @@ import pyarrow.compute as pc
 import torch
 from datasets import Array2D, Dataset, DatasetDict, Features, IterableDataset, Sequence, Value
 
+from ..constants import BAD_RECORD_POLICIES
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, EcgRecord
 from .preprocessing import extract_features
 from .records import RecordReader, cache_split
@@ -202,6 +205,13 @@ def _stream_parts(records: IterableDataset) -> tuple[RecordReader, list[list]]:
     return dataclasses.replace(reader, items=[]), parts
 
 
+def problem_text(error: BaseException) -> str:
+    """Why a record is skipped, in one line: the error's own message (with its cause's, for `datasets`' wrappers)."""
+    cause = error.__cause__
+    text = f"{type(error).__name__}: {error}"
+    return " ".join((text + (f" ({type(cause).__name__}: {cause})" if cause is not None else "")).split())
+
+
 def _streamed_model_rate_rows(
     parts: list[list],
     reader: RecordReader,
@@ -211,40 +221,89 @@ def _streamed_model_rate_rows(
     short_records: str,
     record_prefix: str,
     keep_labels: bool,
+    bad_records: str = "raise",
 ):
+    """
+    The model-rate rows of every record of `parts`, each with `problem` empty. With `bad_records="skip"` a record that
+    cannot be read (its item: one WFDB record, or one chunk of an HDF5 file) or used (the feature extractor's error)
+    gives an empty row whose `problem` says why, which [`prepare_streamed_records`] leaves out and reports.
+    """
     num_leads = len(feature_extractor.lead_names)
+
+    def empty_row(record_id: str, labels, problem: str) -> dict:
+        signal = np.zeros((0, num_leads), dtype=storage_dtype)
+        return {"record_id": record_id, "signal": signal, "present_leads": [False] * num_leads, "labels": labels,
+                "problem": problem}  # fmt: skip
+
     for part in parts:
-        for row in reader.read(part):
-            record_id = record_prefix + str(row["record_id"])
-            labels = row["labels"] if keep_labels else []
-            seconds = len(row["signal"]) / row["sampling_rate"]
-            if seconds < needed_seconds and (short_records != "pad" or feature_extractor.segment_seconds is not None):
-                if short_records != "drop":
-                    raise ValueError(
-                        short_record_message(record_id, seconds, needed_seconds)
-                        + (
-                            " and a `segment_seconds` segment cannot be padded: use short_records='drop'."
-                            if short_records == "pad"
-                            else ". Set short_records='drop' or 'pad'."
+        # skipping needs each item read on its own: an error ends the generator reading it
+        for items in [[item] for item in part] if bad_records == "skip" else [part]:
+            files = {name: path for item in items for name, path in reader.record_files(item).items()}
+            for row in _rows_or_problems(reader, items, bad_records):
+                record_id = record_prefix + str(row["record_id"])
+                labels = row["labels"] if keep_labels else []
+                if "problem" in row:  # unreadable
+                    yield empty_row(record_id, labels, row["problem"])
+                    continue
+                seconds = len(row["signal"]) / row["sampling_rate"]
+                if seconds < needed_seconds and (
+                    short_records != "pad" or feature_extractor.segment_seconds is not None
+                ):
+                    if short_records != "drop":
+                        raise ValueError(
+                            short_record_message(record_id, seconds, needed_seconds)
+                            + (
+                                " and a `segment_seconds` segment cannot be padded: use short_records='drop'."
+                                if short_records == "pad"
+                                else ". Set short_records='drop' or 'pad'."
+                            )
+                        )
+                    # an empty row marks it: [`prepare_streamed_records`] names it and leaves it out
+                    yield empty_row(record_id, labels, "")
+                    continue
+                try:
+                    segments = list(
+                        model_rate_rows(
+                            feature_extractor,
+                            storage_dtype,
+                            record_id,
+                            row["signal"],
+                            row["sampling_rate"],
+                            row["lead_names"],
+                            labels,
                         )
                     )
-                # an empty row marks it: [`prepare_streamed_records`] names it and leaves it out
-                yield {
-                    "record_id": record_id,
-                    "signal": np.zeros((0, num_leads), dtype=storage_dtype),
-                    "present_leads": [False] * num_leads,
-                    "labels": labels,
-                }
-                continue
-            yield from model_rate_rows(
-                feature_extractor,
-                storage_dtype,
-                record_id,
-                row["signal"],
-                row["sampling_rate"],
-                row["lead_names"],
-                labels,
-            )
+                except ValueError as error:
+                    where = ValueError(f"{error} (file {files.get(str(row['record_id']), '?')})")
+                    if bad_records != "skip":
+                        raise where from error
+                    yield empty_row(record_id, labels, problem_text(where))
+                    continue
+                for segment in segments:
+                    yield {**segment, "problem": ""}
+
+
+def _rows_or_problems(reader: RecordReader, items: list, bad_records: str):
+    """`reader`'s rows of `items`; with `bad_records="skip"`, when reading fails, `{"record_id", "labels": None,
+    "problem"}` for each record of `items` not read yet."""
+    rows = reader.read(items)
+    read = set()
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as error:  # the files could not be read
+            if bad_records != "skip":
+                raise
+            problem = "unreadable: " + problem_text(error)
+            for item in items:
+                for record_id in reader.record_files(item):
+                    if record_id not in read:
+                        yield {"record_id": record_id, "labels": None, "problem": problem}
+            return
+        read.add(str(row["record_id"]))
+        yield row
 
 
 def prepare_streamed_records(
@@ -257,6 +316,8 @@ def prepare_streamed_records(
     split: str = "train",
     record_prefix: str = "",
     keep_labels: bool = True,
+    bad_records: str = "raise",
+    skipped: list | None = None,
 ) -> tuple[Dataset, EcgPmaFeatureExtractor, list[str]]:
     """
     A loader's `streaming=True` split -> the model-rate rows of [`prepare_records`], written straight from the source
@@ -264,17 +325,21 @@ def prepare_streamed_records(
     pre-training on a large corpus needs (for MIMIC-IV-ECG the raw cache alone would take ~190 GB). A second run with
     the same files and settings reads the cache. Short records follow `short_records` as in
     [`handle_short_records`]. `record_prefix` is put before every record id and `keep_labels=False` leaves the
-    labels out (empty lists), as a mixture of corpora needs. Returns the rows, the extractor to crop them with and
-    the record ids dropped (or padded).
+    labels out (empty lists), as a mixture of corpora needs. `bad_records="skip"` leaves out a record that cannot be
+    read or used (the feature extractor's error: a required dead lead, NaN samples under `nan_policy="raise"`, ...)
+    instead of stopping, and appends `(record_id, reason)` to `skipped`. Returns the rows, the extractor to crop them
+    with and the record ids dropped (or padded).
     """
     if short_records not in SHORT_RECORD_POLICIES:
         raise ValueError(f"Unknown `short_records` {short_records!r}; expected one of {SHORT_RECORD_POLICIES}.")
+    if bad_records not in BAD_RECORD_POLICIES:
+        raise ValueError(f"Unknown `bad_records` {bad_records!r}; expected one of {BAD_RECORD_POLICIES}.")
     needed = required_seconds(feature_extractor)
     if short_records == "pad" and feature_extractor.segment_seconds is None:
         feature_extractor = copy.deepcopy(feature_extractor)
         feature_extractor.min_duration = 0.0
     labels = records.features["labels"] if keep_labels else Sequence(Value("float32"))
-    features = model_rate_features(feature_extractor, labels, storage_dtype)
+    features = Features({**model_rate_features(feature_extractor, labels, storage_dtype), "problem": Value("string")})
     reader, parts = _stream_parts(records)
     gen_kwargs = {
         "reader": reader,
@@ -284,10 +349,22 @@ def prepare_streamed_records(
         "short_records": short_records,
         "record_prefix": record_prefix,
         "keep_labels": keep_labels,
+        "bad_records": bad_records,
     }
     rows = cache_split(
         _streamed_model_rate_rows, "parts", parts, gen_kwargs, features, split, cache_dir, num_proc, WRITER_BATCH_SIZE
     )
+    problems = np.asarray(rows["problem"] if len(rows) else [], dtype=object)
+    bad = np.flatnonzero(problems != "")
+    if len(bad):
+        names = rows.select_columns(["record_id"]).select(bad)["record_id"]
+        if skipped is not None:
+            skipped.extend(zip(names, problems[bad].tolist()))
+        logger.warning(
+            f"{split}: {len(bad)} record(s) skipped (bad_records='skip'), e.g. {names[0]}: {problems[bad[0]]}"
+        )
+        rows = rows.select(np.setdiff1d(np.arange(len(rows)), bad))
+    rows = rows.remove_columns("problem")
     lengths = [lengths for lengths, _ in signal_lengths(rows.select_columns(["signal"]))]
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=int)
     if short_records == "pad":  # kept shorter than a window: each crop is zero-padded at the end
@@ -401,20 +478,136 @@ def fix_malloc_mmap_threshold(threshold: int = 128 * 1024) -> bool:
         return False
 
 
+# Raw records a streaming `map` holds at once (as Python lists, ~200 KB each): small and fixed, so that memory follows
+# the shuffle buffer and not `datasets`' default of 1,000 records per batch.
+STREAM_BATCH_SIZE = 16
+
+
+class StreamReport:
+    """
+    What a streamed run has read of each corpus as training reads it: records cropped (`read`), dropped as shorter
+    than the window (`dropped_short`) and skipped as unusable (`skipped`, with `bad_records="skip"`), per corpus (told
+    by record-id prefix; `corpora` are the run's protocol entries, updated in place), with running totals in the log
+    every `log_every` records and one line per corpus from `summary()`. Record ids go to files in `output_dir`, never
+    one log line each: `short_records_dropped.txt` (each id once) and `skipped_records.csv` (with the reason).
+    Counts are this process's; with DataLoader workers each worker counts its own (the files have every record).
+    """
+
+    def __init__(self, corpora: list[dict], prefixes: list[str], output_dir=None, log_every: int = 10_000,
+                 max_bad_share: float = 1.0):  # fmt: skip
+        self.corpora, self.prefixes = corpora, prefixes
+        self.output_dir = output_dir
+        self.log_every, self.max_bad_share = log_every, max_bad_share
+        for corpus in corpora:
+            corpus["records"] = {"read": 0, "dropped_short": 0, "skipped": 0}
+        self.seen_short: set[str] = set()  # the ids of short records: a second pass writes none again
+
+    def __deepcopy__(self, memo) -> StreamReport:
+        return self  # one report per run: `datasets` deep-copies a stream's generator and its arguments
+
+    def __copy__(self) -> StreamReport:
+        return self
+
+    def corpus(self, record_id: str) -> dict:
+        """The protocol entry of the corpus `record_id` is from (the longest matching prefix)."""
+        matches = [i for i, prefix in enumerate(self.prefixes) if record_id.startswith(prefix)]
+        return self.corpora[max(matches, key=lambda i: len(self.prefixes[i])) if matches else 0]
+
+    def count(self, record_id: str, outcome: str) -> None:
+        self.corpus(record_id)["records"][outcome] += 1
+        total = sum(sum(corpus["records"].values()) for corpus in self.corpora)
+        if total % self.log_every == 0:
+            logger.warning(f"Streamed so far: {self.totals()}.")
+
+    def totals(self) -> str:
+        return "; ".join(
+            f"{corpus['format']}:{corpus['path']}: "
+            + ", ".join(f"{n} {what}" for what, n in corpus["records"].items())
+            for corpus in self.corpora
+        )
+
+    def append(self, name: str, line: str) -> None:
+        if self.output_dir is not None:
+            os.makedirs(self.output_dir, exist_ok=True)
+            with open(os.path.join(self.output_dir, name), "a") as handle:
+                handle.write(line + "\n")
+
+    def dropped(self, record_id: str) -> None:
+        self.count(record_id, "dropped_short")
+        if record_id not in self.seen_short:
+            self.seen_short.add(record_id)
+            self.append("short_records_dropped.txt", record_id)
+
+    def skipped(self, record_id: str, reason: str) -> None:
+        import csv
+        import io
+
+        self.count(record_id, "skipped")
+        corpus = self.corpus(record_id)
+        line = io.StringIO()
+        csv.writer(line).writerow([corpus["format"], corpus["path"], "", record_id, reason])
+        self.append("skipped_records.csv", line.getvalue().rstrip("\r\n"))
+        counts = corpus["records"]
+        seen = sum(counts.values())
+        if seen >= 100 and counts["skipped"] > self.max_bad_share * seen:
+            raise ValueError(
+                f"Corpus {corpus['format']}:{corpus['path']}: {counts['skipped']} of the {seen} records streamed so far "
+                f"skipped, more than --max-bad-share {self.max_bad_share:g}; they are listed with the reasons in "
+                f"{os.path.join(self.output_dir or '.', 'skipped_records.csv')}."
+            )
+
+    def summary(self) -> list[str]:
+        """One line per corpus: what was read, dropped and skipped, and where the ids are."""
+        where = f" (ids in {self.output_dir})" if self.output_dir is not None else ""
+        return [
+            f"Corpus {corpus['format']}:{corpus['path']}: "
+            + ", ".join(f"{n} {what}" for what, n in corpus["records"].items())
+            + where
+            for corpus in self.corpora
+        ]
+
+
+def skipping_stream(records: IterableDataset, report: StreamReport, record_prefix: str = "") -> IterableDataset:
+    """
+    A loader's `streaming=True` split that skips what cannot be read (an item of its reader: one WFDB record, or a
+    chunk of exams of an HDF5 file) instead of stopping, each record of it counted and listed by `report` with the
+    error (`bad_records="skip"` under `--streaming`). Reads the same rows otherwise, shared out item by item.
+    """
+    reader, parts = _stream_parts(records)
+    generator = functools.partial(_skipping_rows, reader=reader, report=report, record_prefix=record_prefix)
+    items = [item for part in parts for item in part]
+    return IterableDataset.from_generator(generator, features=records.features, gen_kwargs={"items": items})
+
+
+def _skipping_rows(items: list, reader: RecordReader, report: StreamReport, record_prefix: str):
+    for item in items:
+        for row in _rows_or_problems(reader, [item], "skip"):
+            if "problem" in row:
+                report.skipped(record_prefix + str(row["record_id"]), row["problem"])
+            else:
+                yield row
+
+
 def stream_training_records(
     records: IterableDataset,
     feature_extractor: EcgPmaFeatureExtractor,
     seed: int = 0,
     shuffle_buffer: int = 1000,
     augment=None,
+    report: StreamReport | None = None,
+    bad_records: str = "raise",
 ) -> IterableDataset:
     """
     A corpus larger than the disk cache: raw records streamed from their source files (a loader's `streaming=True`
     split), shuffled through a buffer of `shuffle_buffer` records (reshuffled each epoch by `set_epoch`), resampled
     and cropped as [`prepare_records`] and [`EcgTrainingDataset`] do: one random crop per record (segment) per
-    pass. Records shorter than the window are dropped, each named in a warning. Memory holds the buffer, not the
-    corpus. Crops are a function of `(seed, position in the shuffled stream, record_id)`.
+    pass. Records shorter than the window are dropped, counted by `report` (a [`StreamReport`]: its files name them)
+    or else named in the log; `bad_records="skip"` skips a record the feature extractor cannot use (counted and
+    listed by `report`) instead of stopping. Memory holds the buffer and `STREAM_BATCH_SIZE` records, not the corpus.
+    Crops are a function of `(seed, position in the shuffled stream, record_id)`.
     """
+    if bad_records not in BAD_RECORD_POLICIES:
+        raise ValueError(f"Unknown `bad_records` {bad_records!r}; expected one of {BAD_RECORD_POLICIES}.")
     extractor = feature_extractor
     needed = required_seconds(extractor)
 
@@ -426,10 +619,26 @@ def stream_training_records(
         ):
             signal = np.asarray(signal, dtype=np.float64)
             if len(signal) / sampling_rate < needed:
-                logger.warning(f"{short_record_message(record_id, len(signal) / sampling_rate, needed)}: dropped.")
+                if report is not None:
+                    report.dropped(record_id)
+                else:
+                    logger.warning(f"{short_record_message(record_id, len(signal) / sampling_rate, needed)}: dropped.")
                 continue
             # float64: the segments are cropped as computed, not rounded to a storage type first
-            segments = model_rate_rows(extractor, "float64", record_id, signal, sampling_rate, lead_names, labels)
+            try:
+                segments = list(
+                    model_rate_rows(extractor, "float64", record_id, signal, sampling_rate, lead_names, labels)
+                )
+            except ValueError as error:
+                if bad_records != "skip":
+                    raise
+                if report is not None:
+                    report.skipped(record_id, problem_text(error))
+                else:
+                    logger.warning(f"Record {record_id!r} skipped: {problem_text(error)}")
+                continue
+            if report is not None:
+                report.count(record_id, "read")
             for number, row in enumerate(segments):
                 rng = np.random.default_rng([seed, index, number, zlib.crc32(record_id.encode())])
                 window = random_crop(extractor, row, rng, augment)
@@ -442,7 +651,7 @@ def stream_training_records(
     return shuffled.map(
         crop,
         batched=True,
-        batch_size=16,
+        batch_size=STREAM_BATCH_SIZE,
         with_indices=True,
         remove_columns=list(records.column_names or records.features),
         features=Features(

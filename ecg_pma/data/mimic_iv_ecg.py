@@ -11,7 +11,16 @@ from pathlib import Path
 import pandas as pd
 from datasets import DatasetDict, Value
 
-from .records import build_splits, check_missing, hash_split, multi_hot, path_inside, read_listing, record_features
+from .records import (
+    build_splits,
+    check_missing,
+    hash_split,
+    multi_hot,
+    path_inside,
+    read_listing,
+    record_features,
+    with_missing_records,
+)
 
 
 RECORD_LIST_COLUMNS = ("subject_id", "study_id", "file_name", "ecg_time", "path")
@@ -79,4 +88,5 @@ def load_mimic_iv_ecg(
             }
         )
     features = record_features(12, label_names, {"subject_id": Value("string"), "ecg_time": Value("string")})
-    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
+    splits = build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
+    return with_missing_records(splits, skipped)

@@ -11,7 +11,7 @@ import pandas as pd
 from datasets import DatasetDict, Value
 
 from ..constants import PTBXL_LABEL_SETS as LABEL_SETS
-from .records import build_splits, check_missing, multi_hot, path_inside, record_features
+from .records import build_splits, check_missing, multi_hot, path_inside, record_features, with_missing_records
 
 
 logger = logging.getLogger(__name__)
@@ -143,4 +143,5 @@ def load_ptbxl(
         label_names,
         {"patient_id": Value("int64"), "strat_fold": Value("int32"), "age": Value("float32"), "sex": Value("int32")},
     )
-    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
+    splits = build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
+    return with_missing_records(splits, absent)

@@ -12,6 +12,7 @@ import datasets
 import numpy as np
 from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, Value
 from datasets import Sequence as SequenceFeature
+from datasets.exceptions import DatasetGenerationError
 
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor
 
@@ -147,19 +148,33 @@ def cache_split(
     """
     One Arrow-cached split: `generator(**{key: items}, **gen_kwargs)` written by `datasets` (`num_proc` processes
     share `items`), read from the cache by a second call with the same arguments; no items, an empty `Dataset`
-    (`datasets` writes no table for them).
+    (`datasets` writes no table for them). An error of the generator (a record's, naming it) is raised as it is, not
+    as `datasets`' generic `DatasetGenerationError` around it.
     """
     if not items:
         return Dataset.from_dict({name: [] for name in features}, features=features)
-    return Dataset.from_generator(
-        generator,
-        features=features,
-        gen_kwargs={key: items, **gen_kwargs},
-        cache_dir=str(cache_dir) if cache_dir is not None else None,
-        num_proc=num_proc if num_proc and num_proc > 1 and len(items) >= num_proc else None,
-        split=datasets.NamedSplit(split),  # names the progress bar ("Generating validation split")
-        **({"writer_batch_size": writer_batch_size} if writer_batch_size else {}),
-    )
+    try:
+        return Dataset.from_generator(
+            generator,
+            features=features,
+            gen_kwargs={key: items, **gen_kwargs},
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+            num_proc=num_proc if num_proc and num_proc > 1 and len(items) >= num_proc else None,
+            split=datasets.NamedSplit(split),  # names the progress bar ("Generating validation split")
+            **({"writer_batch_size": writer_batch_size} if writer_batch_size else {}),
+        )
+    except DatasetGenerationError as error:
+        cause = error.__cause__
+        while isinstance(cause, DatasetGenerationError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from error
+
+
+def row_record_files(item: dict) -> dict[str, str]:
+    """The records one item of a WFDB loader's split stands for (its own), with their file."""
+    return {str(item["record_id"]): str(item["path"])}
 
 
 @dataclass
@@ -169,19 +184,27 @@ class RecordReader:
     loader's rows (numpy signals), any sub-list of `items` (files, chunks of exams) its share of them. A loader's
     `streaming=True` split carries it as `record_reader`: [`prepare_streamed_records`] reads the rows through it,
     without the `IterableDataset`'s per-row encoding and formatting (a fifth of the time per record).
+    `record_files(item)` names the records an item stands for and their file (`{record_id: path}`): what is skipped
+    when it cannot be read, and where an error about one of them points.
     """
 
     generator: Callable[..., Iterator[dict]]
     key: str
     items: list
     kwargs: dict
+    record_files: Callable[[object], dict[str, str]] = row_record_files
 
     def read(self, items: list | None = None) -> Iterator[dict]:
         return self.generator(**{self.key: self.items if items is None else items}, **self.kwargs)
 
 
 def stream_splits(
-    sources_by_split: dict[str, list], features: Features, generator, key: str, gen_kwargs: dict
+    sources_by_split: dict[str, list],
+    features: Features,
+    generator,
+    key: str,
+    gen_kwargs: dict,
+    record_files: Callable[[object], dict[str, str]] = row_record_files,
 ) -> IterableDatasetDict:
     """One `IterableDataset` per split over `generator(**{key: sources}, **gen_kwargs)`: nothing written to disk; the
     `sources` list is what data-loader workers and `split_dataset_by_node` share out (one shard per item). Each
@@ -191,7 +214,7 @@ def stream_splits(
         stream = IterableDataset.from_generator(
             generator, features=features, gen_kwargs={key: list(sources), **gen_kwargs}
         )
-        stream.record_reader = RecordReader(generator, key, list(sources), dict(gen_kwargs))
+        stream.record_reader = RecordReader(generator, key, list(sources), dict(gen_kwargs), record_files)
         splits[split] = stream
     return IterableDatasetDict(splits)
 
@@ -214,6 +237,18 @@ def path_inside(root: str | os.PathLike, relative: str, what: str) -> str:
 def find_records(root: str | os.PathLike) -> list[str]:
     """Every WFDB record (a `.hea` header) below `root`, as sorted paths without extension."""
     return sorted(str(path.with_suffix("")) for path in Path(root).rglob("*.hea"))
+
+
+def with_missing_records(splits, missing_records) -> DatasetDict | IterableDatasetDict:
+    """
+    `splits` carrying, as `missing_records` (`{record_id: reason}`), the records its listing names but the disk lacks
+    (or, for a file of many records, that cannot be opened), left out with `missing="skip"`, so that a run can count
+    and list them. `missing_records`: ids (reason: not on disk) or such a dict.
+    """
+    if not isinstance(missing_records, dict):
+        missing_records = dict.fromkeys(missing_records, "not on disk")
+    splits.missing_records = {str(record_id): reason for record_id, reason in sorted(missing_records.items())}
+    return splits
 
 
 def check_missing(paths: dict[str, str], missing: str, what: str) -> list[str]:

@@ -16,6 +16,7 @@ from .records import (
     multi_hot,
     path_inside,
     record_features,
+    with_missing_records,
 )
 
 
@@ -92,10 +93,11 @@ def load_wfdb_folder(
                 "label_ids": label_ids,
             }
         )
-    return build_splits(
+    splits = build_splits(
         rows_by_split,
         record_features(num_leads, label_names),
         cache_dir=cache_dir,
         num_proc=num_proc,
         streaming=streaming,
     )
+    return with_missing_records(splits, absent)

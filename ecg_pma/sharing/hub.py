@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -74,7 +75,21 @@ def stage_model(
         datasets=datasets,
         onnx=onnx,
     )
+    for text_file in [*staging_dir.glob("*.md"), *staging_dir.glob("*.json")]:
+        text_file.write_text(without_local_paths(text_file.read_text()))
     return staging_dir
+
+
+# An absolute path of this machine (POSIX `/a/b/...` or Windows `C:\a\...`) inside a text, not part of a URL.
+LOCAL_PATH = re.compile(
+    r"(?<![\w:/.~-])(?:/|[A-Za-z]:[\\/])(?:[^\s/\\'\"`,;()\[\]{}<>|]+[/\\])+([^\s/\\'\"`,;()\[\]{}<>|]+)"
+)
+
+
+def without_local_paths(text: str) -> str:
+    """`text` with every absolute local path reduced to its last part (the folder or file name), which is what means
+    something to others: the user's folders and account name never leave the machine."""
+    return LOCAL_PATH.sub(lambda match: match.group(1), text)
 
 
 def push_to_hub(

@@ -325,6 +325,7 @@ def finetune(
     for name, dataset in (("train", train_dataset), ("validation", eval_dataset), ("test", test_dataset)):
         if dataset is not None and "record_id" not in dataset.column_names:
             raise ValueError(f"The {name} dataset needs a `record_id` column (see ecg_pma.data.extract_features).")
+    check_one_batch(train_dataset, training_args)
     set_trainable_parts(model, mode, probe_gate)
     trained = add_lora(model, lora_rank, lora_alpha, lora_dropout) if mode == "lora" else model
 
@@ -382,6 +383,20 @@ def finetune(
             test_by_lead_set,
         )
     return FinetuneResult(output_dir=str(output_dir), validation=validation, test=test)
+
+
+def check_one_batch(train_dataset, training_args: TrainingArguments) -> None:
+    """The last incomplete training batch is dropped (see `EcgTrainer`): fewer rows than one batch train on nothing,
+    which the Trainer reports only as a missing `max_steps`. Says the counts and what to lower instead."""
+    batch = training_args.per_device_train_batch_size * max(training_args.world_size, 1)
+    if len(train_dataset) < batch:
+        rows = "windows" if "signals" in train_dataset.column_names else "records (one random crop each per epoch)"
+        raise ValueError(
+            f"The training split has {len(train_dataset)} {rows}, fewer than one batch of {batch} "
+            f"({training_args.per_device_train_batch_size} per device x {max(training_args.world_size, 1)} "
+            f"process(es)), and the last incomplete batch is dropped. Lower --per-device-train-batch-size to at most "
+            f"{max(len(train_dataset) // max(training_args.world_size, 1), 1)}, or give more training records."
+        )
 
 
 def build_trainer(

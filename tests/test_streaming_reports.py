@@ -1,0 +1,73 @@
+"""
+Streamed pre-training: memory bounded at every point of the pipeline (no `map` holds `datasets`' default 1,000 raw
+records), and counts instead of one log line per record: read / dropped short / skipped per corpus, ids in files.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_cli import ecg_pma
+from test_corpora import small_code15, write_mimic
+
+from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
+from ecg_pma.cli import build_parser
+from ecg_pma.commands.data_arguments import load_streaming_training_data
+from ecg_pma.data.crops import STREAM_BATCH_SIZE
+
+
+def map_batch_sizes(stream) -> list[int | None]:
+    """The batch size of every batched `map` in an `IterableDataset`'s pipeline (its examples iterables' tree)."""
+    sizes, pending = [], [stream._ex_iterable]
+    while pending:
+        iterable = pending.pop()
+        if type(iterable).__name__ == "MappedExamplesIterable" and iterable.batched:
+            sizes.append(iterable.batch_size)
+        pending += [iterable.ex_iterable] if getattr(iterable, "ex_iterable", None) is not None else []
+        pending += list(getattr(iterable, "ex_iterables", None) or [])
+    return sizes
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpora")
+    small_code15(root / "code15")  # 24 exams, the six of 7 s shorter than the 10 s window
+    write_mimic(root / "mimic", {"10000001": ["41000000", "41000001"], "10000002": ["42000000"]})
+    return root
+
+
+def test_every_streaming_map_holds_a_bounded_batch(corpora, tmp_path):
+    arguments = [
+        "pretrain", "--data", f"code15:{corpora / 'code15'}", "--data", f"mimic-iv-ecg:{corpora / 'mimic'}",
+        "--streaming", "--all-splits", "--output-dir", tmp_path / "out", "--max-steps", "1",
+    ]  # fmt: skip
+    args = build_parser().parse_args([str(argument) for argument in arguments])
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    train, protocol = load_streaming_training_data(args, extractor, all_splits=True)
+    sizes = map_batch_sizes(train.with_format("torch"))
+    assert len(sizes) >= 3  # the two corpora's record-id prefixes and the crop
+    assert all(size is not None and 1 <= size <= STREAM_BATCH_SIZE for size in sizes), sizes
+    assert [corpus["records"] for corpus in protocol["corpora"]] == [{"read": 0, "dropped_short": 0, "skipped": 0}] * 2
+
+
+@pytest.mark.slow
+def test_streamed_pretraining_counts_per_corpus_and_lists_ids_in_files(corpora, tmp_path):
+    result = ecg_pma(
+        "pretrain", "--data", f"code15:{corpora / 'code15'}", "--data", f"mimic-iv-ecg:{corpora / 'mimic'}",
+        "--streaming", "--shuffle-buffer", "4", "--all-splits", "--preset", "tiny", "--output-dir", tmp_path / "out",
+        "--batch-size", "4", "--max-steps", "8", "--warmup-steps", "1", "--save-steps", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "shorter than" not in result.stderr  # no line per dropped record
+    protocol = json.loads((tmp_path / "out" / "pretraining_data.json").read_text())
+    code15, mimic = (corpus["records"] for corpus in protocol["corpora"])
+    # 8 steps of 4 crops: 32 crops at least (the DataLoader may read ahead), the two corpora interleaved
+    assert code15["read"] + mimic["read"] >= 32 and mimic["read"] >= 3 and code15["read"] >= 3
+    assert code15["dropped_short"] >= 1 and mimic["dropped_short"] == 0 and code15["skipped"] == mimic["skipped"] == 0
+    dropped = (tmp_path / "out" / "short_records_dropped.txt").read_text().split()
+    short = {f"code15:{corpora / 'code15'}/{1000 + i}" for i in range(0, 24, 4)}  # the 7 s exams
+    assert len(dropped) == len(set(dropped)) and set(dropped) <= short and len(dropped) >= 1
+    summary = [line for line in result.stderr.splitlines() if line.startswith("Corpus code15:")]
+    assert len(summary) == 1 and f"{code15['dropped_short']} dropped_short" in summary[0], result.stderr[-3000:]
+    assert not (tmp_path / "out" / "skipped_records.csv").exists()
