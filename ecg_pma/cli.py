@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -133,13 +134,19 @@ class _WithoutLoadReport(logging.Filter):
 LOAD_REPORT_FILTER = _WithoutLoadReport()
 
 
-def show_load_report(show: bool) -> None:
-    """Whether transformers' LOAD REPORT reaches the output (its logger, taken by name: transformers not imported)."""
+@contextlib.contextmanager
+def load_report_shown(show: bool):
+    """
+    Whether transformers' LOAD REPORT reaches the output while a command runs (its logger, taken by name:
+    transformers not imported); the logger is left as it was afterwards, for whatever else the process loads.
+    """
     modeling_logger = logging.getLogger("transformers.modeling_utils")
-    if show:
+    if not show:
+        modeling_logger.addFilter(LOAD_REPORT_FILTER)
+    try:
+        yield
+    finally:
         modeling_logger.removeFilter(LOAD_REPORT_FILTER)
-    else:
-        modeling_logger.addFilter(LOAD_REPORT_FILTER)  # once: a logger keeps one copy of a filter
 
 
 @functools.cache  # once per process: `main` may run several times in one (tests, notebooks)
@@ -165,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         plain_library_output()
     register_auto_classes()  # the commands load and save models through the Auto classes
     debug = args.debug or os.environ.get(DEBUG_ENVIRONMENT_VARIABLE, "") not in ("", "0")
-    show_load_report(debug)
     try:
-        return args.handler(args)
+        with load_report_shown(debug):
+            return args.handler(args)
     except KeyboardInterrupt:
         print(f"ecg-pma {args.command}: interrupted", file=sys.stderr)
         return 130

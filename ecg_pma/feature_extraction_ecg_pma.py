@@ -764,6 +764,8 @@ class EcgPmaFeatureExtractor(SequenceFeatureExtractor):
         signal = np.asarray(record.signal, dtype=np.float64)
         if signal.ndim != 2:
             raise ValueError(f"{name}: an ECG must be (leads, samples), got shape {signal.shape}.")
+        if signal.shape[1] == 0:
+            raise ValueError(f"{name}: the record has no samples ({signal.shape[0]} leads of length 0).")
         signal = self.to_millivolts(signal, record.units, name)
         finite = np.isfinite(signal).all()
         if finite:  # the common case, without the masked maximum's cost

@@ -15,7 +15,7 @@ import torch
 from conftest import shared_data_dir
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification
-from ecg_pma.cli import build_parser, main, show_load_report
+from ecg_pma.cli import build_parser, load_report_shown, main
 
 
 @pytest.fixture(autouse=True)
@@ -160,12 +160,12 @@ def test_transformers_load_report_is_shown_only_under_debug(pretrained):
     modeling_logger.addHandler(handler)
     try:
         for debug in (False, True):
-            show_load_report(debug)
-            EcgPmaForSequenceClassification.from_pretrained(pretrained, num_labels=2, aggregation="pma")
+            with load_report_shown(debug):
+                EcgPmaForSequenceClassification.from_pretrained(pretrained, num_labels=2, aggregation="pma")
+        EcgPmaForSequenceClassification.from_pretrained(pretrained, num_labels=2, aggregation="pma")
     finally:
         modeling_logger.removeHandler(handler)
-        show_load_report(True)  # as outside the command
-    assert reports == [True]  # the second load only
+    assert reports == [True, True]  # the second load, and any load after the command: the logger is left as it was
 
 
 @pytest.mark.slow
@@ -211,6 +211,6 @@ def test_fewer_training_rows_than_a_batch_say_the_counts_and_what_to_lower(tmp_p
 
     rows = Dataset.from_dict({"signals": [[[0.0]]] * 32, "labels": [[0.0]] * 32, "record_id": list("a" * 32)})
     args = reference_training_arguments("probe", str(tmp_path), per_device_train_batch_size=64)
-    with pytest.raises(ValueError, match=r"32 windows, fewer than one batch of 64 .*batch_size to at most 32"):
+    with pytest.raises(ValueError, match=r"32 windows, fewer than one batch of 64 .*--per-device-train-batch-size to at most 32"):
         check_one_batch(rows, args)
     check_one_batch(rows, reference_training_arguments("probe", str(tmp_path), per_device_train_batch_size=32))
