@@ -101,6 +101,7 @@ class _FusedAttention(torch.autograd.Function):
     @staticmethod
     def symbolic(graph, hidden, weight, bias, key_mask, num_heads: int):
         inputs = (hidden, weight, bias) if key_mask is None else (hidden, weight, bias, key_mask)
+        # no output type set: the traced example's shape would fix the batch size of the products after it
         return graph.op("com.microsoft::Attention", *inputs, num_heads_i=num_heads)
 
 
