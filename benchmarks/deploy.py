@@ -3,7 +3,8 @@ CPU deployment speed of the classifier (encoder + PMA gate + head) on the same c
 fp32 (SDPA), PyTorch compiled (`predict --compile`), ONNX Runtime fp32 with its graph optimizations and fused
 attention (`export-onnx --optimize`) and ONNX Runtime int8 (`export-onnx --optimize --quantize int8`), both on the
 all-leads graph the backend runs for complete records, and int8 on the masked graph (`model-int8.onnx` with an
-all-true `lead_mask`: what complete records cost before the all-leads graph). ECGs/s and one call's peak memory, in
+all-true `lead_mask`), and int8 as exported before this release (`ort_int8_unfused_masked_graph`: the masked graph
+without fused attention). ECGs/s and one call's peak memory, in
 interleaved rounds (median of `--repeats`), as `speed.py` measures them; ONNX Runtime runs on as many threads as
 PyTorch.
 
@@ -43,8 +44,15 @@ from common import machine_info, significant  # noqa: E402
 from speed import interleaved_timings, model_flops, record  # noqa: E402
 
 
-VARIANTS = ("eager_fp32", "compiled_fp32", "ort_fp32_optimized", "ort_int8", "ort_int8_masked_graph")
-INT8_VARIANTS = ("ort_int8", "ort_int8_masked_graph")
+VARIANTS = (
+    "eager_fp32",
+    "compiled_fp32",
+    "ort_fp32_optimized",
+    "ort_int8",
+    "ort_int8_masked_graph",
+    "ort_int8_unfused_masked_graph",
+)
+INT8_VARIANTS = ("ort_int8", "ort_int8_masked_graph", "ort_int8_unfused_masked_graph")
 # (M, K, N) of the peak microbenchmark: a large square product and ViT-B's fc1 at batch 32 (32 x 264 tokens).
 PEAK_SHAPES = ((2048, 2048, 2048), (8448, 768, 3072))
 
@@ -159,17 +167,20 @@ def classifier_variants(model, scratch: Path, signals: torch.Tensor, compile: bo
     """The callables to time on `signals`, and the ONNX files they run."""
     export_classifier_onnx(model, scratch / "model.onnx", optimize=True)
     export_classifier_onnx(model, scratch / "model-int8.onnx", optimize=True, quantize="int8")
+    # the int8 file of the release before the all-leads graph and fused attention, for the same-run comparison
+    export_classifier_onnx(model, scratch / "unfused-int8.onnx", optimize=True, quantize="int8", fused_attention=False)
     files = {
         "ort_fp32_optimized": all_leads_path(scratch / "model.onnx"),
         "ort_int8": all_leads_path(scratch / "model-int8.onnx"),
         "ort_int8_masked_graph": scratch / "model-int8.onnx",
+        "ort_int8_unfused_masked_graph": scratch / "unfused-int8.onnx",
     }
     model.set_attn_implementation("sdpa")  # the export switched it to eager attention
     variants = {"eager_fp32": partial(model, signals)}
     if compile:
         variants["compiled_fp32"] = partial(compile_for_inference(model), signals)
     for name, path in files.items():
-        inputs = onnx_inputs(signals, masked_graph=name == "ort_int8_masked_graph")
+        inputs = onnx_inputs(signals, masked_graph="masked_graph" in name)
         # no memory arena: freed buffers go back to the system, so a call's peak is measured as for PyTorch
         variants[name] = partial(onnx_session(path, memory_arena=False).run, None, inputs)
     return variants, files
@@ -190,6 +201,9 @@ def speedups(results: list[dict]) -> list[dict]:
         if (preset, batch, "ort_int8_masked_graph") in table:
             entry["all_leads_vs_masked_graph_int8"] = round(
                 table[preset, batch, "ort_int8"] / table[preset, batch, "ort_int8_masked_graph"], 2
+            )
+            entry["int8_vs_unfused_masked_graph_int8"] = round(
+                table[preset, batch, "ort_int8"] / table[preset, batch, "ort_int8_unfused_masked_graph"], 2
             )
         entries.append(entry)
     return entries

@@ -129,12 +129,12 @@ def test_deploy_benchmark_times_every_backend_and_profiles_onnxruntime():
         "--peak-repeats", "1", one_line=True,
     )  # fmt: skip
     assert [r["variant"] for r in report["results"]] == [
-        "eager_fp32", "ort_fp32_optimized", "ort_int8", "ort_int8_masked_graph"
+        "eager_fp32", "ort_fp32_optimized", "ort_int8", "ort_int8_masked_graph", "ort_int8_unfused_masked_graph"
     ]  # fmt: skip
     assert all(r["ecgs_per_s"] > 0 and r["achieved_gops"] > 0 for r in report["results"])
     (speedup,) = report["speedups"]
     assert speedup["ort_int8_vs_eager"] > 0 and speedup["ort_fp32_optimized_vs_eager"] > 0
-    assert speedup["all_leads_vs_masked_graph_int8"] > 0
+    assert speedup["all_leads_vs_masked_graph_int8"] > 0 and speedup["int8_vs_unfused_masked_graph_int8"] > 0
     profiles = {p["variant"]: p["share"] for p in report["operator_profiles"]}
     assert "DynamicQuantizeMatMul" in profiles["ort_int8"] and "MatMulInteger" not in profiles["ort_fp32_optimized"]
     assert "QAttention" in profiles["ort_int8"] and "Attention" in profiles["ort_fp32_optimized"]

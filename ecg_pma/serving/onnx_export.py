@@ -235,6 +235,7 @@ def _export_graph(
     opset: int,
     optimize: bool,
     quantize: str | None,
+    fused_attention: bool,
 ) -> dict:
     """One graph (`"lead_mask"` or `"all_leads"`) traced, optimized and quantized into `output_path`; its record."""
     config = model.config
@@ -245,14 +246,13 @@ def _export_graph(
     spec = {**spec, "file": output_path.name, "graph": graph, "graph_use": GRAPHS[graph], "inputs": inputs}
     with tempfile.TemporaryDirectory(dir=output_path.parent) as scratch:
         current = Path(scratch) / "traced.onnx"
-        _trace_to_onnx(model, current, opset, graph, fused_attention=optimize)
+        _trace_to_onnx(model, current, opset, graph, fused_attention=fused_attention)
         if optimize:
             _optimize(current, Path(scratch) / "optimized.onnx")
             current = Path(scratch) / "optimized.onnx"
-            spec["optimization"] = (
-                f"onnxruntime graph optimization level {OPTIMIZATION_LEVEL}, applied offline; attention in "
-                "onnxruntime's fused Attention contrib operator"
-            )
+            spec["optimization"] = f"onnxruntime graph optimization level {OPTIMIZATION_LEVEL}, applied offline"
+        if fused_attention:
+            spec["optimization"] += "; attention in onnxruntime's fused Attention contrib operator"
         if quantize == "int8":
             spec["quantization"] = _quantize_int8(current, Path(scratch) / "quantized.onnx")
             current = Path(scratch) / "quantized.onnx"
@@ -268,13 +268,19 @@ def export_classifier_onnx(
     opset: int = DEFAULT_OPSET,
     optimize: bool = False,
     quantize: str | None = None,
+    fused_attention: bool | None = None,
 ) -> dict:
     """
     Exports `model` as two graphs: `output_path` (inputs `signals` and `lead_mask`: any lead set) and, beside it,
     [`all_leads_path`] (`signals` only: records with every lead, without the mask's operators). Returns the masked
     graph's export record (also stored in the file's metadata: shapes, labels, preprocessing, and how the graph was
     made: `optimization`, `quantization`, operator counts), with the all-leads graph's record under `all_leads`.
+    `fused_attention` (default: with `optimize`) exports attention as ONNX Runtime's fused `Attention` operator;
+    `optimize=True, fused_attention=False` gives the graph of earlier releases (for comparisons).
     """
+    fused_attention = optimize if fused_attention is None else fused_attention
+    if fused_attention and not optimize:
+        raise ValueError("fused_attention=True needs optimize=True: the fused operator is ONNX Runtime's own.")
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ValueError(f"Unknown quantization {quantize!r}; expected one of {QUANTIZATIONS} or None.")
     import onnxruntime
@@ -297,8 +303,9 @@ def export_classifier_onnx(
         "optimization": None,
         "quantization": None,
     }
-    complete = _export_graph(model, all_leads_path(output_path), "all_leads", spec, opset, optimize, quantize)
-    masked = _export_graph(model, output_path, "lead_mask", spec, opset, optimize, quantize)
+    graphs = {"opset": opset, "optimize": optimize, "quantize": quantize, "fused_attention": fused_attention}
+    complete = _export_graph(model, all_leads_path(output_path), "all_leads", spec, **graphs)
+    masked = _export_graph(model, output_path, "lead_mask", spec, **graphs)
     return {**masked, "all_leads": complete}
 
 
