@@ -181,6 +181,18 @@ def test_deployment_benchmarks_run_on_the_challenge_records(script, arguments, r
 
 
 @pytest.mark.slow
+def test_static_int8_benchmark_calibrates_on_real_records_and_times_both_files():
+    shared_data_dir("physionet2021")
+    report = run_benchmark(
+        "static_int8.py", "--preset", "tiny", "--batch", "2", "--repeats", "1", "--calibration-records", "4",
+        one_line=True,
+    )  # fmt: skip
+    assert report["calibration_windows"] > 0 and report["held_out_windows"] > 0
+    assert set(report["ecgs_per_s"]) == {"dynamic_int8", "static_int8"} and report["static_vs_dynamic"] > 0
+    assert all(0 < diff < 0.5 for diff in report["max_abs_prob_diff_vs_pytorch"].values())
+
+
+@pytest.mark.slow
 def test_corpus_memory_benchmark_measures_both_paths_at_two_sizes():
     report = run_benchmark("corpus_memory.py", "--sizes", "100", "200", timeout=600)
     for size, modes in report["corpora"].items():

@@ -191,9 +191,15 @@ def test_an_all_leads_graph_alone_refuses_records_lacking_leads(exported, tmp_pa
         forward(signals, lead_mask)
 
 
-def test_unknown_quantization_is_refused(exported, tmp_path):
+def test_unknown_quantization_and_misnamed_or_unfusable_exports_are_refused(exported, tmp_path):
     with pytest.raises(ValueError, match="Unknown quantization 'int4'"):
         export_onnx(exported, tmp_path / "model.onnx", quantize="int4")
+    with pytest.raises(ValueError, match=r"name the masked graph instead \(e.g. model.onnx\)"):
+        export_onnx(exported, tmp_path / "model.all-leads.onnx")
+    model, _ = load(exported)
+    with pytest.raises(ValueError, match="fused_attention=True needs optimize=True"):
+        export_classifier_onnx(model, tmp_path / "model.onnx", fused_attention=True)
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 # ----------------------------------------------------------------------------------------------------------- backend
