@@ -8,10 +8,17 @@ Self-contained (torch, numpy, transformers) so that a model pushed with it loads
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 from transformers import Pipeline
+
+
+# `ecg_pma.serving.onnx_export`'s names for the graph of complete records, repeated here: this file runs without the
+# package (saved beside a model on the Hub).
+ALL_LEADS_SUFFIX = ".all-leads.onnx"
+ALL_LEADS_FILE = "model" + ALL_LEADS_SUFFIX
 
 
 class EcgClassificationPipeline(Pipeline):
@@ -24,6 +31,8 @@ class EcgClassificationPipeline(Pipeline):
         backend (`"torch"` or `"onnxruntime"`, *optional*): score the windows with the PyTorch model (default) or
             with ONNX Runtime on `onnx_path` (default: `model.onnx` beside the weights, local or on the Hub), e.g. a
             file from `ecg-pma export-onnx --optimize --quantize int8`. Windows, averaging and thresholds are the same.
+            A record with every lead runs the all-leads graph exported beside it (`model.all-leads.onnx`: no mask
+            operators) where there is one; a record lacking leads runs the masked graph.
     Returns, per record, a list of `{"label": str, "score": float}` sorted by score.
     """
 
@@ -65,27 +74,49 @@ class EcgClassificationPipeline(Pipeline):
     ) -> dict[str, torch.Tensor]:
         # Records lacking some of the model's leads run on the leads they have (the extractor's `lead_mask`).
         if backend == "onnxruntime":
-            logits, layer_weights = self.onnx_session(onnx_path).run(
-                ["logits", "layer_weights"],
-                {
-                    "signals": model_inputs["signals"].cpu().numpy(),
-                    "lead_mask": model_inputs["lead_mask"].cpu().numpy().astype(bool),
-                },
-            )
+            session = self.onnx_session(onnx_path, all_leads=bool(model_inputs["lead_mask"].all()))
+            inputs = {"signals": model_inputs["signals"].cpu().numpy()}
+            if any(graph_input.name == "lead_mask" for graph_input in session.get_inputs()):
+                inputs["lead_mask"] = model_inputs["lead_mask"].cpu().numpy().astype(bool)
+            logits, layer_weights = session.run(["logits", "layer_weights"], inputs)
             return {"logits": torch.from_numpy(logits), "layer_weights": torch.from_numpy(layer_weights)}
         output = self.model(signals=model_inputs["signals"], lead_mask=model_inputs["lead_mask"])
         return {"logits": output.logits, "layer_weights": output.layer_weights}
 
-    def onnx_session(self, onnx_path: str | None = None):
+    def onnx_graph(self, onnx_path: str | None = None, all_leads: bool = False) -> str:
         """
-        An ONNX Runtime CPU session on `onnx_path`, or on `model.onnx` from the model's folder or Hub repository;
-        created once per file. onnxruntime is imported here, so the pipeline loads without it.
+        The file to run: for a record with every lead (`all_leads`), the all-leads graph beside `onnx_path`
+        (`model.onnx` -> `model.all-leads.onnx`, from the model's folder or Hub repository when `onnx_path` is None)
+        where there is one; otherwise the masked graph.
         """
-        import onnxruntime
         from transformers.utils import cached_file
 
         if onnx_path is None:
-            onnx_path = cached_file(self.model.config._name_or_path, "model.onnx")
+            repository = self.model.config._name_or_path
+            found = cached_file(repository, ALL_LEADS_FILE, _raise_exceptions_for_missing_entries=False)
+            return found if all_leads and found else cached_file(repository, "model.onnx")
+        onnx_path = str(onnx_path)
+        stem = onnx_path.removesuffix(ALL_LEADS_SUFFIX).removesuffix(".onnx")
+        complete, masked = stem + ALL_LEADS_SUFFIX, stem + ".onnx"
+        if all_leads and os.path.isfile(complete):
+            return complete
+        if not all_leads and onnx_path.endswith(ALL_LEADS_SUFFIX):
+            if not os.path.isfile(masked):
+                raise ValueError(
+                    f"{onnx_path} takes records with every lead only, and this record lacks some; the masked graph "
+                    f"{masked} exported beside it is not there."
+                )
+            return masked
+        return onnx_path
+
+    def onnx_session(self, onnx_path: str | None = None, all_leads: bool = False):
+        """
+        An ONNX Runtime CPU session on the graph [`onnx_graph`] picks; created once per file. onnxruntime is imported
+        here, so the pipeline loads without it.
+        """
+        import onnxruntime
+
+        onnx_path = self.onnx_graph(onnx_path, all_leads)
         sessions = self.__dict__.setdefault("_onnx_sessions", {})
         if onnx_path not in sessions:
             options = onnxruntime.SessionOptions()

@@ -127,15 +127,29 @@ def test_deploy_benchmark_times_every_backend_and_profiles_onnxruntime():
     """The deployment speed benchmark runs end to end (tiny model, one batch size, no compile)."""
     report = run_benchmark(
         "deploy.py", "--presets", "tiny", "--batches", "2", "--repeats", "1", "--no-compile", "--profile",
-        one_line=True,
+        "--peak-repeats", "1", one_line=True,
     )  # fmt: skip
-    assert [r["variant"] for r in report["results"]] == ["eager_fp32", "ort_fp32_optimized", "ort_int8"]
-    assert all(r["ecgs_per_s"] > 0 for r in report["results"])
+    assert [r["variant"] for r in report["results"]] == [
+        "eager_fp32", "ort_fp32_optimized", "ort_int8", "ort_int8_masked_graph", "ort_int8_unfused_masked_graph"
+    ]  # fmt: skip
+    assert all(r["ecgs_per_s"] > 0 and r["achieved_gops"] > 0 for r in report["results"])
     (speedup,) = report["speedups"]
     assert speedup["ort_int8_vs_eager"] > 0 and speedup["ort_fp32_optimized_vs_eager"] > 0
+    assert speedup["all_leads_vs_masked_graph_int8"] > 0 and speedup["int8_vs_unfused_masked_graph_int8"] > 0
     profiles = {p["variant"]: p["share"] for p in report["operator_profiles"]}
     assert "DynamicQuantizeMatMul" in profiles["ort_int8"] and "MatMulInteger" not in profiles["ort_fp32_optimized"]
+    assert "QAttention" in profiles["ort_int8"] and "Attention" in profiles["ort_fp32_optimized"]
+    assert "Where" in profiles["ort_int8_masked_graph"] and "Where" not in profiles["ort_int8"]
     assert sum(profiles["ort_int8"].values()) == pytest.approx(1.0, abs=0.01)
+    # the limit row: measured peaks, and every variant's fraction of them
+    peaks = report["matrix_product_peaks"]
+    assert peaks["int8_peak_gops"] > 0 and peaks["fp32_peak_gflops"] > 0
+    assert set(peaks["gops_per_s"]) == {"ort_int8_matmulinteger", "ort_fp32_matmul", "torch_fp32_mm"}
+    for row, result in zip(report["limit"], report["results"]):
+        assert row["variant"] == result["variant"]
+        assert row["fraction_of_int8_peak"] == pytest.approx(
+            result["achieved_gops"] / peaks["int8_peak_gops"], rel=0.01
+        )
 
 
 @pytest.mark.slow
@@ -153,12 +167,30 @@ def test_deploy_benchmark_times_every_backend_and_profiles_onnxruntime():
 def test_deployment_benchmarks_run_on_the_challenge_records(script, arguments, reported):
     shared_data_dir("physionet2021")
     report = run_benchmark(script, *arguments, one_line=True)
-    assert report[reported] > 0
     if script == "deploy_accuracy.py":
-        assert report["records"] == 40 and report["fp32_max_abs_diff"] <= 1e-4
+        assert report["records"] == 40 and report["mixed_lead_sets_per_record"] == {
+            str(n): 8 for n in (12, 6, 4, 3, 2)
+        }
+        for inputs in ("complete_12_lead", "mixed_lead_sets"):
+            assert report[inputs][reported] > 0 and report[inputs]["fp32_max_abs_diff"] <= 1e-4
+        # the mixed lead sets ran the masked graphs
+        assert report["onnx_graphs_run"] == {"ort_fp32_optimized": ["lead_mask"], "ort_int8": ["lead_mask"]}
         assert report["passed"] == (not report["failed_targets"])
     else:
+        assert report[reported] > 0
         assert report["records"] == 40 and report["windows"] == 40
+
+
+@pytest.mark.slow
+def test_static_int8_benchmark_calibrates_on_real_records_and_times_both_files():
+    shared_data_dir("physionet2021")
+    report = run_benchmark(
+        "static_int8.py", "--preset", "tiny", "--batch", "2", "--repeats", "1", "--calibration-records", "4",
+        one_line=True,
+    )  # fmt: skip
+    assert report["calibration_windows"] > 0 and report["held_out_windows"] > 0
+    assert set(report["ecgs_per_s"]) == {"dynamic_int8", "static_int8"} and report["static_vs_dynamic"] > 0
+    assert all(0 < diff < 0.5 for diff in report["max_abs_prob_diff_vs_pytorch"].values())
 
 
 @pytest.mark.slow

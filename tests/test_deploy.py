@@ -1,7 +1,8 @@
 """
-CPU deployment: ONNX export with ONNX Runtime's graph optimizations and int8 quantization (recorded in the file and
-the model card), the onnxruntime backend of `predict_records` / `ecg-pma predict` / the pipeline, and folder
-screening (errors file, incremental writes, resume after a kill) on the real challenge records.
+CPU deployment: ONNX export as two graphs (masked, and all-leads for complete records) with ONNX Runtime's graph
+optimizations, fused attention and int8 quantization (recorded in the file and the model card), the onnxruntime
+backend of `predict_records` / `ecg-pma predict` / the pipeline choosing the graph per batch, and folder screening
+(errors file, incremental writes, resume after a kill) on the real challenge records.
 """
 
 import csv
@@ -16,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import wfdb
 from conftest import REPO_ROOT, run_without_package, shared_data_dir
 from transformers import pipeline
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
 from ecg_pma.cli import main as cli_main
 from ecg_pma.pipeline_ecg_pma import EcgClassificationPipeline
-from ecg_pma.serving.inference import predict_records
-from ecg_pma.serving.onnx_export import export_onnx, read_onnx_metadata
+from ecg_pma.serving.inference import predict_records, window_forward
+from ecg_pma.serving.onnx_export import export_classifier_onnx, export_onnx, read_onnx_metadata
 from ecg_pma.serving.screening import completed_records, prediction_columns, screen_records
 from ecg_pma.sharing.modelcard import build_model_card
 
@@ -45,7 +47,10 @@ def save_classifier(directory: Path, seed: int = 0, id2label=None) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """The classifier with `model.onnx` (fp32, optimized) and `model-int8.onnx` (optimized, int8) beside it."""
+    """
+    The classifier with `model.onnx` (fp32, optimized) and `model-int8.onnx` (optimized, int8) beside it, each with
+    its all-leads graph (`model.all-leads.onnx`, `model-int8.all-leads.onnx`).
+    """
     model_dir = save_classifier(tmp_path_factory.mktemp("deploy") / "model")
     export_onnx(model_dir, model_dir / "model.onnx", optimize=True)
     export_onnx(model_dir, model_dir / "model-int8.onnx", optimize=True, quantize="int8")
@@ -73,20 +78,128 @@ def test_exported_files_record_how_they_were_made(exported):
     assert fp32["id2label"] == {"0": "NSR", "1": "AF", "2": "STach"}
     # the graphs are what the records say: fused kernels in both, integer products only in the int8 file
     assert fp32["operators"].get("BiasGelu") and fp32["operators"].get("LayerNormalization")
+    assert fp32["operators"]["Attention"] == 4  # one fused attention kernel per encoder block
     assert "MatMulInteger" not in fp32["operators"] and "DynamicQuantizeLinear" not in fp32["operators"]
-    # every linear layer of the 4 encoder blocks (qkv, output, fc1, fc2) and the patch embedding is quantized
-    assert int8["operators"]["MatMulInteger"] == 4 * 4 + 1
+    # every linear layer of the 4 encoder blocks (output, fc1, fc2) and the patch embedding is quantized, and
+    # attention's packed q/k/v projection inside the int8 fused attention
+    assert int8["operators"]["MatMulInteger"] == 4 * 3 + 1 and int8["operators"]["QAttention"] == 4
     record = json.loads((exported / "onnx_export.json").read_text())
-    assert [entry["file"] for entry in record["exports"]] == ["model.onnx", "model-int8.onnx"]
+    assert [entry["file"] for entry in record["exports"]] == [
+        "model.onnx",
+        "model.all-leads.onnx",
+        "model-int8.onnx",
+        "model-int8.all-leads.onnx",
+    ]
+    assert [entry["graph"] for entry in record["exports"]] == ["lead_mask", "all_leads"] * 2
     model, extractor = load(exported)
     card = str(build_model_card(model.config, extractor, onnx=record))
-    assert "`model.onnx`: onnxruntime graph optimization level ORT_ENABLE_EXTENDED, applied offline; fp32" in card
-    assert "`model-int8.onnx`:" in card and "QInt8 weights, per channel" in card
+    assert "`model.onnx` (any lead set" in card and "`model.all-leads.onnx` (every lead present" in card
+    assert "onnxruntime graph optimization level ORT_ENABLE_EXTENDED, applied offline; attention in" in card
+    assert "`model-int8.onnx` (any lead set" in card and "QInt8 weights, per channel" in card
 
 
-def test_unknown_quantization_is_refused(exported, tmp_path):
+def test_the_all_leads_graph_has_no_mask(exported):
+    """The graph for complete records takes `signals` alone and holds none of the mask's operators."""
+    import onnxruntime
+
+    for name in ("model", "model-int8"):
+        complete = read_onnx_metadata(exported / f"{name}.all-leads.onnx")
+        masked = read_onnx_metadata(exported / f"{name}.onnx")
+        assert complete["graph"] == "all_leads" and "lead_mask" not in complete["inputs"]
+        assert masked["graph"] == "lead_mask" and masked["inputs"]["lead_mask"] == ["batch", 12]
+        assert "Where" in masked["operators"] and "Where" not in complete["operators"]
+        assert "ReduceSum" in masked["operators"] and "ReduceSum" not in complete["operators"]  # the masked means
+        session = onnxruntime.InferenceSession(str(exported / f"{name}.all-leads.onnx"))
+        assert [graph_input.name for graph_input in session.get_inputs()] == ["signals"]
+
+
+def mixed_lead_batch(config, windows: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows with 12, 6, 2 and 1 leads present (absent slots hold garbage) and their `lead_mask`."""
+    generator = torch.Generator().manual_seed(seed)
+    signals = torch.randn(windows, config.num_leads, config.signal_length, generator=generator)
+    lead_mask = torch.ones(windows, config.num_leads, dtype=torch.bool)
+    lead_mask[1, 6:] = lead_mask[2, 2:] = lead_mask[3, 1:] = lead_mask[4, :11] = False
+    signals[~lead_mask] = 100.0
+    return signals, lead_mask
+
+
+@pytest.mark.parametrize("optimize", [False, True], ids=["plain", "optimized"])
+def test_both_graphs_match_pytorch_on_complete_and_mixed_batches(tmp_path, optimize):
+    """fp32, plain ONNX operators and ORT's fused attention alike: each graph gives PyTorch's outputs (<= 1e-4)."""
+    import onnxruntime
+
+    model, _ = load(save_classifier(tmp_path / "model"))
+    export_classifier_onnx(model, tmp_path / "model.onnx", optimize=optimize)
+    model.set_attn_implementation("sdpa")  # the export switched it to eager attention
+    masked = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    complete = onnxruntime.InferenceSession(str(tmp_path / "model.all-leads.onnx"))
+    signals, lead_mask = mixed_lead_batch(model.config)
+    with torch.no_grad():
+        mixed = model(signals, lead_mask=lead_mask)
+        full = model(signals)
+    outputs = {
+        "masked graph, mixed batch": (
+            masked.run(None, {"signals": signals.numpy(), "lead_mask": lead_mask.numpy()}),
+            mixed,
+        ),
+        "masked graph, complete batch": (
+            masked.run(None, {"signals": signals.numpy(), "lead_mask": np.ones_like(lead_mask.numpy())}),
+            full,
+        ),
+        "all-leads graph, complete batch": (complete.run(None, {"signals": signals.numpy()}), full),
+        "all-leads graph, one window": (complete.run(None, {"signals": signals[:1].numpy()}), model(signals[:1])),
+    }
+    for case, ((logits, layer_weights), expected) in outputs.items():
+        np.testing.assert_allclose(logits, expected.logits.detach().numpy(), atol=1e-4, rtol=0, err_msg=case)
+        np.testing.assert_allclose(
+            layer_weights, expected.layer_weights.detach().numpy(), atol=1e-4, rtol=0, err_msg=case
+        )
+    # the windows lacking leads are not the complete windows' predictions: the mask was applied
+    assert not np.allclose(outputs["masked graph, mixed batch"][0][0][1:5], full.logits[1:5].numpy(), atol=1e-3)
+
+
+def test_the_backend_runs_the_all_leads_graph_for_complete_batches(exported):
+    model, _ = load(exported)
+    signals, lead_mask = mixed_lead_batch(model.config)
+    forward = window_forward(model, "onnxruntime")  # MODEL/model.onnx and model.all-leads.onnx beside it
+    assert forward.paths == {
+        "lead_mask": str(exported / "model.onnx"),
+        "all_leads": str(exported / "model.all-leads.onnx"),
+    }
+    with torch.no_grad():
+        expected_full, expected_mixed = model(signals), model(signals, lead_mask=lead_mask)
+    for mask in (None, torch.ones_like(lead_mask)):
+        logits, _ = forward(signals, mask)
+        torch.testing.assert_close(logits, expected_full.logits, atol=1e-4, rtol=0)
+    assert list(forward.sessions) == ["all_leads"]  # complete batches never opened the masked graph
+    logits, layer_weights = forward(signals, lead_mask)
+    torch.testing.assert_close(logits, expected_mixed.logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(layer_weights, expected_mixed.layer_weights, atol=1e-4, rtol=0)
+    assert list(forward.sessions) == ["all_leads", "lead_mask"]
+    # given the all-leads file by name, the backend still finds the masked graph beside it for a mixed batch
+    by_name = window_forward(model, "onnxruntime", exported / "model-int8.all-leads.onnx")
+    assert by_name.graph_for(lead_mask) == "lead_mask" and by_name.graph_for(None) == "all_leads"
+
+
+def test_an_all_leads_graph_alone_refuses_records_lacking_leads(exported, tmp_path):
+    (tmp_path / "model.all-leads.onnx").write_bytes((exported / "model.all-leads.onnx").read_bytes())
+    model, _ = load(exported)
+    forward = window_forward(model, "onnxruntime", tmp_path / "model.all-leads.onnx")
+    signals, lead_mask = mixed_lead_batch(model.config)
+    forward(signals, None)
+    with pytest.raises(ValueError, match=r"takes records with every lead only.*model.onnx"):
+        forward(signals, lead_mask)
+
+
+def test_unknown_quantization_and_misnamed_or_unfusable_exports_are_refused(exported, tmp_path):
     with pytest.raises(ValueError, match="Unknown quantization 'int4'"):
         export_onnx(exported, tmp_path / "model.onnx", quantize="int4")
+    with pytest.raises(ValueError, match=r"name the masked graph instead \(e.g. model.onnx\)"):
+        export_onnx(exported, tmp_path / "model.all-leads.onnx")
+    model, _ = load(exported)
+    with pytest.raises(ValueError, match="fused_attention=True needs optimize=True"):
+        export_classifier_onnx(model, tmp_path / "model.onnx", fused_attention=True)
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 # ----------------------------------------------------------------------------------------------------------- backend
@@ -150,8 +263,29 @@ def test_pipeline_with_onnxruntime_backend(exported):
     assert [entry["score"] for entry in ours] == pytest.approx([entry["score"] for entry in expected], abs=1e-5)
     int8 = classify(record, top_k=3, onnx_path=str(exported / "model-int8.onnx"))
     assert [entry["score"] for entry in int8] == pytest.approx([entry["score"] for entry in expected], abs=0.02)
+    # complete records ran the all-leads graphs beside the files named
+    assert sorted(Path(path).name for path in classify._onnx_sessions) == [
+        "model-int8.all-leads.onnx",
+        "model.all-leads.onnx",
+    ]
     with pytest.raises(ValueError, match="`backend` must be 'torch' or 'onnxruntime'"):
         classify(record, backend="tensorrt")
+
+
+def test_pipeline_runs_the_masked_graph_for_a_record_lacking_leads(exported):
+    model, _ = load(exported)
+    extractor = EcgPmaFeatureExtractor.from_model_config(model.config, allow_missing_leads=True)
+    signals = wfdb.rdrecord(challenge_records("E07502")[0]).p_signal[:, :6].T  # the limb leads only, (leads, samples)
+    inputs = {"sampling_rate": 500, "lead_names": ["I", "II", "III", "aVR", "aVL", "aVF"], "top_k": 3}
+    expected = pipeline("ecg-classification", model=model, feature_extractor=extractor)(signals, **inputs)
+    classify = pipeline("ecg-classification", model=model, feature_extractor=extractor, backend="onnxruntime")
+    ours = classify(signals, **inputs)
+    assert [entry["label"] for entry in ours] == [entry["label"] for entry in expected]
+    assert [entry["score"] for entry in ours] == pytest.approx([entry["score"] for entry in expected], abs=1e-5)
+    assert [Path(path).name for path in classify._onnx_sessions] == ["model.onnx"]
+    # given the all-leads file by name, the masked graph beside it is found
+    classify(signals, onnx_path=str(exported / "model-int8.all-leads.onnx"), **inputs)
+    assert Path(list(classify._onnx_sessions)[-1]).name == "model-int8.onnx"
 
 
 FRESH_PIPELINE = """

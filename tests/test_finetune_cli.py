@@ -211,6 +211,8 @@ def test_fewer_training_rows_than_a_batch_say_the_counts_and_what_to_lower(tmp_p
 
     rows = Dataset.from_dict({"signals": [[[0.0]]] * 32, "labels": [[0.0]] * 32, "record_id": list("a" * 32)})
     args = reference_training_arguments("probe", str(tmp_path), per_device_train_batch_size=64)
-    with pytest.raises(ValueError, match=r"32 windows, fewer than one batch of 64 .*--per-device-train-batch-size to at most 32"):
+    with pytest.raises(
+        ValueError, match=r"32 windows, fewer than one batch of 64 .*--per-device-train-batch-size to at most 32"
+    ):
         check_one_batch(rows, args)
     check_one_batch(rows, reference_training_arguments("probe", str(tmp_path), per_device_train_batch_size=32))

@@ -95,6 +95,8 @@ def test_onnx_export_matches_pytorch(trained_model):
     session = onnxruntime.InferenceSession(str(trained_model / "model.onnx"))
     assert [i.name for i in session.get_inputs()] == ["signals", "lead_mask"]
     assert [o.name for o in session.get_outputs()] == ["logits", "layer_weights"]
+    complete = onnxruntime.InferenceSession(str(trained_model / "model.all-leads.onnx"))
+    assert [i.name for i in complete.get_inputs()] == ["signals"]
     model = EcgPmaForSequenceClassification.from_pretrained(trained_model).eval()
     for batch in (1, 3, 7):  # the batch dimension is dynamic
         signals = torch.randn(batch, 12, 1000, generator=torch.Generator().manual_seed(batch))
@@ -104,6 +106,9 @@ def test_onnx_export_matches_pytorch(trained_model):
             expected = model(signals)
         assert np.abs(logits - expected.logits.numpy()).max() < 1e-4
         assert np.abs(layer_weights - expected.layer_weights.numpy()).max() < 1e-4
+        # the all-leads graph beside it: the same outputs from `signals` alone
+        complete_logits, _ = complete.run(None, {"signals": signals.numpy()})
+        assert np.abs(complete_logits - expected.logits.numpy()).max() < 1e-4
 
 
 # ------------------------------------------------------------------------------------------------------- pipeline
@@ -171,7 +176,7 @@ def test_push_then_load_by_repo_id_in_a_fresh_process(tmp_path, trained_model):
         assert set(files) == {
             "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "configuration_ecg_pma.py",
             "modeling_ecg_pma.py", "feature_extraction_ecg_pma.py", "pipeline_ecg_pma.py", "results.json", "results.md",
-            "model.onnx", "onnx_export.json",
+            "model.onnx", "model.all-leads.onnx", "onnx_export.json",
         }  # fmt: skip
         assert not [name for name in files if name.endswith((".bin", ".pt", ".pth", ".pkl"))]
         local_root = str(Path(trained_model).resolve().parent)

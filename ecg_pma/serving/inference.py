@@ -15,7 +15,7 @@ from ..constants import DTYPES
 from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, check_integer
 from ..modeling_ecg_pma import EcgPmaForSequenceClassification
 from .loading import decision_thresholds, label_names
-from .onnx_runtime import check_onnx_matches_config, onnx_session, resolve_onnx_path, run_onnx_session
+from .onnx_runtime import ClassifierSessions, resolve_onnx_path
 
 
 @dataclass
@@ -73,8 +73,9 @@ def window_forward(
 ) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """
     A function `(signals (windows, leads, samples), lead_mask (windows, leads) or None)` -> `(logits (windows,
-    labels), layer_weights (windows, depth))`: the PyTorch model (optionally compiled), or an ONNX Runtime session on
-    `onnx_path` for `backend="onnxruntime"`.
+    labels), layer_weights (windows, depth))`: the PyTorch model (optionally compiled), or for
+    `backend="onnxruntime"` ONNX Runtime on the export at `onnx_path` ([`ClassifierSessions`]: the all-leads graph
+    for complete batches, the masked graph for batches lacking leads).
     """
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend {backend!r}; expected one of {BACKENDS}.")
@@ -92,14 +93,8 @@ def window_forward(
         return forward
     if compile:
         raise ValueError("compile=True compiles the PyTorch model; it does not apply to backend='onnxruntime'.")
-    onnx_path = resolve_onnx_path(model, onnx_path)
-    check_onnx_matches_config(onnx_path, model.config)
-    session = onnx_session(onnx_path)
-
-    def forward(signals: torch.Tensor, lead_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return run_onnx_session(session, signals, lead_mask)
-
-    return forward
+    # complete batches run the all-leads graph exported beside `onnx_path`, batches lacking leads the masked one
+    return ClassifierSessions(resolve_onnx_path(model, onnx_path), model.config)
 
 
 def score_windows(
