@@ -34,6 +34,11 @@ NOT_RUN = {
     "downloaded (hundreds of GB), and GPUs",
     "accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank $RANK": "several GPU machines",
     "ecg-pma download ptb-xl data/ptb-xl --subset records100": "the network (PTB-XL, 1.7 GB) and GPUs",
+    "ecg-pma benchmark --model runs/pretrained --suite ptbxl --data data/ptb-xl --seeds 0 1 2 --output-dir "
+    "results/ptbxl": "the PTB-XL download (the network, 1.7 GB) and a pre-trained model of your own",
+    "ecg-pma benchmark --model runs/tiny-simulated --suite physionet2021 --data data/physionet2021-sample": "the model "
+    "the paragraph above pre-trains (runs/tiny-simulated) and 8 minutes; tests/test_model_benchmark.py runs the same "
+    "command on the 40 records",
     "ecg-pma push outputs/cli-probed your-org/ecg-pma-probe --private --dataset physionet-challenge-2021": "the "
     "network and a Hugging Face token",
     "ecg-pma app outputs/cli-probed --examples data/physionet2021-sample": "a browser (the app serves until stopped)",
