@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import platform
+import statistics
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -56,3 +59,17 @@ def challenge_windows(
         return {
             split: extract_features(raw[split], extractor).flatten_indices(keep_in_memory=True) for split in splits
         }
+
+
+def median_seconds(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Each variant called once to warm up, then `repeats` interleaved rounds (so that a change in the machine's load
+    reaches every variant alike); the median seconds of a call, per variant."""
+    times = {name: [] for name in variants}
+    for run in variants.values():
+        run()
+    for _ in range(repeats):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,7 +23,7 @@ from ecg_pma.training.collator import LeadSetSampler
 
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import challenge_windows, machine_info, significant  # noqa: E402
+from common import challenge_windows, machine_info, median_seconds, significant  # noqa: E402
 
 
 CHALLENGE_SETS = ["12", "6", "4", "3", "2"]
@@ -58,15 +56,8 @@ def main() -> None:
         model(batches["per_window"]["signals"], noise=noise).loss.backward()
 
     variants["pretraining_step"] = step
-    times = {name: [] for name in variants}
-    for run in variants.values():  # warm-up
-        run()
-    for _ in range(args.repeats):
-        for name, run in variants.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    milliseconds = {name: significant(1000 * statistics.median(values)) for name, values in times.items()}
+    seconds = median_seconds(variants, args.repeats)
+    milliseconds = {name: significant(1000 * value) for name, value in seconds.items()}
     for name, value in milliseconds.items():
         print(f"{name}: {value} ms per batch", file=sys.stderr)
     report = {

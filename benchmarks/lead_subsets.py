@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +24,7 @@ from ecg_pma import LEAD_SETS, EcgPmaConfig, EcgPmaModel
 
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_info  # noqa: E402
+from common import machine_info, median_seconds  # noqa: E402
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -84,16 +82,9 @@ def main() -> None:
             torch.testing.assert_close(before(signals).layer_representations, model(signals).layer_representations)
         variants["12_leads_before"] = lambda: before(signals)
 
-    times = {name: [] for name in variants}
     with torch.inference_mode():
-        for run in variants.values():  # warm-up
-            run()
-        for _ in range(args.repeats):
-            for name, run in variants.items():
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-    throughput = {name: round(args.batch / statistics.median(values), 3) for name, values in times.items()}
+        seconds = median_seconds(variants, args.repeats)
+    throughput = {name: round(args.batch / value, 3) for name, value in seconds.items()}
     for name, value in throughput.items():
         print(f"{name}: {value} ECGs/s", file=sys.stderr)
     report = {
