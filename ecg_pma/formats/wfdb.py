@@ -1,5 +1,6 @@
 """WFDB records (`.hea` + `.dat`/`.mat`) through the feature extractor's reader, with what PhysioNet headers say in
-their comments (`# Age: 53`, `# Sex: Male`, `# Dx: ...`) as metadata; `write_wfdb` writes any `EcgRecord` as WFDB."""
+their comments (`# Age: 53`, `# Sex: Male`, `# Dx: ...` as `diagnoses`) as metadata; `write_wfdb` writes any
+`EcgRecord` as WFDB."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def read_wfdb(path: str | os.PathLike) -> EcgRecord:
 
 
 def wfdb_metadata(raw) -> dict:
-    """What a `wfdb.Record`'s header says besides the signal: age, sex and statements from PhysioNet's comment lines,
-    the acquisition time from its base date and time."""
+    """What a `wfdb.Record`'s header says besides the signal: age and sex from PhysioNet's comment lines, the
+    acquisition time from its base date and time, and its `# Dx:` codes as `diagnoses` (a data set's labels, not
+    the machine's statements: a plot or the web demo does not print them beside a prediction)."""
     fields = comment_fields(raw.comments)
     date, time = getattr(raw, "base_date", None), getattr(raw, "base_time", None)
     return {
@@ -44,7 +46,7 @@ def wfdb_metadata(raw) -> dict:
         "acquisition_time": f"{date.isoformat()}{f' {time.isoformat()}' if time is not None else ''}"
         if date
         else None,
-        "statements": [fields["dx"]] if fields.get("dx") else [],
+        "diagnoses": [code.strip() for code in fields["dx"].split(",")] if fields.get("dx") else [],
     }
 
 
