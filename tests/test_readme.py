@@ -28,8 +28,6 @@ NOT_RUN = {
     "make demo": "the network (pip installs .venv); tests/test_readme.py runs every other block",
     "ecg-pma download physionet2021-sample data/physionet2021-sample": "the network (PhysioNet, or a mirror given "
     "with --index-url)",
-    "ecg-pma convert exports/exam.xml data/converted/exam.dcm": "your own exported files (exports/) and a trained "
-    "classifier",
     "ecg-pma pretrain --all-splits --preset vit-b-paper --output-dir outputs/paper-pretrained": "the corpora, "
     "downloaded (hundreds of GB), and GPUs",
     "accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank $RANK": "several GPU machines",
@@ -188,6 +186,8 @@ def test_every_block_runs_as_written_in_order_offline(readme_run):
         "outputs/cli-study/layerwise_probe.png",
         "outputs/cli-probed/model-int8.onnx",
         "outputs/predictions.csv",
+        "outputs/exports.csv",
+        "data/converted/E07500.hea",
         "outputs/ecg.png",
         "outputs/space/app.py",
     ):
