@@ -287,7 +287,7 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
         "training_windows": f"one random crop per record per pass, streamed (seed {seed}, shuffle buffer "
         f"{args.shuffle_buffer} records)",
         "short_records": "drop (ids in short_records_dropped.txt)",
-        "corpora": entries,  # counted as training reads them (this process's counts), complete when it ends
+        "corpora": entries,  # counted as training reads them (every DataLoader worker), complete when it ends
         "splits": "all" if all_splits else "train",
         "bad_records": f"{bad_records} (ids and reasons in {SKIPPED_RECORDS_FILE})"
         if bad_records == "skip"

@@ -487,20 +487,26 @@ class StreamReport:
     """
     What a streamed run has read of each corpus as training reads it: records cropped (`read`), dropped as shorter
     than the window (`dropped_short`) and skipped as unusable (`skipped`, with `bad_records="skip"`), per corpus (told
-    by record-id prefix; `corpora` are the run's protocol entries, updated in place), with running totals in the log
-    every `log_every` records and one line per corpus from `summary()`. Record ids go to files in `output_dir`, never
-    one log line each: `short_records_dropped.txt` (each id once) and `skipped_records.csv` (with the reason).
-    Counts are this process's; with DataLoader workers each worker counts its own (the files have every record).
+    by record-id prefix; `corpora` are the run's protocol entries, whose `records` [`refresh`] fills), with running
+    totals in the log every `log_every` records and one line per corpus from `summary()`. Record ids go to files in
+    `output_dir`, never one log line each: `short_records_dropped.txt` (each id once after `summary()`) and
+    `skipped_records.csv` (with the reason). The counts live in shared memory: DataLoader worker processes (forked
+    after the report is made) add to the same totals, which the main process reads.
     """
+
+    OUTCOMES = ("read", "dropped_short", "skipped")
 
     def __init__(self, corpora: list[dict], prefixes: list[str], output_dir=None, log_every: int = 10_000,
                  max_bad_share: float = 1.0):  # fmt: skip
+        import multiprocessing
+
         self.corpora, self.prefixes = corpora, prefixes
         self.output_dir = output_dir
         self.log_every, self.max_bad_share = log_every, max_bad_share
-        for corpus in corpora:
-            corpus["records"] = {"read": 0, "dropped_short": 0, "skipped": 0}
-        self.seen_short: set[str] = set()  # the ids of short records: a second pass writes none again
+        # one row of OUTCOMES per corpus, with a lock: every process's counts add up in one place
+        self.counts = multiprocessing.Array("q", len(corpora) * len(self.OUTCOMES))
+        self.refresh()
+        self.seen_short: set[str] = set()  # this process's short ids: a second pass of it writes none again
 
     def __deepcopy__(self, memo) -> StreamReport:
         return self  # one report per run: `datasets` deep-copies a stream's generator and its arguments
@@ -508,16 +514,38 @@ class StreamReport:
     def __copy__(self) -> StreamReport:
         return self
 
-    def corpus(self, record_id: str) -> dict:
-        """The protocol entry of the corpus `record_id` is from (the longest matching prefix)."""
+    def corpus_index(self, record_id: str) -> int:
+        """The position of the corpus `record_id` is from in `corpora` (the longest matching prefix)."""
         matches = [i for i, prefix in enumerate(self.prefixes) if record_id.startswith(prefix)]
-        return self.corpora[max(matches, key=lambda i: len(self.prefixes[i])) if matches else 0]
+        return max(matches, key=lambda i: len(self.prefixes[i])) if matches else 0
 
-    def count(self, record_id: str, outcome: str) -> None:
-        self.corpus(record_id)["records"][outcome] += 1
-        total = sum(sum(corpus["records"].values()) for corpus in self.corpora)
-        if total % self.log_every == 0:
+    def corpus(self, record_id: str) -> dict:
+        """The protocol entry of the corpus `record_id` is from."""
+        return self.corpora[self.corpus_index(record_id)]
+
+    def refresh(self) -> list[dict]:
+        """Every process's counts so far into the protocol entries' `records`; returns the entries."""
+        with self.counts.get_lock():
+            values = list(self.counts)
+        self._set_records(values)
+        return self.corpora
+
+    def _set_records(self, values: list[int]) -> None:
+        width = len(self.OUTCOMES)
+        for number, corpus in enumerate(self.corpora):
+            corpus["records"] = dict(zip(self.OUTCOMES, values[number * width : (number + 1) * width]))
+
+    def count(self, record_id: str, outcome: str) -> dict:
+        """Counts one record of every process's totals; returns its corpus's counts."""
+        number = self.corpus_index(record_id)
+        width = len(self.OUTCOMES)
+        with self.counts.get_lock():
+            self.counts[number * width + self.OUTCOMES.index(outcome)] += 1
+            values = list(self.counts)
+        self._set_records(values)
+        if sum(values) % self.log_every == 0:
             logger.warning(f"Streamed so far: {self.totals()}.")
+        return self.corpora[number]["records"]
 
     def totals(self) -> str:
         return "; ".join(
@@ -542,12 +570,11 @@ class StreamReport:
         import csv
         import io
 
-        self.count(record_id, "skipped")
+        counts = self.count(record_id, "skipped")
         corpus = self.corpus(record_id)
         line = io.StringIO()
         csv.writer(line).writerow([corpus["format"], corpus["path"], "", record_id, reason])
         self.append("skipped_records.csv", line.getvalue().rstrip("\r\n"))
-        counts = corpus["records"]
         seen = sum(counts.values())
         if seen >= 100 and counts["skipped"] > self.max_bad_share * seen:
             raise ValueError(
@@ -557,7 +584,13 @@ class StreamReport:
             )
 
     def summary(self) -> list[str]:
-        """One line per corpus: what was read, dropped and skipped, and where the ids are."""
+        """
+        One line per corpus: what every process read, dropped and skipped, and where the ids are (the protocol
+        entries refreshed to the same totals). Worker processes each list the short records they met, and a new
+        epoch's workers start afresh: the short-record file is reduced to each id once here.
+        """
+        self.refresh()
+        self.deduplicate("short_records_dropped.txt")
         where = f" (ids in {self.output_dir})" if self.output_dir is not None else ""
         return [
             f"Corpus {corpus['format']}:{corpus['path']}: "
@@ -565,6 +598,16 @@ class StreamReport:
             + where
             for corpus in self.corpora
         ]
+
+    def deduplicate(self, name: str) -> None:
+        """`output_dir/name` with each line once, in the order first written."""
+        path = os.path.join(self.output_dir, name) if self.output_dir is not None else None
+        if path is None or not os.path.exists(path):
+            return
+        with open(path) as handle:
+            lines = dict.fromkeys(line.rstrip("\n") for line in handle if line.strip())
+        with open(path, "w") as handle:
+            handle.writelines(line + "\n" for line in lines)
 
 
 def skipping_stream(records: IterableDataset, report: StreamReport, record_prefix: str = "") -> IterableDataset:
