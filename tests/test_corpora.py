@@ -430,6 +430,25 @@ def test_float16_storage_halves_the_cache(tmp_path):
         prepare_records(raw["train"], extractor, storage_dtype="int8")
 
 
+def test_prepare_records_follows_the_short_record_policy(tmp_path):
+    """CODE-15%'s 7 s exams under a 10 s window: named with the options before any record is resampled, or dropped."""
+    from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
+    from ecg_pma.data import handle_short_records, prepare_records
+
+    small_code15(tmp_path / "code15")
+    raw = load_code15(tmp_path / "code15", validation_fraction=0, test_fraction=0, cache_dir=tmp_path / "cache")
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    short = ", ".join(f"{1000 + i} (7 s)" for i in range(0, 24, 4))
+    with pytest.raises(ValueError, match=rf"6 record\(s\) shorter than the 10 s the model needs: {re.escape(short)}\. "
+                       r"Pass short_records='drop'.*handle_short_records\(dataset, extractor, 'pad'\)"):  # fmt: skip
+        prepare_records(raw["train"], extractor)
+    rows = prepare_records(raw["train"], extractor, short_records="drop")
+    kept, _, _ = handle_short_records(raw["train"], extractor)
+    assert rows["record_id"] == prepare_records(kept, extractor)["record_id"] and len(rows) == 18
+    with pytest.raises(ValueError, match=r"expected 'raise' or 'drop' \(to pad, run handle_short_records"):
+        prepare_records(raw["train"], extractor, short_records="pad")
+
+
 @pytest.mark.slow
 def test_pretrain_cli_streaming(tmp_path):
     from test_cli import ecg_pma

@@ -153,6 +153,7 @@ def prepare_records(
     num_proc: int | None = None,
     batch_size: int = 32,
     storage_dtype: str = "float32",
+    short_records: str = "raise",
 ) -> Dataset:
     """
     Raw records (as the loaders return them) -> one row per record (per segment) at the model rate: `record_id`,
@@ -161,7 +162,30 @@ def prepare_records(
     `labels`. Written once into Arrow shards by `datasets` (`num_proc` processes); a second run reads the cache, and
     training reads it memory-mapped. A loader's `streaming=True` split goes to [`prepare_streamed_records`] instead,
     which writes the model-rate rows straight from the source files.
+
+    Records shorter than `feature_extractor` needs (CODE-15%'s 7 s exams under a 10 s window) are found before any
+    is resampled: `short_records="raise"` stops naming them and the options, `"drop"` leaves them out (named in the
+    log, as [`handle_short_records`] does). Padding them needs the extractor that crops them to pad too: run
+    `handle_short_records(dataset, extractor, "pad")` first and prepare and crop with the extractor it returns.
     """
+    if short_records not in ("raise", "drop"):
+        raise ValueError(
+            f"prepare_records: `short_records` {short_records!r}; expected 'raise' or 'drop' (to pad, run "
+            "handle_short_records(dataset, extractor, 'pad') first and use the extractor it returns)."
+        )
+    if short_records == "drop":
+        dataset, feature_extractor, _ = handle_short_records(dataset, feature_extractor, "drop")
+    else:
+        needed = required_seconds(feature_extractor)
+        durations = record_durations(dataset)
+        short = np.flatnonzero(durations < needed)
+        if len(short):
+            names = dataset.select_columns(["record_id"])[short.tolist()]["record_id"]
+            message = short_records_message("dataset", names, needed, durations[short])
+            raise ValueError(
+                f"prepare_records: {message}. Pass short_records='drop' to leave them out, or pad them with "
+                "handle_short_records(dataset, extractor, 'pad') first and use the extractor it returns."
+            )
     features = model_rate_features(feature_extractor, dataset.features["labels"], storage_dtype)
 
     def resample(batch: dict) -> dict:
