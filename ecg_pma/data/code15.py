@@ -258,8 +258,13 @@ def load_code15(
                 )
             handle, _, exam_ids = open_tracings(path, need_exam_ids=True)
         except (FileNotFoundError, ValueError) as error:
-            if missing != "skip":
+            if missing != "skip" and isinstance(error, FileNotFoundError):
                 raise
+            if missing != "skip":  # most often a download cut short
+                raise ValueError(
+                    f"CODE-15%: {exams_csv} lists {len(group)} exam(s) in {path}, which cannot be read: {error} Download "
+                    "it again, or leave its exams out with --skip-missing (Python: missing='skip')."
+                ) from error
             # a partial download: an absent part file, or one cut short (h5py cannot open a truncated file)
             reason = "not on disk" if isinstance(error, FileNotFoundError) else f"unreadable: {error}"
             absent.update({exam_id_of[position]: f"{path}: {reason}" for position in group.index})

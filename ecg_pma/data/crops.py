@@ -538,6 +538,23 @@ class StreamReport:
     def __copy__(self) -> StreamReport:
         return self
 
+    def __getstate__(self) -> dict:
+        """Pickled to start a worker process: the shared counts themselves; otherwise (`datasets` hashing a stream's
+        arguments) their values."""
+        import multiprocessing.context
+
+        state = dict(self.__dict__)
+        if multiprocessing.context.get_spawning_popen() is None:
+            state["counts"] = list(self.counts)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import multiprocessing
+
+        if isinstance(state["counts"], list):
+            state["counts"] = multiprocessing.Array("q", state["counts"])
+        self.__dict__.update(state)
+
     def corpus_index(self, record_id: str) -> int:
         """The position of the corpus `record_id` is from in `corpora` (the longest matching prefix)."""
         matches = [i for i, prefix in enumerate(self.prefixes) if record_id.startswith(prefix)]
@@ -578,11 +595,19 @@ class StreamReport:
             for corpus in self.corpora
         )
 
+    SKIPPED_HEADER = "corpus,path,split,record_id,reason"  # the columns of `skipped_records.csv`, as pretrain's
+
     def append(self, name: str, line: str) -> None:
-        if self.output_dir is not None:
-            os.makedirs(self.output_dir, exist_ok=True)
-            with open(os.path.join(self.output_dir, name), "a") as handle:
-                handle.write(line + "\n")
+        """One line at the end of `output_dir/name` (`skipped_records.csv` starts with its header), one process at a
+        time."""
+        if self.output_dir is None:
+            return
+        os.makedirs(self.output_dir, exist_ok=True)
+        path = os.path.join(self.output_dir, name)
+        with self.counts.get_lock(), open(path, "a") as handle:
+            if name == "skipped_records.csv" and handle.tell() == 0:
+                handle.write(self.SKIPPED_HEADER + "\n")
+            handle.write(line + "\n")
 
     def dropped(self, record_id: str) -> None:
         self.count(record_id, "dropped_short")
@@ -599,11 +624,12 @@ class StreamReport:
         line = io.StringIO()
         csv.writer(line).writerow([corpus["format"], corpus["path"], "", record_id, reason])
         self.append("skipped_records.csv", line.getvalue().rstrip("\r\n"))
-        seen = sum(counts.values())
-        if seen >= 100 and counts["skipped"] > self.max_bad_share * seen:
+        missing = corpus.get("missing", 0)  # listed records whose files are absent or cut short
+        seen, lost = sum(counts.values()) + missing, counts["skipped"] + missing
+        if seen >= 100 and lost > self.max_bad_share * seen:
             raise ValueError(
-                f"Corpus {corpus['format']}:{corpus['path']}: {counts['skipped']} of the {seen} records streamed so far "
-                f"skipped, more than --max-bad-share {self.max_bad_share:g}; they are listed with the reasons in "
+                f"Corpus {corpus['format']}:{corpus['path']}: {lost} of the {seen} records streamed so far skipped or "
+                f"missing, more than --max-bad-share {self.max_bad_share:g}; they are listed with the reasons in "
                 f"{os.path.join(self.output_dir or '.', 'skipped_records.csv')}."
             )
 
