@@ -389,8 +389,8 @@ def add_bad_record_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-bad-share",
         type=fraction,
         default=0.05,
-        help="--bad-records skip: stop when the records skipped (and, with --skip-missing, missing) exceed this "
-        "share of a corpus (default 0.05)",
+        help="--bad-records skip, --skip-missing: stop when the records skipped or missing exceed this share of a "
+        "corpus (default 0.05)",
     )
 
 
