@@ -430,6 +430,25 @@ def test_float16_storage_halves_the_cache(tmp_path):
         prepare_records(raw["train"], extractor, storage_dtype="int8")
 
 
+def test_an_abandoned_code15_stream_exits_cleanly(tmp_path):
+    """A streamed CODE-15% iteration left unfinished in a global (a script, a notebook) and the interpreter leaving:
+    no open HDF5 file is left for Python to close after h5py is torn down ("Exception ignored ... TypeError")."""
+    import subprocess
+    import sys
+
+    small_code15(tmp_path / "code15")
+    code = (
+        "from ecg_pma.data import load_code15\n"
+        f"stream = load_code15({str(tmp_path / 'code15')!r}, streaming=True)['train']\n"
+        "rows = iter(stream)\n"
+        "first = next(rows)\n"
+        "print(first['record_id'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr[-3000:]
+    assert "Exception ignored" not in result.stderr and "TypeError" not in result.stderr, result.stderr[-3000:]
+
+
 def test_prepare_records_follows_the_short_record_policy(tmp_path):
     """CODE-15%'s 7 s exams under a 10 s window: named with the options before any record is resampled, or dropped."""
     from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor

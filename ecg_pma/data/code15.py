@@ -114,23 +114,26 @@ def exam_row(columns: dict[str, np.ndarray], index: int) -> dict:
 def _generate_code_rows(chunks: list[dict], lead_names: list[str]):
     """Rows of one or more chunks, each `{"file", "positions", "exams"}` (`exam_columns`) of exams in one HDF5 file."""
     for chunk in chunks:
-        handle, tracings, _ = open_tracings(chunk["file"], need_exam_ids=False)
-        with handle:
-            positions = np.asarray(chunk["positions"])
-            order = np.argsort(positions)  # h5py reads a list of rows in increasing order
-            for start in range(0, len(order), READ_BATCH):
-                batch = order[start : start + READ_BATCH]
+        positions = np.asarray(chunk["positions"])
+        order = np.argsort(positions)  # h5py reads a list of rows in increasing order
+        for start in range(0, len(order), READ_BATCH):
+            batch = order[start : start + READ_BATCH]
+            # the file is closed again before any row is yielded: an iterator left unfinished holds no open HDF5
+            # file, which Python would otherwise close at exit after h5py's module is torn down ("Exception ignored
+            # ... TypeError: bad operand type for unary ~: 'NoneType'"); an open costs ~1 ms, a batch's read more
+            handle, tracings, _ = open_tracings(chunk["file"], need_exam_ids=False)
+            with handle:
                 signals = tracings[positions[batch].tolist()]
-                for signal, index in zip(signals, batch):
-                    row = exam_row(chunk["exams"], index)
-                    where = f"CODE HDF5 file {chunk['file']!r}, exam {row['record_id']}"
-                    # NaN samples are kept: the feature extractor's `nan_policy` and dead-lead rule decide
-                    yield {
-                        **row,
-                        "signal": strip_padding(signal, where).astype(np.float32),
-                        "sampling_rate": CODE_SAMPLING_RATE,
-                        "lead_names": list(lead_names),
-                    }
+            for signal, index in zip(signals, batch):
+                row = exam_row(chunk["exams"], index)
+                where = f"CODE HDF5 file {chunk['file']!r}, exam {row['record_id']}"
+                # NaN samples are kept: the feature extractor's `nan_policy` and dead-lead rule decide
+                yield {
+                    **row,
+                    "signal": strip_padding(signal, where).astype(np.float32),
+                    "sampling_rate": CODE_SAMPLING_RATE,
+                    "lead_names": list(lead_names),
+                }
 
 
 def chunk_record_files(chunk: dict) -> dict[str, str]:
