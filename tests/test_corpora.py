@@ -430,6 +430,7 @@ def test_float16_storage_halves_the_cache(tmp_path):
         prepare_records(raw["train"], extractor, storage_dtype="int8")
 
 
+@pytest.mark.slow  # a fresh interpreter (torch imported): seconds on an idle machine, 26 s on the loaded one
 def test_an_abandoned_code15_stream_exits_cleanly(tmp_path):
     """A streamed CODE-15% iteration left unfinished in a global (a script, a notebook) and the interpreter leaving:
     no open HDF5 file is left for Python to close after h5py is torn down ("Exception ignored ... TypeError")."""
