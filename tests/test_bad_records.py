@@ -142,5 +142,64 @@ def test_streaming_skips_an_unreadable_record_and_an_unusable_one(corpora, tmp_p
     (corpus,) = protocol["corpora"]
     assert corpus["records"] == {"read": 4, "dropped_short": 0, "skipped": 2}
     with open(tmp_path / "out" / "skipped_records.csv") as handle:
-        reasons = {row[3]: row[4] for row in csv.reader(handle)}
+        reasons = {row["record_id"]: row["reason"] for row in csv.DictReader(handle)}
     assert reasons[TRUNCATED_STUDY].startswith("unreadable: ") and "no finite sample" in reasons[DEAD_LEAD_STUDY]
+
+
+# ------------------------------------------------------------------------ a CODE-15% part file cut short, by command
+
+
+@pytest.fixture(scope="module")
+def truncated_code15(tmp_path_factory):
+    """24 exams in two part files, the second cut to 90 % of its size (a download stopped short): h5py cannot open
+    it. Its 12 exams are 10 s; the six 7 s exams are in the first."""
+    root = tmp_path_factory.mktemp("truncated") / "code15"
+    exams, _ = small_code15(root)
+    part1 = root / "exams_part1.hdf5"
+    os.truncate(part1, int(part1.stat().st_size * 0.9))
+    return root, sorted(str(exam["exam_id"]) for exam in exams if exam["part"] == 1)
+
+
+def pretrain_code15(root, output, *extra):
+    return [
+        "pretrain", "--data", root, "--data-format", "code15", "--all-splits", "--preset", "tiny",
+        "--output-dir", output, "--batch-size", "4", "--max-steps", "2", "--warmup-steps", "1", "--save-steps", "0",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_pretrain_names_a_truncated_part_file_and_the_options(truncated_code15, tmp_path, capsys):
+    from test_cli_errors import run_cli
+
+    root, _ = truncated_code15
+    for options in ([], ["--streaming"]):
+        code, err = run_cli(capsys, *pretrain_code15(root, tmp_path / "out", "--cache-dir", tmp_path / "c", *options))
+        assert code == 2, err
+        assert "exams_part1.hdf5, which cannot be read" in err and "truncated file" in err, err
+        assert "Download it again, or leave its exams out with --skip-missing" in err, err
+    # either option skips it, and the default --max-bad-share stops a corpus that lost half its exams
+    for options in (["--bad-records", "skip"], ["--streaming", "--skip-missing"]):
+        code, err = run_cli(capsys, *pretrain_code15(root, tmp_path / "out", "--cache-dir", tmp_path / "c", *options))
+        assert code == 2 and "12 of 24 records skipped or missing (50.0%), more than --max-bad-share 0.05" in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [["--skip-missing"], ["--streaming", "--bad-records", "skip"]])
+def test_pretrain_skips_a_truncated_part_file_counting_and_listing_its_exams(truncated_code15, tmp_path, options):
+    root, in_part1 = truncated_code15
+    output = tmp_path / "out"
+    result = ecg_pma(*pretrain_code15(root, output, "--cache-dir", tmp_path / "c", "--max-bad-share", "0.6", *options))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (corpus,) = json.loads((output / "pretraining_data.json").read_text())["corpora"]
+    assert corpus["missing"] == 12
+    if "--streaming" in options:  # counted as read: 2 steps of 4 crops from the six 10 s exams of the first file
+        assert corpus["records"]["read"] >= 8 and corpus["records"]["skipped"] == 0
+        assert corpus["records"]["dropped_short"] >= 1
+    else:
+        assert sum(corpus["records"].values()) == 12 and sum(corpus["skipped"].values()) == 0
+    with open(output / "skipped_records.csv") as handle:
+        listed = list(csv.DictReader(handle))
+    assert sorted(row["record_id"] for row in listed) == in_part1
+    assert all(row["reason"].startswith("missing: ") for row in listed)
+    assert all("exams_part1.hdf5: unreadable" in row["reason"] and "truncated" in row["reason"] for row in listed)
+    assert (output / "model.safetensors").is_file()

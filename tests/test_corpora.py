@@ -430,6 +430,45 @@ def test_float16_storage_halves_the_cache(tmp_path):
         prepare_records(raw["train"], extractor, storage_dtype="int8")
 
 
+@pytest.mark.slow  # a fresh interpreter (torch imported): seconds on an idle machine, 26 s on the loaded one
+def test_an_abandoned_code15_stream_exits_cleanly(tmp_path):
+    """A streamed CODE-15% iteration left unfinished in a global (a script, a notebook) and the interpreter leaving:
+    no open HDF5 file is left for Python to close after h5py is torn down ("Exception ignored ... TypeError")."""
+    import subprocess
+    import sys
+
+    small_code15(tmp_path / "code15")
+    code = (
+        "from ecg_pma.data import load_code15\n"
+        f"stream = load_code15({str(tmp_path / 'code15')!r}, streaming=True)['train']\n"
+        "rows = iter(stream)\n"
+        "first = next(rows)\n"
+        "print(first['record_id'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr[-3000:]
+    assert "Exception ignored" not in result.stderr and "TypeError" not in result.stderr, result.stderr[-3000:]
+
+
+def test_prepare_records_follows_the_short_record_policy(tmp_path):
+    """CODE-15%'s 7 s exams under a 10 s window: named with the options before any record is resampled, or dropped."""
+    from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
+    from ecg_pma.data import handle_short_records, prepare_records
+
+    small_code15(tmp_path / "code15")
+    raw = load_code15(tmp_path / "code15", validation_fraction=0, test_fraction=0, cache_dir=tmp_path / "cache")
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    short = ", ".join(f"{1000 + i} (7 s)" for i in range(0, 24, 4))
+    with pytest.raises(ValueError, match=rf"6 record\(s\) shorter than the 10 s the model needs: {re.escape(short)}\. "
+                       r"Pass short_records='drop'.*handle_short_records\(dataset, extractor, 'pad'\)"):  # fmt: skip
+        prepare_records(raw["train"], extractor)
+    rows = prepare_records(raw["train"], extractor, short_records="drop")
+    kept, _, _ = handle_short_records(raw["train"], extractor)
+    assert rows["record_id"] == prepare_records(kept, extractor)["record_id"] and len(rows) == 18
+    with pytest.raises(ValueError, match=r"expected 'raise' or 'drop' \(to pad, run handle_short_records"):
+        prepare_records(raw["train"], extractor, short_records="pad")
+
+
 @pytest.mark.slow
 def test_pretrain_cli_streaming(tmp_path):
     from test_cli import ecg_pma

@@ -15,7 +15,7 @@ import wfdb
 from test_cli import ecg_pma
 from test_corpora import write_mimic
 
-from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
+from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification
 from ecg_pma.constants import NAN_POLICIES
 from ecg_pma.feature_extraction_ecg_pma import NAN_POLICIES as EXTRACTOR_NAN_POLICIES
 
@@ -155,25 +155,75 @@ def test_pretrain_reads_dead_leads_as_absent_and_repairs_nan_runs(mimic, tmp_pat
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
-@pytest.mark.slow
-def test_predict_on_a_dead_lead_equals_predict_without_the_lead(mimic, tmp_path):
-    torch.manual_seed(0)
-    model_dir = tmp_path / "model"
-    EcgPmaForSequenceClassification(CONFIG).save_pretrained(model_dir)
-    EcgPmaFeatureExtractor.from_model_config(CONFIG).save_pretrained(model_dir)
+def dead_lead_record_and_without_it(mimic, folder):
+    """The study whose lead III is all NaN, and the same record written without lead III (11 leads) into `folder`."""
     dead = next(mimic.glob(f"files/*/*/s{DEAD_LEAD_STUDY}")) / DEAD_LEAD_STUDY
     source = wfdb.rdrecord(str(dead))
     keep = [row for row, lead in enumerate(source.sig_name) if lead != "III"]
     wfdb.wrsamp(
         "without_iii", fs=500, units=["mV"] * 11, sig_name=[source.sig_name[row] for row in keep],
         p_signal=source.p_signal[:, keep], fmt=["16"] * 11, adc_gain=[1000.0] * 11, baseline=[0] * 11,
-        write_dir=str(tmp_path),
+        write_dir=str(folder),
     )  # fmt: skip
+    return dead, folder / "without_iii"
+
+
+@pytest.mark.slow
+def test_predict_on_a_dead_lead_equals_predict_without_the_lead(mimic, tmp_path):
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    EcgPmaForSequenceClassification(CONFIG).save_pretrained(model_dir)
+    EcgPmaFeatureExtractor.from_model_config(CONFIG).save_pretrained(model_dir)
+    dead, without = dead_lead_record_and_without_it(mimic, tmp_path)
     refused = ecg_pma("predict", model_dir, dead, "--json")
     assert refused.returncode != 0 and "have no finite sample" in refused.stderr
-    result = ecg_pma("predict", model_dir, dead, tmp_path / "without_iii", "--json", "--allow-missing-leads")
+    result = ecg_pma("predict", model_dir, dead, without, "--json", "--allow-missing-leads")
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = json.loads(result.stdout)
+    assert predictions[0]["probabilities"] == predictions[1]["probabilities"]
+
+
+@pytest.mark.slow
+def test_finetune_on_dead_leads_and_nan_runs_then_predicts_a_dead_lead_as_the_record_without_it(
+    mimic, tmp_path, capsys
+):
+    """A real `ecg-pma finetune` (tiny model, one epoch) on the six studies, labelled through a CSV (the `wfdb`
+    format): refused by default naming the study, finished with the lead options; the classifier it trained reads the
+    dead-lead study as that record without lead III."""
+    from test_cli_errors import run_cli
+
+    studies = sorted(path.stem for path in mimic.glob("files/*/*/s*/*.hea"))
+    splits = {DEAD_LEAD_STUDY: "train", FLAT_LEAD_STUDY: "train", NAN_RUN_STUDY: "train"}
+    others = [study for study in studies if study not in splits]
+    splits.update(zip(others, ["train", "validation", "test"]))
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text(
+        "record,labels,split\n"
+        + "".join(
+            f"{next(mimic.glob(f'files/*/*/s{study}')).relative_to(mimic)}/{study},{'ab'[number % 2]},{splits[study]}\n"
+            for number, study in enumerate(studies)
+        )
+    )
+    pretrained = tmp_path / "pretrained"
+    torch.manual_seed(0)
+    EcgPmaForPreTraining(CONFIG).save_pretrained(pretrained)
+    EcgPmaFeatureExtractor.from_model_config(CONFIG).save_pretrained(pretrained)
+    arguments = [
+        "finetune", "--data", mimic, "--data-format", "wfdb", "--labels-csv", labels_csv, "--model", pretrained,
+        "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--aggregation", "pma",
+        "--num-train-epochs", "1", "--per-device-train-batch-size", "2", "--disable-tqdm", "true",
+    ]  # fmt: skip
+    code, err = run_cli(capsys, *arguments)
+    assert code == 2 and f"{DEAD_LEAD_STUDY}: lead(s) ['III'] have no finite sample" in err, err
+    assert "--allow-missing-leads" in err
+    result = ecg_pma(*arguments, "--allow-missing-leads", "--nan-policy", "interpolate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert "interpolate" in json.dumps(results) and "dead leads read as absent" in json.dumps(results)
+    dead, without = dead_lead_record_and_without_it(mimic, tmp_path)
+    predicted = ecg_pma("predict", tmp_path / "out", dead, without, "--json", "--allow-missing-leads")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    predictions = json.loads(predicted.stdout)
     assert predictions[0]["probabilities"] == predictions[1]["probabilities"]
 
 

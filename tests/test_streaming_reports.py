@@ -71,3 +71,29 @@ def test_streamed_pretraining_counts_per_corpus_and_lists_ids_in_files(corpora, 
     summary = [line for line in result.stderr.splitlines() if line.startswith("Corpus code15:")]
     assert len(summary) == 1 and f"{code15['dropped_short']} dropped_short" in summary[0], result.stderr[-3000:]
     assert not (tmp_path / "out" / "skipped_records.csv").exists()
+
+
+def test_streamed_counts_are_totals_across_dataloader_workers(corpora, tmp_path):
+    """Two DataLoader worker processes each read part of the stream; the main process's counts are their sum."""
+    from torch.utils.data import DataLoader
+
+    arguments = [
+        "pretrain", "--data", corpora / "code15", "--data-format", "code15", "--streaming", "--all-splits",
+        "--shuffle-buffer", "4", "--output-dir", tmp_path / "out", "--max-steps", "1",
+    ]  # fmt: skip
+    args = build_parser().parse_args([str(argument) for argument in arguments])
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    train, protocol = load_streaming_training_data(args, extractor, all_splits=True)
+    assert train.n_shards >= 2  # both workers get shards
+    short = [f"{1000 + i}" for i in range(0, 24, 4)]  # the six 7 s exams of 24
+    for epoch in (1, 2):  # each pass starts new workers
+        train.set_epoch(epoch)
+        crops = sum(
+            len(batch["signals"]) for batch in DataLoader(train.with_format("torch"), batch_size=4, num_workers=2)
+        )
+        assert crops == 18
+        train.report.refresh()
+        assert protocol["corpora"][0]["records"] == {"read": 18 * epoch, "dropped_short": 6 * epoch, "skipped": 0}
+    (line,) = train.report.summary()
+    assert "36 read, 12 dropped_short, 0 skipped" in line
+    assert sorted((tmp_path / "out" / "short_records_dropped.txt").read_text().split()) == short  # each id once

@@ -261,6 +261,18 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
         {**corpus_entry(args, data_format, path), "missing": len(missing)}
         for data_format, path, _, _, missing in corpora
     ]
+    missing_rows = [
+        (data_format, path, "", prefix + name, f"missing: {reason}")
+        for data_format, path, prefix, _, missing in corpora
+        for name, reason in missing.items()
+    ]
+    if missing_rows:  # listed before training starts; records skipped while streaming are appended
+        write_skipped_records(args, missing_rows)
+    for entry, (_, _, _, splits, _) in zip(entries, corpora):
+        if entry["missing"]:  # against the records listed (the readers' items stand for them; nothing is read)
+            readers = [split.record_reader for split in splits.values()]
+            listed = sum(len(reader.record_files(item)) for reader in readers for item in reader.items)
+            check_lost_share(entry, entry["missing"], listed + entry["missing"], args)
     report = StreamReport(
         entries, [prefix for _, _, prefix, _, _ in corpora], args.output_dir, max_bad_share=args.max_bad_share
     )
@@ -287,7 +299,7 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
         "training_windows": f"one random crop per record per pass, streamed (seed {seed}, shuffle buffer "
         f"{args.shuffle_buffer} records)",
         "short_records": "drop (ids in short_records_dropped.txt)",
-        "corpora": entries,  # counted as training reads them (this process's counts), complete when it ends
+        "corpora": entries,  # counted as training reads them (every DataLoader worker), complete when it ends
         "splits": "all" if all_splits else "train",
         "bad_records": f"{bad_records} (ids and reasons in {SKIPPED_RECORDS_FILE})"
         if bad_records == "skip"
@@ -369,15 +381,16 @@ def add_bad_record_arguments(parser: argparse.ArgumentParser) -> None:
         choices=BAD_RECORD_POLICIES,
         default="raise",
         help="a record that cannot be read (truncated or missing file) or used (a required dead lead, NaN samples "
-        "under --nan-policy raise, ...): stop with its error (raise, the default), or skip it, listing it with the "
-        f"reason in OUTPUT/{SKIPPED_RECORDS_FILE} and counting it per corpus and split in pretraining_data.json",
+        "under --nan-policy raise, ...): stop with its error (raise, the default), or skip it (files absent or cut "
+        f"short as with --skip-missing), listing it with the reason in OUTPUT/{SKIPPED_RECORDS_FILE} and counting it "
+        "per corpus and split in pretraining_data.json",
     )
     parser.add_argument(
         "--max-bad-share",
         type=fraction,
         default=0.05,
-        help="--bad-records skip: stop when the records skipped (and, with --skip-missing, missing) exceed this "
-        "share of a corpus (default 0.05)",
+        help="--bad-records skip, --skip-missing: stop when the records skipped or missing exceed this share of a "
+        "corpus (default 0.05)",
     )
 
 
@@ -409,8 +422,13 @@ def write_skipped_records(args: argparse.Namespace, rows: list[tuple]) -> Path:
 def check_skipped_share(corpus: dict, args: argparse.Namespace, listing: Path) -> None:
     """Stops when a corpus lost more than `--max-bad-share` of its records to skipping or missing files."""
     lost = sum(corpus.get("skipped", {}).values()) + corpus.get("missing", 0)
-    total = sum(corpus["records"].values()) + lost
+    check_lost_share(corpus, lost, sum(corpus["records"].values()) + lost, args, listing)
+
+
+def check_lost_share(corpus: dict, lost: int, total: int, args: argparse.Namespace, listing: Path | None = None):
+    """Stops when `lost` of a corpus's `total` records (skipped or missing) are more than `--max-bad-share`."""
     if lost and lost > args.max_bad_share * total:
+        listing = listing or Path(args.output_dir) / SKIPPED_RECORDS_FILE
         raise ValueError(
             f"Corpus {corpus['format']}:{corpus['path']}: {lost} of {total} records skipped or missing "
             f"({lost / total:.1%}), more than --max-bad-share {args.max_bad_share:g}; they are listed with the reasons "
@@ -431,7 +449,8 @@ def load_raw_records(
         label_set=args.label_set,
         sampling_rate=args.sampling_rate,
         labels_csv=args.labels_csv,
-        missing="skip" if args.skip_missing else "raise",
+        # a file absent or cut short is a record that cannot be read: `--bad-records skip` leaves it out too
+        missing="skip" if args.skip_missing or getattr(args, "bad_records", "raise") == "skip" else "raise",
         cache_dir=args.cache_dir,
         num_proc=args.num_proc,
         drop_unlabeled=not getattr(args, "keep_unlabeled", False),

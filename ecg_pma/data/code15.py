@@ -114,23 +114,26 @@ def exam_row(columns: dict[str, np.ndarray], index: int) -> dict:
 def _generate_code_rows(chunks: list[dict], lead_names: list[str]):
     """Rows of one or more chunks, each `{"file", "positions", "exams"}` (`exam_columns`) of exams in one HDF5 file."""
     for chunk in chunks:
-        handle, tracings, _ = open_tracings(chunk["file"], need_exam_ids=False)
-        with handle:
-            positions = np.asarray(chunk["positions"])
-            order = np.argsort(positions)  # h5py reads a list of rows in increasing order
-            for start in range(0, len(order), READ_BATCH):
-                batch = order[start : start + READ_BATCH]
+        positions = np.asarray(chunk["positions"])
+        order = np.argsort(positions)  # h5py reads a list of rows in increasing order
+        for start in range(0, len(order), READ_BATCH):
+            batch = order[start : start + READ_BATCH]
+            # the file is closed again before any row is yielded: an iterator left unfinished holds no open HDF5
+            # file, which Python would otherwise close at exit after h5py's module is torn down ("Exception ignored
+            # ... TypeError: bad operand type for unary ~: 'NoneType'"); an open costs ~1 ms, a batch's read more
+            handle, tracings, _ = open_tracings(chunk["file"], need_exam_ids=False)
+            with handle:
                 signals = tracings[positions[batch].tolist()]
-                for signal, index in zip(signals, batch):
-                    row = exam_row(chunk["exams"], index)
-                    where = f"CODE HDF5 file {chunk['file']!r}, exam {row['record_id']}"
-                    # NaN samples are kept: the feature extractor's `nan_policy` and dead-lead rule decide
-                    yield {
-                        **row,
-                        "signal": strip_padding(signal, where).astype(np.float32),
-                        "sampling_rate": CODE_SAMPLING_RATE,
-                        "lead_names": list(lead_names),
-                    }
+            for signal, index in zip(signals, batch):
+                row = exam_row(chunk["exams"], index)
+                where = f"CODE HDF5 file {chunk['file']!r}, exam {row['record_id']}"
+                # NaN samples are kept: the feature extractor's `nan_policy` and dead-lead rule decide
+                yield {
+                    **row,
+                    "signal": strip_padding(signal, where).astype(np.float32),
+                    "sampling_rate": CODE_SAMPLING_RATE,
+                    "lead_names": list(lead_names),
+                }
 
 
 def chunk_record_files(chunk: dict) -> dict[str, str]:
@@ -258,8 +261,13 @@ def load_code15(
                 )
             handle, _, exam_ids = open_tracings(path, need_exam_ids=True)
         except (FileNotFoundError, ValueError) as error:
-            if missing != "skip":
+            if missing != "skip" and isinstance(error, FileNotFoundError):
                 raise
+            if missing != "skip":  # most often a download cut short
+                raise ValueError(
+                    f"CODE-15%: {exams_csv} lists {len(group)} exam(s) in {path}, which cannot be read: {error} Download "
+                    "it again, or leave its exams out with --skip-missing (Python: missing='skip')."
+                ) from error
             # a partial download: an absent part file, or one cut short (h5py cannot open a truncated file)
             reason = "not on disk" if isinstance(error, FileNotFoundError) else f"unreadable: {error}"
             absent.update({exam_id_of[position]: f"{path}: {reason}" for position in group.index})

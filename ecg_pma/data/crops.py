@@ -153,6 +153,7 @@ def prepare_records(
     num_proc: int | None = None,
     batch_size: int = 32,
     storage_dtype: str = "float32",
+    short_records: str = "raise",
 ) -> Dataset:
     """
     Raw records (as the loaders return them) -> one row per record (per segment) at the model rate: `record_id`,
@@ -161,7 +162,30 @@ def prepare_records(
     `labels`. Written once into Arrow shards by `datasets` (`num_proc` processes); a second run reads the cache, and
     training reads it memory-mapped. A loader's `streaming=True` split goes to [`prepare_streamed_records`] instead,
     which writes the model-rate rows straight from the source files.
+
+    Records shorter than `feature_extractor` needs (CODE-15%'s 7 s exams under a 10 s window) are found before any
+    is resampled: `short_records="raise"` stops naming them and the options, `"drop"` leaves them out (named in the
+    log, as [`handle_short_records`] does). Padding them needs the extractor that crops them to pad too: run
+    `handle_short_records(dataset, extractor, "pad")` first and prepare and crop with the extractor it returns.
     """
+    if short_records not in ("raise", "drop"):
+        raise ValueError(
+            f"prepare_records: `short_records` {short_records!r}; expected 'raise' or 'drop' (to pad, run "
+            "handle_short_records(dataset, extractor, 'pad') first and use the extractor it returns)."
+        )
+    if short_records == "drop":
+        dataset, feature_extractor, _ = handle_short_records(dataset, feature_extractor, "drop")
+    else:
+        needed = required_seconds(feature_extractor)
+        durations = record_durations(dataset)
+        short = np.flatnonzero(durations < needed)
+        if len(short):
+            names = dataset.select_columns(["record_id"])[short.tolist()]["record_id"]
+            message = short_records_message("dataset", names, needed, durations[short])
+            raise ValueError(
+                f"prepare_records: {message}. Pass short_records='drop' to leave them out, or pad them with "
+                "handle_short_records(dataset, extractor, 'pad') first and use the extractor it returns."
+            )
     features = model_rate_features(feature_extractor, dataset.features["labels"], storage_dtype)
 
     def resample(batch: dict) -> dict:
@@ -487,20 +511,26 @@ class StreamReport:
     """
     What a streamed run has read of each corpus as training reads it: records cropped (`read`), dropped as shorter
     than the window (`dropped_short`) and skipped as unusable (`skipped`, with `bad_records="skip"`), per corpus (told
-    by record-id prefix; `corpora` are the run's protocol entries, updated in place), with running totals in the log
-    every `log_every` records and one line per corpus from `summary()`. Record ids go to files in `output_dir`, never
-    one log line each: `short_records_dropped.txt` (each id once) and `skipped_records.csv` (with the reason).
-    Counts are this process's; with DataLoader workers each worker counts its own (the files have every record).
+    by record-id prefix; `corpora` are the run's protocol entries, whose `records` [`refresh`] fills), with running
+    totals in the log every `log_every` records and one line per corpus from `summary()`. Record ids go to files in
+    `output_dir`, never one log line each: `short_records_dropped.txt` (each id once after `summary()`) and
+    `skipped_records.csv` (with the reason). The counts live in shared memory: DataLoader worker processes (forked
+    after the report is made) add to the same totals, which the main process reads.
     """
+
+    OUTCOMES = ("read", "dropped_short", "skipped")
 
     def __init__(self, corpora: list[dict], prefixes: list[str], output_dir=None, log_every: int = 10_000,
                  max_bad_share: float = 1.0):  # fmt: skip
+        import multiprocessing
+
         self.corpora, self.prefixes = corpora, prefixes
         self.output_dir = output_dir
         self.log_every, self.max_bad_share = log_every, max_bad_share
-        for corpus in corpora:
-            corpus["records"] = {"read": 0, "dropped_short": 0, "skipped": 0}
-        self.seen_short: set[str] = set()  # the ids of short records: a second pass writes none again
+        # one row of OUTCOMES per corpus, with a lock: every process's counts add up in one place
+        self.counts = multiprocessing.Array("q", len(corpora) * len(self.OUTCOMES))
+        self.refresh()
+        self.seen_short: set[str] = set()  # this process's short ids: a second pass of it writes none again
 
     def __deepcopy__(self, memo) -> StreamReport:
         return self  # one report per run: `datasets` deep-copies a stream's generator and its arguments
@@ -508,16 +538,55 @@ class StreamReport:
     def __copy__(self) -> StreamReport:
         return self
 
-    def corpus(self, record_id: str) -> dict:
-        """The protocol entry of the corpus `record_id` is from (the longest matching prefix)."""
-        matches = [i for i, prefix in enumerate(self.prefixes) if record_id.startswith(prefix)]
-        return self.corpora[max(matches, key=lambda i: len(self.prefixes[i])) if matches else 0]
+    def __getstate__(self) -> dict:
+        """Pickled to start a worker process: the shared counts themselves; otherwise (`datasets` hashing a stream's
+        arguments) their values."""
+        import multiprocessing.context
 
-    def count(self, record_id: str, outcome: str) -> None:
-        self.corpus(record_id)["records"][outcome] += 1
-        total = sum(sum(corpus["records"].values()) for corpus in self.corpora)
-        if total % self.log_every == 0:
+        state = dict(self.__dict__)
+        if multiprocessing.context.get_spawning_popen() is None:
+            state["counts"] = list(self.counts)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import multiprocessing
+
+        if isinstance(state["counts"], list):
+            state["counts"] = multiprocessing.Array("q", state["counts"])
+        self.__dict__.update(state)
+
+    def corpus_index(self, record_id: str) -> int:
+        """The position of the corpus `record_id` is from in `corpora` (the longest matching prefix)."""
+        matches = [i for i, prefix in enumerate(self.prefixes) if record_id.startswith(prefix)]
+        return max(matches, key=lambda i: len(self.prefixes[i])) if matches else 0
+
+    def corpus(self, record_id: str) -> dict:
+        """The protocol entry of the corpus `record_id` is from."""
+        return self.corpora[self.corpus_index(record_id)]
+
+    def refresh(self) -> list[dict]:
+        """Every process's counts so far into the protocol entries' `records`; returns the entries."""
+        with self.counts.get_lock():
+            values = list(self.counts)
+        self._set_records(values)
+        return self.corpora
+
+    def _set_records(self, values: list[int]) -> None:
+        width = len(self.OUTCOMES)
+        for number, corpus in enumerate(self.corpora):
+            corpus["records"] = dict(zip(self.OUTCOMES, values[number * width : (number + 1) * width]))
+
+    def count(self, record_id: str, outcome: str) -> dict:
+        """Counts one record of every process's totals; returns its corpus's counts."""
+        number = self.corpus_index(record_id)
+        width = len(self.OUTCOMES)
+        with self.counts.get_lock():
+            self.counts[number * width + self.OUTCOMES.index(outcome)] += 1
+            values = list(self.counts)
+        self._set_records(values)
+        if sum(values) % self.log_every == 0:
             logger.warning(f"Streamed so far: {self.totals()}.")
+        return self.corpora[number]["records"]
 
     def totals(self) -> str:
         return "; ".join(
@@ -526,11 +595,19 @@ class StreamReport:
             for corpus in self.corpora
         )
 
+    SKIPPED_HEADER = "corpus,path,split,record_id,reason"  # the columns of `skipped_records.csv`, as pretrain's
+
     def append(self, name: str, line: str) -> None:
-        if self.output_dir is not None:
-            os.makedirs(self.output_dir, exist_ok=True)
-            with open(os.path.join(self.output_dir, name), "a") as handle:
-                handle.write(line + "\n")
+        """One line at the end of `output_dir/name` (`skipped_records.csv` starts with its header), one process at a
+        time."""
+        if self.output_dir is None:
+            return
+        os.makedirs(self.output_dir, exist_ok=True)
+        path = os.path.join(self.output_dir, name)
+        with self.counts.get_lock(), open(path, "a") as handle:
+            if name == "skipped_records.csv" and handle.tell() == 0:
+                handle.write(self.SKIPPED_HEADER + "\n")
+            handle.write(line + "\n")
 
     def dropped(self, record_id: str) -> None:
         self.count(record_id, "dropped_short")
@@ -542,22 +619,28 @@ class StreamReport:
         import csv
         import io
 
-        self.count(record_id, "skipped")
+        counts = self.count(record_id, "skipped")
         corpus = self.corpus(record_id)
         line = io.StringIO()
         csv.writer(line).writerow([corpus["format"], corpus["path"], "", record_id, reason])
         self.append("skipped_records.csv", line.getvalue().rstrip("\r\n"))
-        counts = corpus["records"]
-        seen = sum(counts.values())
-        if seen >= 100 and counts["skipped"] > self.max_bad_share * seen:
+        missing = corpus.get("missing", 0)  # listed records whose files are absent or cut short
+        seen, lost = sum(counts.values()) + missing, counts["skipped"] + missing
+        if seen >= 100 and lost > self.max_bad_share * seen:
             raise ValueError(
-                f"Corpus {corpus['format']}:{corpus['path']}: {counts['skipped']} of the {seen} records streamed so far "
-                f"skipped, more than --max-bad-share {self.max_bad_share:g}; they are listed with the reasons in "
+                f"Corpus {corpus['format']}:{corpus['path']}: {lost} of the {seen} records streamed so far skipped or "
+                f"missing, more than --max-bad-share {self.max_bad_share:g}; they are listed with the reasons in "
                 f"{os.path.join(self.output_dir or '.', 'skipped_records.csv')}."
             )
 
     def summary(self) -> list[str]:
-        """One line per corpus: what was read, dropped and skipped, and where the ids are."""
+        """
+        One line per corpus: what every process read, dropped and skipped, and where the ids are (the protocol
+        entries refreshed to the same totals). Worker processes each list the short records they met, and a new
+        epoch's workers start afresh: the short-record file is reduced to each id once here.
+        """
+        self.refresh()
+        self.deduplicate("short_records_dropped.txt")
         where = f" (ids in {self.output_dir})" if self.output_dir is not None else ""
         return [
             f"Corpus {corpus['format']}:{corpus['path']}: "
@@ -565,6 +648,16 @@ class StreamReport:
             + where
             for corpus in self.corpora
         ]
+
+    def deduplicate(self, name: str) -> None:
+        """`output_dir/name` with each line once, in the order first written."""
+        path = os.path.join(self.output_dir, name) if self.output_dir is not None else None
+        if path is None or not os.path.exists(path):
+            return
+        with open(path) as handle:
+            lines = dict.fromkeys(line.rstrip("\n") for line in handle if line.strip())
+        with open(path, "w") as handle:
+            handle.writelines(line + "\n" for line in lines)
 
 
 def skipping_stream(records: IterableDataset, report: StreamReport, record_prefix: str = "") -> IterableDataset:
