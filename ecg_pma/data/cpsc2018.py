@@ -7,8 +7,8 @@ redistribute them, in any sub-folders) and the challenge's label file `REFERENCE
 Second_label,Third_label`, codes 1-9, up to three per record), anywhere below the root. The original download
 (TrainingSet1-3 of MATLAB structs `ECG` without headers) is not WFDB: its `.mat` files are refused with that said.
 
-Splits: the benchmark (Strodthoff et al. 2021) publishes no fold file for this data set (its `convert_ICBEB.py`
-draws folds on the user's machine, over records numbered in directory-listing order), so the folds here are seeded
+Splits: the benchmark (Strodthoff et al. 2021) publishes no fold file for this data set (its ICBEB conversion
+script draws folds on the user's machine, over records numbered in directory-listing order), so the folds here are seeded
 multi-label stratified folds (`ecg_pma.data.folds`) over the records in `REFERENCE.csv` order: 1-8 train, 9
 validation, 10 test, as the benchmark splits its folds. CPSC 2018 has no patient field; each record is its own
 patient (as the benchmark assumes).
@@ -30,7 +30,7 @@ from .records import build_splits, check_missing, find_records, multi_hot, recor
 
 # REFERENCE.csv codes 1-9, in order (the challenge's class names).
 CPSC2018_CLASSES = ("Normal", "AF", "I-AVB", "LBBB", "RBBB", "PAC", "PVC", "STD", "STE")
-# The PTB-XL benchmark's SCP codes for them (its code/utils/convert_ICBEB.py `label_dict`).
+# The PTB-XL benchmark's SCP codes for them (its `code/utils/convert_ICBEB` script, `label_dict`).
 PTBXL_BENCHMARK_CODES = dict(
     zip(CPSC2018_CLASSES, ("NORM", "AFIB", "1AVB", "CLBBB", "CRBBB", "PAC", "VPC", "STD_", "STE_"))
 )

@@ -1,6 +1,6 @@
 """
 The PhysioNet/CinC Challenge 2021 metric (Reyna et al. 2021), from its published definition (the challenge's
-`evaluate_model.py`, github.com/physionetchallenges/evaluation-2021): a reward matrix `weights.csv` over the scored
+`evaluate_model` script, github.com/physionetchallenges/evaluation-2021): a reward matrix `weights.csv` over the scored
 SNOMED-CT classes (equivalent codes joined by `|` count as one class) gives partial credit to wrong but related
 diagnoses. For binary labels L and outputs O of N records,
 
