@@ -114,6 +114,9 @@ def test_stratified_folds_share_every_label_and_are_seeded():
         per_fold = np.bincount(folds[labels[:, label] == 1], minlength=11)[1:]
         assert per_fold.max() - per_fold.min() <= 1, (label, per_fold)  # each fold its tenth, give or take one
     assert np.array_equal(folds, stratified_folds(labels, 10, seed=3))
+    # CODE-test's 827 exams: folds of 82 or 83 exams (the README's "about 660 / 83 / 83")
+    code_test_like = (rng.random((827, 6)) < [0.03, 0.04, 0.04, 0.02, 0.02, 0.04]).astype(int)
+    assert set(np.bincount(stratified_folds(code_test_like, 10, seed=0))[1:]) <= {82, 83}
     assert not np.array_equal(folds, stratified_folds(labels, 10, seed=4))
 
 
@@ -383,3 +386,17 @@ def test_physionet2021_challenge_metric_from_the_saved_predictions(tmp_path):
         assert low <= high
     markdown = (tmp_path / "out" / "benchmark.md").read_text()
     assert f"## Challenge metric [95 % CI] at validation-tuned thresholds ({tmp_path / 'weights.csv'})" in markdown
+
+
+def test_the_readme_describes_the_suites_and_the_patient_guard():
+    from ecg_pma.constants import BENCHMARK_SUITES
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Where does my model stand?")[1].split("\n## ")[0]
+    for suite in BENCHMARK_SUITES:
+        assert f"`{suite}`: " in section, suite
+    for option in ("--challenge-weights", "--fold-seed", "--train-data", "--allow-patient-overlap"):
+        assert f"`{option}" in section, option
+    # the message test_the_cli_refuses_a_ptbxl_split_with_a_patient_in_two_splits sees
+    assert "`Refusing to benchmark: N of the M patients of\n  ptbxl/all have records in two splits (...)`" in section
+    assert "task `folds`" in section and "task `code15-to-code-test`" in section
