@@ -5,6 +5,7 @@ SNOMED-CT codes where the suite has the class), the stratified folds, the Physio
 hand computation, and the patient-overlap guard.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -166,6 +167,17 @@ def test_cpsc2018_errors_name_the_file_row_and_record(cpsc_folder, tmp_path):
     reference.to_csv(matlab / "REFERENCE.csv", index=False)
     with pytest.raises(ValueError, match="no WFDB header .* MATLAB structs"):
         load_cpsc2018(matlab)
+
+
+def test_the_leakage_guard_refuses_cpsc2018_tests_for_a_model_pretrained_on_the_challenge(cpsc_folder, tmp_path):
+    from ecg_pma.evaluation.leakage import LeakageError, check_leakage
+
+    _, tasks = load_suite("icbeb2018", cpsc_folder, cache_dir=tmp_path / "cache")
+    (tmp_path / "pretraining_data.json").write_text(json.dumps({"corpora": [{"format": "physionet2021"}]}))
+    test_records = len(tasks[0].record_ids["test"])
+    with pytest.raises(LeakageError, match=rf"{test_records} of the {test_records} test records of icbeb2018/all "
+                       "come from cpsc2018"):  # fmt: skip
+        check_leakage(tmp_path, tasks)
 
 
 @pytest.fixture(scope="module")
