@@ -20,7 +20,7 @@ import scipy.io
 import scipy.signal
 import wfdb
 from conftest import shared_data_dir
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 from ecg_pma.data.cpsc2018 import CPSC2018_CLASSES, load_cpsc2018
 from ecg_pma.data.folds import stratified_folds
@@ -271,6 +271,37 @@ def scored_auroc(references, predictions, scored):
     return roc_auc_score(references[:, scored], predictions[:, scored], average="macro")
 
 
+def loop_beta_scores(train_references, train_predictions, references, predictions, beta=2):
+    """
+    The ICBEB columns written out: per class the Youden point of the training ROC curve as threshold, a record above
+    none taking its highest class, then per class TP / FP / FN with each record counting 1 / (its labels).
+    """
+    thresholds = []
+    for label in range(references.shape[1]):
+        false_positive_rate, true_positive_rate, cuts = roc_curve(
+            train_references[:, label], train_predictions[:, label]
+        )
+        thresholds.append(cuts[np.argmax(true_positive_rate - false_positive_rate)])
+    f_values, g_values = [], []
+    decisions = []
+    for scores in predictions:
+        decided = [score > threshold for score, threshold in zip(scores, thresholds)]
+        if not any(decided):
+            decided[int(np.argmax(scores))] = True
+        decisions.append(decided)
+    for label in range(references.shape[1]):
+        tp = fp = fn = 0.0
+        for truth, decided in zip(references, decisions):
+            share = 1 / max(1, truth.sum())
+            tp += share * (truth[label] == 1 and decided[label])
+            fp += share * (truth[label] == 0 and decided[label])
+            fn += share * (truth[label] == 1 and not decided[label])
+        if tp + fp + fn > 0:
+            f_values.append((1 + beta**2) * tp / ((1 + beta**2) * tp + fp + beta**2 * fn))
+            g_values.append(tp / (tp + fp + beta * fn))
+    return np.mean(f_values), np.mean(g_values)
+
+
 @pytest.mark.slow
 def test_icbeb2018_benchmark_end_to_end(cpsc_folder, tmp_path):
     model = save_tiny_model(tmp_path / "model")
@@ -281,12 +312,19 @@ def test_icbeb2018_benchmark_end_to_end(cpsc_folder, tmp_path):
     assert sum(result["records"].values()) == 39 and benchmark["patient_overlap"]["status"] == "unchecked"
     folder = tmp_path / "out" / "predictions" / "exp_ICBEB"
     references = np.load(folder / "data" / "y_test.npy")
+    train_references = np.load(folder / "data" / "y_train.npy")
     for row in result["runs"]:
         name = f"{row['encoder']}_{row['head']}_100pct_seed0"
         predictions = np.load(folder / "models" / name / "y_test_pred.npy")
         assert abs(row["macro_auroc"]["value"] - scored_auroc(references, predictions, row["scored_classes"])) <= 1e-9
+        f_beta, g_beta = loop_beta_scores(
+            train_references, np.load(folder / "models" / name / "y_train_pred.npy"), references, predictions
+        )
+        assert row["macro_f_beta2"]["value"] == pytest.approx(f_beta, abs=1e-12)
+        assert row["macro_g_beta2"]["value"] == pytest.approx(g_beta, abs=1e-12)
     markdown = (tmp_path / "out" / "benchmark.md").read_text()
     assert "| published: xresnet1d101 | end to end | 0.974(05) |" in markdown
+    assert "| published: xresnet1d101 | end to end | 0.974(05) | 0.819(30) | 0.602(37) |" in markdown
     assert "Patient overlap between splits not checked: CPSC 2018 has no patient field." in markdown
 
 

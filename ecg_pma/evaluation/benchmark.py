@@ -160,7 +160,14 @@ def summarise_task(task: Task, runs: dict, settings: BenchmarkSettings, challeng
                 "train_records": run.train_records,
                 "validation_macro_auroc": run.validation_macro_auroc,
                 **summary,
-                **suite_scores(references, run.probabilities["test"], thresholds, indices, challenge),
+                **suite_scores(
+                    references,
+                    run.probabilities["test"],
+                    thresholds,
+                    indices,
+                    challenge,
+                    (task.labels["train"], run.probabilities["train"]) if task.suite == "icbeb2018" else None,
+                ),  # fmt: skip
                 "thresholds": thresholds.tolist(),
             }
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .suite_report import challenge_section, patient_overlap_lines, per_class_f1_section, reference_rows
+from .suite_report import beta_section, challenge_section, patient_overlap_lines, per_class_f1_section, reference_rows
 from .suites import SPLITS
 
 
@@ -143,7 +143,7 @@ def markdown(benchmark: dict) -> str:
             ]
             lines.append(f"| {encoder} | {percent:g} | {head} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += per_class_f1_section(benchmark) + challenge_section(benchmark)
+    lines += per_class_f1_section(benchmark) + beta_section(benchmark) + challenge_section(benchmark)
     return "\n".join(lines)
 
 

@@ -17,6 +17,9 @@ ICBEB_REFERENCE_SOURCE = (
     "convert_ICBEB.py drew on the authors' machine (unpublished), so not the folds here"
 )
 ICBEB_REFERENCE_ROWS = {"xresnet1d101": "0.974(05)", "resnet1d_wang": "0.969(06)", "inception1d": "0.963(09)"}
+# Its F_beta=2 and G_beta=2 columns, same rows.
+ICBEB_REFERENCE_BETA = {"xresnet1d101": ("0.819(30)", "0.602(37)"), "resnet1d_wang": ("0.803(31)", "0.586(37)"),
+                        "inception1d": ("0.807(30)", "0.594(41)")}  # fmt: skip
 # Table 2 of Ribeiro et al. 2020 (Nat Commun 11:1760), per-class F1 on all 827 CODE-test exams, from
 # outputs/tables/scores.csv of github.com/antonior92/automatic-ecg-diagnosis at commit 4039348.
 CODE_TEST_REFERENCE_SOURCE = (
@@ -69,6 +72,35 @@ def per_class_f1_section(benchmark: dict) -> list[str]:
             for name, values in CODE_TEST_REFERENCE_F1.items():
                 lines.append(f"| published: {name} | | " + " | ".join(f"{value:.3f}" for value in values) + " |")
             lines += ["", f"Published rows: {CODE_TEST_REFERENCE_SOURCE}."]
+        lines.append("")
+    return lines
+
+
+def beta_section(benchmark: dict) -> list[str]:
+    """icbeb2018: the benchmark's ICBEB columns (macro AUROC, F-beta and G-beta, beta 2) beside its leaderboard."""
+    if benchmark["suite"] != "icbeb2018":
+        return []
+    settings, lines = benchmark["settings"], []
+    for result in benchmark["results"]:
+        lines += [
+            f"## {result['task']}: the PTB-XL benchmark's ICBEB columns [95 % CI], "
+            f"{max(settings['label_percents']):g} % of the training records, seed {settings['seeds'][0]}",
+            "",
+            "F-beta and G-beta (beta 2) at the benchmark's thresholds (Youden on the training predictions; a record "
+            "above none takes its highest class).",
+            "",
+            "| encoder | head | macro AUROC | F_beta=2 | G_beta=2 |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in largest_fraction_rows(result, settings):
+            cells = [cell(row["macro_auroc"]), cell(row.get("macro_f_beta2")), cell(row.get("macro_g_beta2"))]
+            lines.append(f"| {row['encoder']} | {row['head']} | " + " | ".join(cells) + " |")
+        if result["task"] == "all":
+            for name, value in ICBEB_REFERENCE_ROWS.items():
+                lines.append(
+                    f"| published: {name} | end to end | {value} | " + " | ".join(ICBEB_REFERENCE_BETA[name]) + " |"
+                )
+            lines += ["", f"Published rows: {ICBEB_REFERENCE_SOURCE}."]
         lines.append("")
     return lines
 
