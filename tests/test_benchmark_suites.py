@@ -326,6 +326,9 @@ def test_icbeb2018_benchmark_end_to_end(cpsc_folder, tmp_path):
     assert "| published: xresnet1d101 | end to end | 0.974(05) |" in markdown
     assert "| published: xresnet1d101 | end to end | 0.974(05) | 0.819(30) | 0.602(37) |" in markdown
     assert "Patient overlap between splits not checked: CPSC 2018 has no patient field." in markdown
+    assert benchmark["protocol"]["splits"].startswith("seeded multi-label stratified folds")
+    (entry,) = json.loads((tmp_path / "out" / "model_index.json").read_text())
+    assert entry["results"][0]["dataset"]["type"] == "cpsc2018"
 
 
 @pytest.mark.slow

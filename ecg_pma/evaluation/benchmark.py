@@ -353,4 +353,13 @@ def protocol_description(settings: BenchmarkSettings, extractor, mixture: str) -
         "PTB-XL benchmark's rule, for positives); classes without both among the test records unscored; paired "
         "differences on the same resamples",
         "embedded_mixture": mixture,
+        **({"splits": split_description(settings)} if settings.suite in ("icbeb2018", "code-test") else {}),
     }
+
+
+def split_description(settings: BenchmarkSettings) -> str:
+    if settings.suite == "code-test" and settings.train_data:
+        return (f"probes trained on CODE-15% ({settings.train_data}; patient-wise hash split, validation fraction "
+                f"{settings.validation_fraction}), tested on all CODE-test exams")  # fmt: skip
+    return (f"seeded multi-label stratified folds (ecg_pma.data.folds, seed {settings.fold_seed}): 1-8 train, 9 "
+            "validation, 10 test")  # fmt: skip
