@@ -20,7 +20,7 @@ FINETUNE_MODES = ("probe", "finetune", "lora")
 PROBE_GATES = ("train", "frozen")
 
 # `ecg-pma benchmark`: the suites, the probe heads and the label fractions (percent of the training records).
-BENCHMARK_SUITES = ("ptbxl", "physionet2021")
+BENCHMARK_SUITES = ("ptbxl", "physionet2021", "icbeb2018", "code-test")
 PTBXL_LABEL_SETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")  # also its tasks
 BENCHMARK_HEADS = ("last", "ppa", "pma", "pma-frozen", "layers")  # "layers": one probe per single encoder layer
 LABEL_FRACTIONS = (1, 10, 100)

@@ -216,3 +216,10 @@ def test_read_formats_benchmark_reports_every_format_beside_wfdb():
     formats = {"wfdb", "dicom", "edf", "hl7-aecg", "ge-muse", "philips", "csv", "npy", "parquet"}
     assert set(report["records_per_s"]) == formats and all(rate > 0 for rate in report["records_per_s"].values())
     assert report["ratio_to_wfdb"]["wfdb"] == 1.0
+
+
+@pytest.mark.slow
+def test_suite_metrics_cost_benchmark_times_both_cases():
+    report = run_benchmark("suite_metrics_cost.py", "--resamples", "20", one_line=True)
+    for case in ("ptbxl_all", "physionet2021_with_challenge_metric"):
+        assert report[case]["score_with_intervals_seconds"] > 0 and report[case]["suite_scores_seconds"] > 0

@@ -20,7 +20,8 @@ def add_parser(commands) -> None:
     benchmark.add_argument("--output-dir", type=output_directory, required=True)
     benchmark.add_argument(
         "--tasks", nargs="+", default=None, help="ptbxl: all diagnostic subdiagnostic superdiagnostic form rhythm; "
-        "physionet2021: pooled and the source names (default: every task)"
+        "physionet2021: pooled and the source names; icbeb2018: all; code-test: folds, or code15-to-code-test with "
+        "--train-data (default: every task)"
     )  # fmt: skip
     benchmark.add_argument("--seeds", nargs="+", type=int, default=[0], help="probe seeds (default: 0)")
     benchmark.add_argument(
@@ -63,6 +64,26 @@ def add_parser(commands) -> None:
         action="store_true",
         help="run even when test records come from a source the model was pre-trained on (flagged in the report)",
     )
+    benchmark.add_argument(
+        "--allow-patient-overlap",
+        action="store_true",
+        help="run even when a patient has records in two splits (flagged in the report)",
+    )
+    benchmark.add_argument(
+        "--fold-seed", type=non_negative_int, default=0, help="icbeb2018, code-test: seed of the stratified folds"
+    )
+    benchmark.add_argument(
+        "--train-data",
+        default=None,
+        help="code-test: a CODE-15%% folder (exams.csv + exams_part*.hdf5) the probes train on; without it the 827 "
+        "exams are cut into stratified folds",
+    )
+    benchmark.add_argument(
+        "--challenge-weights",
+        default=None,
+        help="physionet2021: the challenge's weights.csv, for the challenge metric (default: --data/weights.csv "
+        "when present)",
+    )
     benchmark.add_argument("--cache-dir", default=None, help="Arrow cache folder of the datasets")
     benchmark.add_argument("--num-proc", type=positive_int, default=None)
     benchmark.set_defaults(handler=run)
@@ -89,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction,
         test_fraction=args.test_fraction,
         allow_leakage=args.allow_leakage,
+        fold_seed=args.fold_seed,
+        train_data=args.train_data,
+        challenge_weights=args.challenge_weights,
+        allow_patient_overlap=args.allow_patient_overlap,
     )
     run_benchmark(args.model, settings, args.output_dir, num_proc=args.num_proc, cache_dir=args.cache_dir)
     output = Path(args.output_dir)

@@ -23,9 +23,10 @@ from ..constants import BENCHMARK_HEADS, LABEL_FRACTIONS
 from ..metrics.ecg_multilabel.ecg_multilabel import tune_f1_thresholds
 from ..training.probe_layers import model_fingerprint
 from .embeddings import RecordEmbeddings, embed_records, evaluation_window_mode, evaluation_windows
-from .leakage import check_leakage
+from .leakage import check_leakage, check_patient_overlap
 from .protocols import Head, expand_heads, one_thread, run_probe
 from .statistics import bootstrap_indices, mean_and_sd, paired_difference, score_with_intervals, scored_classes
+from .suite_metrics import ChallengeScorer, suite_scores
 from .suites import SPLITS, Task, load_suite
 
 
@@ -57,6 +58,10 @@ class BenchmarkSettings:
     test_fraction: float = 0.1
     allow_leakage: bool = False
     embedding_batch_size: int = 64
+    fold_seed: int = 0  # icbeb2018, code-test: the seed of their stratified folds
+    train_data: str | None = None  # code-test: the CODE-15% folder the probes train on
+    challenge_weights: str | None = None  # physionet2021: weights.csv (default: the data folder's, when present)
+    allow_patient_overlap: bool = False
 
 
 def load_benchmark_model(model: str):
@@ -136,8 +141,9 @@ def run_path(output_dir: Path, task: Task, encoder: str, percent: float, seed: i
     )
 
 
-def summarise_task(task: Task, runs: dict, settings: BenchmarkSettings) -> dict:
+def summarise_task(task: Task, runs: dict, settings: BenchmarkSettings, challenge_weights: str | None = None) -> dict:
     """Test statistics of every run of `task` on one set of bootstrap resamples, paired differences, seed means."""
+    challenge = ChallengeScorer(challenge_weights, task.label_names) if challenge_weights else None
     references = task.labels["test"]
     indices = bootstrap_indices(references, settings.num_resamples, settings.bootstrap_seed)
     rows, resampled = [], {}
@@ -154,6 +160,14 @@ def summarise_task(task: Task, runs: dict, settings: BenchmarkSettings) -> dict:
                 "train_records": run.train_records,
                 "validation_macro_auroc": run.validation_macro_auroc,
                 **summary,
+                **suite_scores(
+                    references,
+                    run.probabilities["test"],
+                    thresholds,
+                    indices,
+                    challenge,
+                    (task.labels["train"], run.probabilities["train"]) if task.suite == "icbeb2018" else None,
+                ),  # fmt: skip
                 "thresholds": thresholds.tolist(),
             }
         )
@@ -221,8 +235,22 @@ def versions() -> dict[str, str]:
 
 def data_files_digest(suite: str, root: str) -> dict[str, str]:
     """SHA-256 of the suite's label tables (PTB-XL's two CSV files), which fix its tasks and folds."""
-    names = ("ptbxl_database.csv", "scp_statements.csv") if suite == "ptbxl" else ()
+    names = {
+        "ptbxl": ("ptbxl_database.csv", "scp_statements.csv"),
+        "icbeb2018": tuple(str(path.relative_to(root)) for path in Path(root).rglob("REFERENCE.csv")),
+        "code-test": ("annotations/gold_standard.csv",),
+    }.get(suite, ())
     return {name: hashlib.sha256((Path(root) / name).read_bytes()).hexdigest() for name in names}
+
+
+def challenge_weights_file(settings: BenchmarkSettings) -> str | None:
+    """physionet2021: `--challenge-weights`, else the data folder's `weights.csv` when present; None otherwise."""
+    if settings.challenge_weights:
+        if not Path(settings.challenge_weights).is_file():
+            raise FileNotFoundError(f"Challenge weights file {settings.challenge_weights} not found.")
+        return settings.challenge_weights
+    found = Path(settings.data) / "weights.csv"
+    return str(found) if settings.suite == "physionet2021" and found.is_file() else None
 
 
 def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Path, num_proc: int | None = None,
@@ -240,8 +268,11 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     records, tasks = load_suite(
         settings.suite, settings.data, settings.tasks, settings.sampling_rate, settings.keep_unlabeled,
         settings.validation_fraction, settings.test_fraction, cache_dir=cache_dir, num_proc=num_proc,
+        fold_seed=settings.fold_seed, train_data=settings.train_data,
     )  # fmt: skip
     leakage = check_leakage(model, tasks, settings.allow_leakage)  # before any encoding
+    patient_overlap = check_patient_overlap(tasks, settings.allow_patient_overlap)
+    challenge_weights = challenge_weights_file(settings)
     windows, row_splits, dropped = evaluation_windows(records, extractor, num_proc)
     tasks, skipped = scorable_tasks([task.without(set(dropped)) for task in tasks])
 
@@ -277,7 +308,7 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
                 settings.epochs, settings.batch_size, settings.learning_rate, settings.head_type,
             )  # fmt: skip
     timing["probing_seconds"] = time.perf_counter() - probe_start
-    results = [summarise_task(task, runs[task.name], settings) for task in tasks]
+    results = [summarise_task(task, runs[task.name], settings, challenge_weights) for task in tasks]
     timing["total_seconds"] = time.perf_counter() - started
     timing["records_embedded"] = len(embeddings["pretrained"].record_ids)
     benchmark = {
@@ -297,6 +328,8 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
         "versions": versions(),
         "machine": {"platform": platform.platform(), "cpu_capability": torch.backends.cpu.get_cpu_capability()},
         "leakage": leakage,
+        "patient_overlap": patient_overlap,
+        "challenge_weights": challenge_weights,
         "tasks_skipped": skipped,
         "results": results,
         "timing": timing,
@@ -320,4 +353,13 @@ def protocol_description(settings: BenchmarkSettings, extractor, mixture: str) -
         "PTB-XL benchmark's rule, for positives); classes without both among the test records unscored; paired "
         "differences on the same resamples",
         "embedded_mixture": mixture,
+        **({"splits": split_description(settings)} if settings.suite in ("icbeb2018", "code-test") else {}),
     }
+
+
+def split_description(settings: BenchmarkSettings) -> str:
+    if settings.suite == "code-test" and settings.train_data:
+        return (f"probes trained on CODE-15% ({settings.train_data}; patient-wise hash split, validation fraction "
+                f"{settings.validation_fraction}), tested on all CODE-test exams")  # fmt: skip
+    return (f"seeded multi-label stratified folds (ecg_pma.data.folds, seed {settings.fold_seed}): 1-8 train, 9 "
+            "validation, 10 test")  # fmt: skip

@@ -71,3 +71,51 @@ def check_leakage(model_dir: str | Path, tasks, allow: bool = False) -> dict:
             "suite, or pass --allow-leakage to run anyway with these records flagged in the report."
         )
     return {"status": "flagged" if overlap else "clean", "pretraining_sources": sorted(sources), "tasks": overlap}
+
+
+class PatientOverlapError(ValueError):
+    """A patient has records in two of a task's train / validation / test splits."""
+
+
+def check_patient_overlap(tasks, allow: bool = False) -> dict:
+    """
+    Counts, per task, the patients with records in more than one split (and those records), from the patient field
+    of the data (`Task.patients`; tasks whose data has none are listed as unchecked, with the reason). Raises
+    `PatientOverlapError` naming the count and a few patients unless `allow` (then the counts are returned, to be
+    flagged in the report).
+    """
+    overlap, unchecked = {}, {}
+    for task in tasks:
+        name = f"{task.suite}/{task.name}"
+        if task.patients is None:
+            unchecked[name] = task.patients_note or "no patient field"
+            continue
+        splits_of: dict[str, set[str]] = {}
+        for split, patients in task.patients.items():
+            for patient in patients:
+                splits_of.setdefault(patient, set()).add(split)
+        shared = sorted(patient for patient, splits in splits_of.items() if len(splits) > 1)
+        if shared:
+            shared_set = set(shared)
+            overlap[name] = {
+                "patients_in_two_splits": len(shared),
+                "their_records": sum(
+                    patient in shared_set for patients in task.patients.values() for patient in patients
+                ),
+                "patients": len(splits_of),
+                "examples": {patient: sorted(splits_of[patient]) for patient in shared[:5]},
+            }
+    if overlap and not allow:
+        first_task, first = next(iter(overlap.items()))
+        examples = "; ".join(
+            f"patient {patient}: {', '.join(splits)}" for patient, splits in first["examples"].items()
+        )
+        raise PatientOverlapError(
+            f"Refusing to benchmark: {first['patients_in_two_splits']} of the {first['patients']} patients of "
+            f"{first_task} have records in two splits ({first['their_records']} records; {examples})"
+            f"{f' ({len(overlap)} tasks affected)' if len(overlap) > 1 else ''}. Fix the split, or pass "
+            "--allow-patient-overlap to run anyway with the counts flagged in the report."
+        )
+    checked = len(tasks) - len(unchecked)
+    status = "flagged" if overlap else "clean" if checked else "unchecked"
+    return {"status": status, "tasks": overlap, "unchecked": unchecked}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .suite_report import beta_section, challenge_section, patient_overlap_lines, per_class_f1_section, reference_rows
 from .suites import SPLITS
 
 
@@ -91,6 +92,7 @@ def markdown(benchmark: dict) -> str:
         ]
     elif benchmark["leakage"]["status"] == "unchecked":
         lines += [f"Leakage not checked: {benchmark['leakage']['reason']}.", ""]
+    lines += patient_overlap_lines(benchmark)
     by_task = {result["task"]: {(r["encoder"], r["label_percent"], r["seed"], r["head"]): r for r in result["runs"]}
                for result in results}  # fmt: skip
     first_seed = settings["seeds"][0]
@@ -111,6 +113,8 @@ def markdown(benchmark: dict) -> str:
             for name, row in PTBXL_REFERENCE_ROWS.items():
                 lines.append(f"| published: {name} | end to end | " + " | ".join(row[task] for task in tasks) + " |")
             lines += ["", f"Published rows: {PTBXL_REFERENCE_SOURCE}."]
+        elif percent == 100:
+            lines += reference_rows(benchmark, tasks)
         lines.append("")
     lines += [
         "## Paired differences of test macro AUROC [95 % CI of the difference, same resamples]",
@@ -139,6 +143,7 @@ def markdown(benchmark: dict) -> str:
             ]
             lines.append(f"| {encoder} | {percent:g} | {head} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += per_class_f1_section(benchmark) + beta_section(benchmark) + challenge_section(benchmark)
     return "\n".join(lines)
 
 

@@ -36,7 +36,12 @@ def evaluation_results(evaluation: dict[str, dict], dataset: dict | None) -> lis
 
 
 # `ecg-pma benchmark` suites as the Hub names their data sets.
-BENCHMARK_DATASETS = {"ptbxl": ("ptb-xl", "PTB-XL"), "physionet2021": ("physionet-challenge-2021", "PhysioNet 2021")}
+BENCHMARK_DATASETS = {
+    "ptbxl": ("ptb-xl", "PTB-XL"),
+    "physionet2021": ("physionet-challenge-2021", "PhysioNet 2021"),
+    "icbeb2018": ("cpsc2018", "CPSC 2018 (ICBEB 2018)"),
+    "code-test": ("code-test", "CODE-test"),
+}
 
 
 def benchmark_eval_results(benchmark: dict) -> list[EvalResult]:
