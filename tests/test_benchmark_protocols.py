@@ -3,6 +3,8 @@
 random-initialised encoder, with label fractions; the AUROC and PMA gate plots; resuming finished runs.
 """
 
+import json
+
 import numpy as np
 import pytest
 from test_model_benchmark import TRAIN, save_tiny_model, write_ptbxl_corpus
@@ -110,3 +112,37 @@ def test_the_protocols_option_takes_the_finetune_modes():
          "--lora-rank", "4", "--finetune-epochs", "3"]
     )  # fmt: skip
     assert (args.protocols, args.lora_rank, args.finetune_epochs) == (["lora"], 4, 3)
+
+
+LEAKAGE_SCRIPT = """
+import json, sys
+from ecg_pma.evaluation.leakage import pretraining_sources
+for model in sys.argv[1:]:
+    sources, origin = pretraining_sources(model)
+    print(json.dumps({"sources": sorted(sources) if sources is not None else None, "origin": origin}))
+"""
+
+
+def test_the_leakage_guard_reads_a_hub_model_s_pretraining_data(tmp_path):
+    """Downloaded from a Hub-compatible server on 127.0.0.1 (huggingface_hub reads HF_ENDPOINT when imported)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from hub_server import LocalHub, Repo
+
+    corpora = {"corpora": [{"format": "physionet2021", "sources": ["georgia", "ptb-xl"]}]}
+    files = {"pretraining_data.json": json.dumps(corpora).encode(), "config.json": b"{}"}
+    with LocalHub("hf_test_token") as hub:
+        for repo_id, content in (("lab/leaky", files), ("lab/silent", {"config.json": b"{}"})):
+            sha = hashlib.sha1(repo_id.encode()).hexdigest()
+            hub.state.repos[repo_id] = Repo(private=False, branches={"main": sha}, commits={sha: content})
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+        process = subprocess.run([sys.executable, "-c", LEAKAGE_SCRIPT, "lab/leaky", "lab/silent"], env=env,
+                                 capture_output=True, text=True, check=True, cwd=tmp_path)  # fmt: skip
+        answers = [json.loads(line) for line in process.stdout.splitlines()]
+        requested = [path for _, path in hub.state.requests]
+    assert answers[0] == {"sources": ["georgia", "ptb-xl"], "origin": "pretraining_data.json of lab/leaky on the Hub"}
+    assert answers[1] == {"sources": None, "origin": "lab/silent on the Hub has no pretraining_data.json"}
+    assert any("lab/leaky/resolve/main/pretraining_data.json" in path for path in requested)
