@@ -146,3 +146,31 @@ def test_the_leakage_guard_reads_a_hub_model_s_pretraining_data(tmp_path):
     assert answers[0] == {"sources": ["georgia", "ptb-xl"], "origin": "pretraining_data.json of lab/leaky on the Hub"}
     assert answers[1] == {"sources": None, "origin": "lab/silent on the Hub has no pretraining_data.json"}
     assert any("lab/leaky/resolve/main/pretraining_data.json" in path for path in requested)
+
+
+@pytest.mark.slow
+def test_push_staging_merges_the_benchmark_into_the_card_s_model_index(protocols_benchmark, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from ecg_pma.sharing.hub import stage_model
+
+    benchmark, _, model, root = protocols_benchmark
+    staged = stage_model(model, tmp_path / "staged", "lab/ecg-pma-tiny", benchmarks=[root / "out"])
+    card = ModelCard.load(staged / "README.md")  # parsed back from the YAML front matter
+    entries = {(r.dataset_type, r.dataset_config, r.metric_config): r.metric_value for r in card.data.eval_results}
+    (result,) = benchmark["results"]
+    expected = {
+        ("ptb-xl", "superdiagnostic", f"{protocol}, 10 % labels"): round(row["macro_auroc"]["mean"], 4)
+        for row in result["over_seeds"]
+        if row["encoder"] == "pretrained"
+        for protocol in [
+            f"{row['head']} (end to end)" if row["head"] in ("finetune", "lora") else f"{row['head']} probe"
+        ]
+    }
+    assert entries == expected and len(expected) == 4
+    assert card.data.to_dict()["model-index"][0]["name"] == "lab/ecg-pma-tiny"
+    # merged again (a rerun of the benchmark): the entries are replaced, not repeated
+    from ecg_pma.sharing.modelcard import add_benchmark_to_card
+
+    again = add_benchmark_to_card(staged / "README.md", benchmark)
+    assert len(again.data.eval_results) == len(card.data.eval_results)
