@@ -174,3 +174,14 @@ def test_push_staging_merges_the_benchmark_into_the_card_s_model_index(protocols
 
     again = add_benchmark_to_card(staged / "README.md", benchmark)
     assert len(again.data.eval_results) == len(card.data.eval_results)
+
+
+def test_the_readme_names_the_protocols_plots_card_and_pipeline():
+    from conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Where does my model stand?")[1].split("\n## ")[0]
+    for claim in ("`--protocols probe finetune lora`", "`--lora-rank 8`", "`--finetune-epochs 100`",
+                  "`plots/<task>_auroc.png`", "`plots/<task>_gate_<head>.png`", "--benchmark results/ptbxl`",
+                  'pipeline("ecg-feature-extraction", model=M)', "For a Hub id, the file is read from the model's"):  # fmt: skip
+        assert claim in section, claim
