@@ -38,6 +38,7 @@ _LAZY_EXPORTS = {
     "EcgPmaModel": "modeling_ecg_pma",
     "EcgPmaPreTrainedModel": "modeling_ecg_pma",
     "EcgClassificationPipeline": "pipeline_ecg_pma",
+    "EcgFeatureExtractionPipeline": "pipeline_ecg_pma",
     "predict_records": "serving.inference",
     "load_trained_classifier": "serving.loading",
     "export_onnx": "serving.onnx_export",
@@ -64,7 +65,7 @@ def register_auto_classes() -> None:
     from .configuration_ecg_pma import EcgPmaConfig
     from .feature_extraction_ecg_pma import EcgPmaFeatureExtractor
     from .modeling_ecg_pma import EcgPmaForPreTraining, EcgPmaForSequenceClassification, EcgPmaModel
-    from .pipeline_ecg_pma import EcgClassificationPipeline
+    from .pipeline_ecg_pma import EcgClassificationPipeline, EcgFeatureExtractionPipeline
 
     AutoConfig.register(EcgPmaConfig.model_type, EcgPmaConfig, exist_ok=True)
     for auto_class, model_class in (
@@ -79,6 +80,13 @@ def register_auto_classes() -> None:
     EcgPmaFeatureExtractor.register_for_auto_class()
     PIPELINE_REGISTRY.register_pipeline(
         "ecg-classification", pipeline_class=EcgClassificationPipeline, pt_model=AutoModelForSequenceClassification
+    )
+    # Not transformers' own "feature-extraction" task, which text models use and a registration would replace. A
+    # classifier keeps its trained PMA gate; pre-trained weights load into the encoder (AutoModel).
+    PIPELINE_REGISTRY.register_pipeline(
+        "ecg-feature-extraction",
+        pipeline_class=EcgFeatureExtractionPipeline,
+        pt_model=(AutoModelForSequenceClassification, AutoModel),
     )
     # The extractor file stays self-contained (it is saved beside the weights); the package plugs in its readers of
     # DICOM, EDF, XML and array files, so that every path the extractor, pipeline and commands take may be one.

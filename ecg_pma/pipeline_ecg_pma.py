@@ -148,3 +148,64 @@ class EcgClassificationPipeline(Pipeline):
         thresholds = config.decision_thresholds or [0.5] * config.num_labels
         label2index = {label: index for index, label in config.id2label.items()}
         return [entry for entry in ranked if entry["score"] >= thresholds[label2index[entry["label"]]]]
+
+
+EMBEDDINGS = ("layer_representations", "input_representation", "pooled", "mixed")
+
+
+class EcgFeatureExtractionPipeline(Pipeline):
+    """
+    The `ecg-feature-extraction` pipeline: a WFDB path, `wfdb.Record` or array in; the deterministic embeddings of
+    `ecg-pma embed` and `ecg-pma benchmark` out: the record's evaluation windows (the extractor's `n_crop` crops or
+    sliding windows, never random crops, no masking) through the encoder, averaged over the windows.
+
+    Args at call time:
+        sampling_rate, lead_names, units: describe array input (WFDB records carry their own).
+        return_tensors (`bool`, *optional*): torch tensors instead of nested lists.
+    Returns, per record, `{"layer_representations": (layers, hidden), "input_representation": (hidden,),
+    "pooled": (hidden,), "mixed": (hidden,), "mixture": "pma" | "ppa"}`: every block's output, the patch embedding
+    the PMA gate reads, the final LayerNorm of the last layer, and the layer mixture (the classifier's trained PMA gate
+    when the model is a PMA classifier, else PPA, the uniform mean), each LayerNorm-ed as the heads read it.
+    """
+
+    _load_feature_extractor = True
+    _load_tokenizer = False
+    _load_image_processor = False
+    _load_processor = False
+
+    def _sanitize_parameters(self, sampling_rate=None, lead_names=None, units=None, return_tensors=None, **kwargs):
+        preprocess_kwargs = {
+            key: value
+            for key, value in (("sampling_rate", sampling_rate), ("lead_names", lead_names), ("units", units))
+            if value is not None
+        }
+        return preprocess_kwargs, {}, {"return_tensors": bool(return_tensors)}
+
+    def preprocess(self, inputs: Any, **extractor_kwargs) -> dict[str, torch.Tensor]:
+        # the evaluation windows of `ecg_pma.evaluation.embeddings.evaluation_window_mode`
+        window_mode = (
+            "sliding" if self.feature_extractor.window_mode == "random" else self.feature_extractor.window_mode
+        )
+        features = self.feature_extractor(inputs, window_mode=window_mode, return_tensors="pt", **extractor_kwargs)
+        return {"signals": features["signals"], "lead_mask": features["lead_mask"]}
+
+    def uses_trained_gate(self) -> bool:
+        """A PMA classifier's saved gate mixes the layers; any other model (pre-trained weights) gets PPA. The rule of
+        `ecg_pma.evaluation.benchmark.load_benchmark_model`, repeated: this file runs without the package."""
+        config = self.model.config
+        classifier = any(name.endswith("ForSequenceClassification") for name in config.architectures or [])
+        return classifier and config.aggregation == "pma" and hasattr(self.model, "aggregator")
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        encoder = getattr(self.model, "ecg_pma", self.model)
+        output = encoder(signals=model_inputs["signals"], lead_mask=model_inputs["lead_mask"].bool())
+        layers, inputs = output.layer_representations.float(), output.input_representation.float()
+        fused = self.model.aggregator(layers, inputs)[0] if self.uses_trained_gate() else layers.mean(dim=1)
+        return dict(zip(EMBEDDINGS, (layers, inputs, output.pooler_output.float(), encoder.layernorm(fused))))
+
+    def postprocess(self, model_outputs: dict[str, torch.Tensor], return_tensors: bool = False):
+        # the windows of one record are averaged into one embedding
+        embeddings = {name: model_outputs[name].mean(dim=0) for name in EMBEDDINGS}
+        if not return_tensors:
+            embeddings = {name: value.tolist() for name, value in embeddings.items()}
+        return {**embeddings, "mixture": "pma" if self.uses_trained_gate() else "ppa"}

@@ -261,7 +261,8 @@ def test_the_outputs_the_readme_names_are_written(ptbxl_benchmark):
         assert f"`{name}" in section and (output / name).exists(), name
     assert (output / "predictions" / "exp0" / "data" / "y_val.npy").is_file()
     assert (output / "predictions" / "exp3" / "models" / "random_layer1_100pct_seed0" / "y_test_pred.npy").is_file()
-    assert sorted(path.name for path in (output / "plots").iterdir()) == sorted(f"{t}_layers.png" for t in TASK_SIZES)
+    plots = {f"{task}_{kind}.png" for task in TASK_SIZES for kind in ("layers", "auroc", "gate_pma")}
+    assert {path.name for path in (output / "plots").iterdir()} == plots
     assert "`plots/<task>_layers.png`" in section
     assert "`exp0` = all ... `exp3` = rhythm" in section and "40 records, so the intervals are wide" in section
 

@@ -35,7 +35,7 @@ NOT_RUN = {
     "ecg-pma benchmark --model runs/pretrained --suite ptbxl --data data/ptb-xl --seeds 0 1 2 --output-dir "
     "results/ptbxl": "the PTB-XL download (the network, 1.7 GB) and a pre-trained model of your own",
     "ecg-pma benchmark --model runs/tiny-simulated --suite physionet2021 --data data/physionet2021-sample": "the model "
-    "the paragraph above pre-trains (runs/tiny-simulated) and 8 minutes; tests/test_model_benchmark.py runs the same "
+    "the paragraph above pre-trains (runs/tiny-simulated) and 19 minutes; tests/test_model_benchmark.py runs the same "
     "command on the 40 records",
     "ecg-pma push outputs/cli-probed your-org/ecg-pma-probe --private --dataset physionet-challenge-2021": "the "
     "network and a Hugging Face token",

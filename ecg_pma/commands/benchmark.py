@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..constants import BENCHMARK_HEADS, BENCHMARK_SUITES, HEAD_TYPES, LABEL_FRACTIONS
+from ..constants import BENCHMARK_HEADS, BENCHMARK_SUITES, FINETUNE_MODES, HEAD_TYPES, LABEL_FRACTIONS
 from .argument_types import float_in_range, non_negative_int, output_directory, positive_float, positive_int
 
 
@@ -39,7 +39,18 @@ def add_parser(commands) -> None:
         default=list(BENCHMARK_HEADS),
         help="probe heads (default: all; `layers` is one probe per encoder layer)",
     )
-    benchmark.add_argument("--epochs", type=positive_int, default=100)
+    benchmark.add_argument(
+        "--protocols",
+        nargs="+",
+        choices=FINETUNE_MODES,
+        default=["probe"],
+        help="probe: linear probes of --heads on cached embeddings (default); finetune / lora: a PMA classifier "
+        "trained end to end (every weight / LoRA adapters), the random encoder alike",
+    )
+    benchmark.add_argument("--finetune-epochs", type=positive_int, default=100, help="finetune / lora epochs")
+    benchmark.add_argument("--finetune-batch-size", type=positive_int, default=16)
+    benchmark.add_argument("--lora-rank", type=positive_int, default=8)
+    benchmark.add_argument("--epochs", type=positive_int, default=100, help="probe epochs")
     benchmark.add_argument("--batch-size", type=positive_int, default=64)
     benchmark.add_argument("--learning-rate", type=positive_float, default=1e-3)
     benchmark.add_argument("--head-type", choices=HEAD_TYPES, default="linear")
@@ -114,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
         train_data=args.train_data,
         challenge_weights=args.challenge_weights,
         allow_patient_overlap=args.allow_patient_overlap,
+        protocols=args.protocols,
+        finetune_epochs=args.finetune_epochs,
+        finetune_batch_size=args.finetune_batch_size,
+        lora_rank=args.lora_rank,
     )
     run_benchmark(args.model, settings, args.output_dir, num_proc=args.num_proc, cache_dir=args.cache_dir)
     output = Path(args.output_dir)

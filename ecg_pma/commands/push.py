@@ -15,6 +15,13 @@ def add_parser(commands) -> None:
     push.add_argument("--commit-message", default=None)
     push.add_argument("--dataset", action="append", default=None, help="dataset id for the card metadata (repeatable)")
     push.add_argument(
+        "--benchmark",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="an `ecg-pma benchmark` output folder whose results go into the card's model-index (repeatable)",
+    )
+    push.add_argument(
         "--space-dir",
         default=None,
         help="also write a Space-ready folder for the web demo here (app.py, requirements.txt, README with "
@@ -57,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         revision=args.revision,
         commit_message=args.commit_message,
         datasets=args.dataset,
+        benchmarks=args.benchmark,
     )
     print(f"Pushed {args.model_dir} to {args.repo_id}: {commit.commit_url}")
     return 0

@@ -23,6 +23,7 @@ from ..constants import BENCHMARK_HEADS, LABEL_FRACTIONS
 from ..metrics.ecg_multilabel.ecg_multilabel import tune_f1_thresholds
 from ..training.probe_layers import model_fingerprint
 from .embeddings import RecordEmbeddings, embed_records, evaluation_window_mode, evaluation_windows
+from .finetuning import END_TO_END_PROTOCOLS, run_end_to_end
 from .leakage import check_leakage, check_patient_overlap
 from .protocols import Head, expand_heads, one_thread, run_probe
 from .statistics import bootstrap_indices, mean_and_sd, paired_difference, score_with_intervals, scored_classes
@@ -62,6 +63,10 @@ class BenchmarkSettings:
     train_data: str | None = None  # code-test: the CODE-15% folder the probes train on
     challenge_weights: str | None = None  # physionet2021: weights.csv (default: the data folder's, when present)
     allow_patient_overlap: bool = False
+    protocols: list[str] = field(default_factory=lambda: ["probe"])  # and/or the end-to-end `finetune`, `lora`
+    finetune_epochs: int = 100
+    finetune_batch_size: int = 16
+    lora_rank: int = 8
 
 
 def load_benchmark_model(model: str):
@@ -291,7 +296,7 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     heads = expand_heads(settings.heads, encoder.config.num_hidden_layers)
     jobs = [
         (task, name, percent, seed, head)
-        for task in tasks
+        for task in (tasks if "probe" in settings.protocols else [])
         for name in ENCODERS
         for percent in settings.label_percents
         for seed in settings.seeds
@@ -308,6 +313,16 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
                 settings.epochs, settings.batch_size, settings.learning_rate, settings.head_type,
             )  # fmt: skip
     timing["probing_seconds"] = time.perf_counter() - probe_start
+    end_to_end_start = time.perf_counter()
+    for task, name, percent, seed, protocol in tqdm(end_to_end_jobs(tasks, settings), desc="Finetuning"):
+        head = Head(protocol, "pma")
+        runs[task.name][(name, percent, seed, protocol)] = run_end_to_end(
+            run_path(output_dir, task, name, percent, seed, head),
+            {**run_key(embeddings[name], task, head, percent, seed, settings), **end_to_end_settings(settings)},
+            encoders[name][0], windows, task, protocol, percent, seed, settings,
+            output_dir / "training" / task.suite / task.name / name / f"{percent:g}pct" / f"seed{seed}" / protocol,
+        )  # fmt: skip
+    timing["end_to_end_seconds"] = time.perf_counter() - end_to_end_start
     results = [summarise_task(task, runs[task.name], settings, challenge_weights) for task in tasks]
     timing["total_seconds"] = time.perf_counter() - started
     timing["records_embedded"] = len(embeddings["pretrained"].record_ids)
@@ -338,6 +353,25 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     return benchmark
 
 
+def end_to_end_jobs(tasks: list[Task], settings: BenchmarkSettings) -> list[tuple]:
+    """(task, encoder, label percent, seed, protocol) of every `finetune` / `lora` run the settings ask for."""
+    protocols = [protocol for protocol in settings.protocols if protocol in END_TO_END_PROTOCOLS]
+    return [
+        (task, name, percent, seed, protocol)
+        for task in tasks
+        for name in ENCODERS
+        for percent in settings.label_percents
+        for seed in settings.seeds
+        for protocol in protocols
+    ]
+
+
+def end_to_end_settings(settings: BenchmarkSettings) -> dict:
+    """What an end-to-end run depends on beyond a probe's key."""
+    return {"finetune_epochs": settings.finetune_epochs, "finetune_batch_size": settings.finetune_batch_size,
+            "lora_rank": settings.lora_rank}  # fmt: skip
+
+
 def protocol_description(settings: BenchmarkSettings, extractor, mixture: str) -> dict:
     return {
         "embeddings": f"frozen encoder, no masking, {evaluation_window_mode(extractor)} windows averaged per record",
@@ -345,6 +379,11 @@ def protocol_description(settings: BenchmarkSettings, extractor, mixture: str) -
         f"AdamW, learning rate {settings.learning_rate}, weight decay 0.05, batch {settings.batch_size}, "
         f"{settings.epochs} epochs, the epoch with the best validation macro AUROC kept",
         "heads": "last layer, PPA (uniform mixture), PMA (gate trained; and frozen at uniform), each single layer",
+        "end_to_end": f"{', '.join(settings.protocols)}: finetune / lora rows are PMA classifiers trained by "
+        "ecg_pma.training.finetune.finetune (reference_training_settings: AdamW, cosine, 5 % warm-up, weight decay "
+        f"0.05; {settings.finetune_epochs} epochs, batch {settings.finetune_batch_size}, LoRA rank "
+        f"{settings.lora_rank}) on the evaluation windows of the fraction's training records, the epoch with the "
+        "best validation macro AUROC kept, windows' probabilities averaged per record",
         "baseline": f"a randomly initialised encoder of the same architecture (seed {RANDOM_ENCODER_SEED}), probed alike",
         "label_fractions": "stratified per label (iterative stratification), seeded by the run's seed",
         "thresholds": "F1-optimal per class on the validation records, applied to the test records",

@@ -28,11 +28,19 @@ class LeakageError(ValueError):
 
 def pretraining_sources(model_dir: str | Path) -> tuple[set[str] | None, str]:
     """
-    The source databases a model's `pretraining_data.json` lists, and where that was read; None when the file is
-    absent or does not name its corpora (then nothing can be checked).
+    The source databases a model's `pretraining_data.json` lists (from its folder, or its Hub repository when
+    `model_dir` is a Hub id), and where that was read; None when the file is absent or does not name its corpora (then
+    nothing can be checked).
     """
+    from transformers.utils import cached_file
+
     path = Path(model_dir) / "pretraining_data.json"
-    if not path.is_file():
+    if not Path(model_dir).is_dir():  # a Hub id: the file downloaded (and cached) beside the weights
+        found = cached_file(str(model_dir), "pretraining_data.json", _raise_exceptions_for_missing_entries=False)
+        if found is None:
+            return None, f"{model_dir} on the Hub has no pretraining_data.json"
+        path = Path(found)
+    elif not path.is_file():
         return None, f"{path} not found"
     protocol = json.loads(path.read_text())
     corpora = protocol.get("corpora")
@@ -42,7 +50,7 @@ def pretraining_sources(model_dir: str | Path) -> tuple[set[str] | None, str]:
     for corpus in corpora:
         listed = corpus.get("sources")
         sources |= set(listed) if listed else FORMAT_SOURCES.get(corpus.get("format"), {str(corpus.get("format"))})
-    return sources, str(path)
+    return sources, str(path) if Path(model_dir).is_dir() else f"pretraining_data.json of {model_dir} on the Hub"
 
 
 def check_leakage(model_dir: str | Path, tasks, allow: bool = False) -> dict:

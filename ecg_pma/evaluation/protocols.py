@@ -87,12 +87,16 @@ class ProbeRun:
     validation_macro_auroc: float
     train_records: int
     key: dict
+    test_gate_weights: np.ndarray | None = None  # `(test records, depth)`: a PMA head's layer weights per record
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
+        tensors = {split: torch.as_tensor(values) for split, values in self.probabilities.items()}
+        if self.test_gate_weights is not None:
+            tensors["test_gate_weights"] = torch.as_tensor(self.test_gate_weights)
         save_file(
-            {split: torch.as_tensor(values) for split, values in self.probabilities.items()},
+            tensors,
             temporary,
             metadata={
                 "key": json.dumps(self.key, sort_keys=True),
@@ -112,6 +116,7 @@ class ProbeRun:
             float(metadata["validation_macro_auroc"]),
             int(metadata["train_records"]),
             json.loads(metadata["key"]),
+            tensors["test_gate_weights"].numpy() if "test_gate_weights" in tensors else None,
         )
 
 
@@ -135,6 +140,14 @@ def probabilities_of(probe: CachedProbe, cache) -> np.ndarray:
     probe.eval()
     logits = probe(cache.layer_representations, cache.input_representation)
     return logits.sigmoid().double().numpy()
+
+
+@torch.inference_mode()
+def gate_weights_of(probe: CachedProbe, cache) -> np.ndarray | None:
+    """The PMA gate's layer weights `(records, depth)` of a `pma` probe; None for the other heads."""
+    if probe.aggregator.gate is None:
+        return None
+    return probe.aggregator(cache.layer_representations, cache.input_representation)[1].double().numpy()
 
 
 def run_probe(
@@ -175,6 +188,7 @@ def run_probe(
         float(validation_auroc),
         len(subset),
         key,
+        gate_weights_of(probe, caches["test"]) if head.aggregation == "pma" else None,
     )
     run.save(path)
     return run

@@ -1,5 +1,7 @@
 """
-What `ecg-pma benchmark` writes: `benchmark.json` (every number), `benchmark.md` (the tables with their intervals),
+What `ecg-pma benchmark` writes: `benchmark.json` (every number), `benchmark.md` (the tables with their intervals,
+the plots listed), `plots/` (per task: AUROC with its interval per encoder and head, the layer-wise curve, PMA gate
+weights per class),
 `predictions/` (each task's labels and each run's probabilities in the PTB-XL benchmark repository's layout:
 `<experiment>/data/y_{train,val,test}.npy` and `<experiment>/models/<run>/y_{train,val,test}_pred.npy`, plain
 float arrays that its `SCP_Experiment.evaluate` loads) and `model_index.json` (the card's `model-index` entries).
@@ -177,12 +179,103 @@ def write_layer_plots(benchmark: dict, output_dir: Path) -> None:
         )
 
 
+def headline_rows(result: dict, settings: dict) -> list[dict]:
+    """The runs a task's plots show: every encoder, head and protocol at the largest label fraction, first seed."""
+    percent, seed = max(settings["label_percents"]), settings["seeds"][0]
+    return [row for row in result["runs"] if (row["label_percent"], row["seed"]) == (percent, seed)]
+
+
+def save_figure(figure, path: Path, title: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120, metadata={"Title": title})  # the title in the PNG's metadata, for a reader or test
+
+
+def write_auroc_plots(benchmark: dict, output_dir: Path) -> list[Path]:
+    """
+    Per task, `plots/<task>_auroc.png`: test macro AUROC with its 95 % bootstrap interval for each encoder and head
+    (or end-to-end protocol), at the largest label fraction and the first seed; chance (0.5) dotted.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for result in benchmark["results"]:
+        rows = headline_rows(result, benchmark["settings"])
+        values = np.array([row["macro_auroc"]["value"] for row in rows])
+        intervals = np.array([row["macro_auroc"]["ci"] for row in rows])
+        figure, axes = plt.subplots(figsize=(7, 1.2 + 0.3 * len(rows)))
+        positions = np.arange(len(rows))
+        colours = ["C0" if row["encoder"] == "pretrained" else "C7" for row in rows]
+        for position, value, (low, high), colour in zip(positions, values, intervals, colours):
+            axes.errorbar(value, position, xerr=[[value - low], [high - value]], fmt="o", color=colour, capsize=3)
+        axes.axvline(0.5, linestyle=":", color="grey")
+        axes.set_yticks(positions, [f"{row['encoder']} · {row['head']}" for row in rows])
+        axes.invert_yaxis()
+        axes.set_xlabel("test macro AUROC [95 % bootstrap CI]")
+        title = (f"{benchmark['suite']} / {result['task']}: {max(benchmark['settings']['label_percents']):g} % "
+                 f"of the training records, seed {benchmark['settings']['seeds'][0]}")  # fmt: skip
+        axes.set_title(title)
+        paths.append(output_dir / "plots" / f"{result['task']}_auroc.png")
+        save_figure(figure, paths[-1], title)
+        plt.close(figure)
+    return paths
+
+
+def class_gate_weights(weights: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """`(classes, depth)`: per class, the mean PMA layer weights `weights (records, depth)` of its positive test
+    records (`references (records, classes)`); NaN for a class without one."""
+    positives = references.astype(bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (positives.T.astype(float) @ weights) / positives.sum(axis=0)[:, None]
+
+
+def write_gate_plots(benchmark: dict, tasks, runs: dict, output_dir: Path) -> list[Path]:
+    """
+    Per task and PMA run of the pre-trained encoder (the `pma` probe, `finetune`, `lora`) at the largest label
+    fraction and first seed, `plots/<task>_gate_<head>.png`: the gate's weight of each layer, averaged over the test
+    records of each class (rows: classes with a positive test record).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    percent, seed = max(benchmark["settings"]["label_percents"]), benchmark["settings"]["seeds"][0]
+    paths = []
+    for task in tasks:
+        for (encoder, run_percent, run_seed, head), run in runs[task.name].items():
+            if (encoder, run_percent, run_seed) != ("pretrained", percent, seed) or run.test_gate_weights is None:
+                continue
+            if head == "pma-frozen":
+                continue  # uniform by construction
+            per_class = class_gate_weights(run.test_gate_weights, task.labels["test"])
+            shown = np.flatnonzero(task.labels["test"].sum(axis=0) > 0)
+            figure, axes = plt.subplots(figsize=(max(4.5, 2 + 0.5 * per_class.shape[1]), 1.6 + 0.25 * len(shown)))
+            image = axes.imshow(per_class[shown], aspect="auto", cmap="viridis")
+            axes.set_xticks(range(per_class.shape[1]), [str(layer + 1) for layer in range(per_class.shape[1])])
+            axes.set_yticks(range(len(shown)), [task.label_names[index] for index in shown])
+            axes.set_xlabel("encoder layer")
+            figure.colorbar(image, ax=axes, label="mean gate weight")
+            title = f"PMA gate weights ({head})\n{task.name}: mean over each class's test records"
+            axes.set_title(title)
+            paths.append(output_dir / "plots" / f"{task.name}_gate_{head}.png")
+            save_figure(figure, paths[-1], title.replace("\n", "; "))
+            plt.close(figure)
+    return paths
+
+
 def write_reports(benchmark: dict, tasks, runs: dict, output_dir: Path) -> None:
     from ..sharing.modelcard import benchmark_model_index
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "benchmark.json").write_text(json.dumps(benchmark, indent=2))
-    (output_dir / "benchmark.md").write_text(markdown(benchmark))
     write_predictions(tasks, runs, output_dir)
     write_layer_plots(benchmark, output_dir)
+    write_auroc_plots(benchmark, output_dir)
+    write_gate_plots(benchmark, tasks, runs, output_dir)
+    listed = "\n".join(f"- `{path.relative_to(output_dir)}`" for path in sorted((output_dir / "plots").glob("*.png")))
+    (output_dir / "benchmark.md").write_text(markdown(benchmark) + f"\n## Plots\n\n{listed}\n")
     (output_dir / "model_index.json").write_text(json.dumps(benchmark_model_index(benchmark), indent=2))

@@ -12,7 +12,7 @@ from huggingface_hub import CommitInfo, HfApi
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForSequenceClassification
 
 from ..pipeline_ecg_pma import EcgClassificationPipeline
-from .modelcard import write_model_card
+from .modelcard import add_benchmark_to_card, write_model_card
 
 
 # Files beside the weights that travel with them when present.
@@ -36,12 +36,17 @@ def save_shareable(model, feature_extractor, output_dir: str | Path) -> None:
 
 
 def stage_model(
-    model_dir: str | Path, staging_dir: str | Path, repo_id: str, datasets: list[str] | None = None
+    model_dir: str | Path,
+    staging_dir: str | Path,
+    repo_id: str,
+    datasets: list[str] | None = None,
+    benchmarks: list[str | Path] | None = None,
 ) -> Path:
     """
     Writes everything a Hub repository needs into `staging_dir`: safetensors weights, config (with `auto_map` and, for
     classifiers, `custom_pipelines`), the modeling / configuration / feature-extraction / pipeline code,
     `preprocessor_config.json`, a generated model card, and the results / ONNX files found in `model_dir`.
+    `benchmarks`: `ecg-pma benchmark` output folders whose `benchmark.json` results go into the card's `model-index`.
     """
     model_dir, staging_dir = Path(model_dir), Path(staging_dir)
     config = AutoConfig.from_pretrained(model_dir)
@@ -75,6 +80,8 @@ def stage_model(
         datasets=datasets,
         onnx=onnx,
     )
+    for folder in benchmarks or []:
+        add_benchmark_to_card(staging_dir / "README.md", json.loads((Path(folder) / "benchmark.json").read_text()))
     for text_file in [*staging_dir.glob("*.md"), *staging_dir.glob("*.json")]:
         text_file.write_text(without_local_paths(text_file.read_text()))
     return staging_dir
@@ -101,18 +108,19 @@ def push_to_hub(
     commit_message: str | None = None,
     datasets: list[str] | None = None,
     endpoint: str | None = None,
+    benchmarks: list[str | Path] | None = None,
 ) -> CommitInfo:
     """
     Uploads a saved model folder to `repo_id` (created if needed; `revision` names a branch, created from `main` if
     needed). The endpoint and token follow `huggingface_hub` (`HF_ENDPOINT`, `HF_TOKEN`, the stored login) unless
-    given. Returns the commit.
+    given. `benchmarks`: `ecg-pma benchmark` output folders merged into the card's `model-index`. Returns the commit.
     """
     if not (Path(model_dir) / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a saved model folder (no config.json); nothing was pushed.")
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory() as staging:
         # staged (the model loaded and checked) before anything is created on the Hub
-        stage_model(model_dir, staging, repo_id, datasets)
+        stage_model(model_dir, staging, repo_id, datasets, benchmarks)
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision is not None and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)

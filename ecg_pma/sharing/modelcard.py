@@ -46,28 +46,59 @@ BENCHMARK_DATASETS = {
 
 def benchmark_eval_results(benchmark: dict) -> list[EvalResult]:
     """
-    The card's `model-index` entries of an `ecg-pma benchmark` result: per task and probe head, the pre-trained
-    encoder's test macro AUROC with all training labels (the largest label fraction), averaged over seeds.
+    The card's `model-index` entries of an `ecg-pma benchmark` result: per task and head (probe, or the end-to-end
+    `finetune` / `lora` protocol), the pre-trained encoder's test macro AUROC with all training labels (the largest
+    label fraction), averaged over seeds.
     """
     dataset_type, dataset_name = BENCHMARK_DATASETS.get(benchmark["suite"], (benchmark["suite"], benchmark["suite"]))
     percent = max(benchmark["settings"]["label_percents"])
+
+    def protocol(head: str) -> str:
+        return f"{head} (end to end)" if head in ("finetune", "lora") else f"{head} probe"
+
     return [
         EvalResult(
             task_type="ecg-classification",
-            task_name="Multi-label ECG classification (linear probe)",
+            task_name="Multi-label ECG classification (ecg-pma benchmark)",
             dataset_type=dataset_type,
             dataset_name=dataset_name,
             dataset_config=result["task"],
             dataset_split="test",
             metric_type="roc_auc",
-            metric_name=f"macro AUROC, {row['head']} probe",
-            metric_config=f"{row['head']} probe, {percent:g} % labels",
+            metric_name=f"macro AUROC, {protocol(row['head'])}",
+            metric_config=f"{protocol(row['head'])}, {percent:g} % labels",
             metric_value=round(row["macro_auroc"]["mean"], 4),
         )
         for result in benchmark["results"]
         for row in result["over_seeds"]
         if row["encoder"] == "pretrained" and row["label_percent"] == percent
     ]
+
+
+def add_benchmark_to_card(card_path: str | Path, benchmark: dict) -> ModelCard:
+    """
+    Merges an `ecg-pma benchmark` result's `model-index` entries (`benchmark_eval_results`) into the card at
+    `card_path` (a model's README.md) and saves it: an entry of the same data set, task, metric and protocol is
+    replaced (a rerun updates the card), every other entry is kept.
+    """
+    card = ModelCard.load(card_path)
+    new = benchmark_eval_results(benchmark)
+
+    def identity(result: EvalResult) -> tuple:
+        return (
+            result.dataset_type,
+            result.dataset_config,
+            result.dataset_split,
+            result.metric_type,
+            result.metric_config,
+        )
+
+    replaced = {identity(result) for result in new}
+    kept = [result for result in card.data.eval_results or [] if identity(result) not in replaced]
+    card.data.eval_results = kept + new
+    card.data.model_name = card.data.model_name or Path(benchmark["model"]).name or "ecg-pma-model"
+    card.save(card_path)
+    return card
 
 
 def benchmark_model_index(benchmark: dict) -> list[dict]:

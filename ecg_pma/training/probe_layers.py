@@ -88,7 +88,9 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         hasher.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        hasher.update(tensor.view(torch.uint8).numpy())
+        # flattened first: a 0-d buffer (an MLP head's BatchNorm `num_batches_tracked`) has no byte view; the bytes
+        # of every other tensor are the same
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return hasher.hexdigest()
 
 
