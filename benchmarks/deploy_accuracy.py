@@ -9,7 +9,7 @@ against PyTorch over every record and label and the macro AUROC of each backend,
 <= 1e-4; int8: max |Δp| <= 0.02 and |Δ macro AUROC| <= 0.01); `passed` is false, and the failed targets are named,
 when one is missed. Prints one JSON line.
 
-    python benchmarks/deploy_accuracy.py [--preset vit-s-paper] [--pretrained outputs/pretrained-vit-s]
+    python benchmarks/deploy_accuracy.py [--preset vit-s-paper | --pretrained outputs/pretrained-vit-s]
 """
 
 from __future__ import annotations
@@ -99,15 +99,23 @@ def compare(probabilities: dict[str, np.ndarray], references: np.ndarray) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="vit-s-paper")
-    parser.add_argument("--pretrained", default=None, help="a folder from `ecg-pma pretrain` (its encoder is probed)")
+    parser.add_argument("--preset", default="vit-s-paper", help="the seeded random encoder's size")
+    parser.add_argument(
+        "--pretrained", default=None, help="a folder from `ecg-pma pretrain`: its encoder (and size) is probed"
+    )
     parser.add_argument("--data", default=str(CHALLENGE_RECORDS))
     parser.add_argument("--epochs", type=int, default=50)
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as scratch:
         raw = load_physionet2021(args.data, cache_dir=Path(scratch) / "cache")
-        config = EcgPmaConfig.from_preset(args.preset, aggregation="pma", head_type="linear", id2label=id2label(raw))
+        head = {"aggregation": "pma", "head_type": "linear", "id2label": id2label(raw)}
+        # a pre-trained encoder brings its own architecture (any size `ecg-pma pretrain` was given)
+        config = (
+            EcgPmaConfig.from_pretrained(args.pretrained, **head)
+            if args.pretrained
+            else EcgPmaConfig.from_preset(args.preset, **head)
+        )
         extractor = EcgPmaFeatureExtractor.from_model_config(config)
         model = probed_classifier(config, extractor, Path(args.data), args.epochs, args.pretrained)
         records = [row for split in raw.values() for row in split.select_columns(["record_id", "labels"])]
@@ -142,7 +150,11 @@ def main() -> None:
             {
                 "benchmark": "deploy_accuracy",
                 **machine_info(),
-                "preset": args.preset,
+                "preset": None if args.pretrained else args.preset,
+                "encoder_size": {
+                    name: getattr(config, name)
+                    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+                },
                 "encoder": args.pretrained or "seeded random",
                 "note": "PMA gate + linear head trained on the challenge train split; every record of the challenge "
                 "set predicted by each backend, complete and with mixed lead sets",

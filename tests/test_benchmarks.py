@@ -141,14 +141,26 @@ def test_deploy_benchmark_times_every_backend_and_profiles_onnxruntime():
     assert "QAttention" in profiles["ort_int8"] and "Attention" in profiles["ort_fp32_optimized"]
     assert "Where" in profiles["ort_int8_masked_graph"] and "Where" not in profiles["ort_int8"]
     assert sum(profiles["ort_int8"].values()) == pytest.approx(1.0, abs=0.01)
-    # the limit row: measured peaks, and every variant's fraction of them
+    # the limit row: the ceiling (the instruction peak where it can run), the kernels' best rates on the model's own
+    # product shapes and a large square one, and every variant's fraction of them
     peaks = report["matrix_product_peaks"]
-    assert peaks["int8_peak_gops"] > 0 and peaks["fp32_peak_gflops"] > 0
-    assert set(peaks["gops_per_s"]) == {"ort_int8_matmulinteger", "ort_fp32_matmul", "torch_fp32_mm"}
+    rates = peaks["kernel_gops_per_s"]
+    assert set(rates) == {"ort_MatMulInteger", "ort_DynamicQuantizeMatMul", "ort_MatMul", "torch_mm"}
+    tiny = EcgPmaConfig.from_preset("tiny")
+    fc1 = f"{2 * 12 * (tiny.num_patches + 2)}x{tiny.hidden_size}x{tiny.intermediate_size}"
+    assert all({"2048x2048x2048", fc1} <= set(by_shape) for by_shape in rates.values())
+    int8_rates = [*rates["ort_MatMulInteger"].values(), *rates["ort_DynamicQuantizeMatMul"].values()]
+    assert peaks["int8_best_kernel_gops"] == max(int8_rates)
+    if "skipped" in peaks["instruction_peak"]:
+        assert peaks["int8_ceiling_gops"] == peaks["int8_best_kernel_gops"]
+    else:  # the instruction peak is the ceiling: no kernel beats it
+        assert peaks["int8_ceiling_gops"] == peaks["instruction_peak"]["int8_vnni_gops"]
+        assert peaks["int8_ceiling_gops"] >= peaks["int8_best_kernel_gops"]
+        assert peaks["fp32_ceiling_gflops"] >= peaks["fp32_best_kernel_gflops"]
     for row, result in zip(report["limit"], report["results"]):
         assert row["variant"] == result["variant"]
-        assert row["fraction_of_int8_peak"] == pytest.approx(
-            result["achieved_gops"] / peaks["int8_peak_gops"], rel=0.01
+        assert row["fraction_of_int8_ceiling"] == pytest.approx(
+            result["achieved_gops"] / peaks["int8_ceiling_gops"], rel=0.01
         )
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import wfdb
@@ -80,9 +81,12 @@ def test_exported_files_record_how_they_were_made(exported):
     assert fp32["operators"].get("BiasGelu") and fp32["operators"].get("LayerNormalization")
     assert fp32["operators"]["Attention"] == 4  # one fused attention kernel per encoder block
     assert "MatMulInteger" not in fp32["operators"] and "DynamicQuantizeLinear" not in fp32["operators"]
-    # every linear layer of the 4 encoder blocks (output, fc1, fc2) and the patch embedding is quantized, and
-    # attention's packed q/k/v projection inside the int8 fused attention
-    assert int8["operators"]["MatMulInteger"] == 4 * 3 + 1 and int8["operators"]["QAttention"] == 4
+    # every linear layer of the 4 encoder blocks (output, fc1, fc2) is quantized, and attention's packed q/k/v
+    # projection inside the int8 fused attention; the patch embedding (raw signal in) stays fp32
+    assert int8["operators"]["MatMulInteger"] == 4 * 3 and int8["operators"]["QAttention"] == 4
+    graph = onnx.load(str(exported / "model-int8.all-leads.onnx")).graph
+    patch_embedding = [node.op_type for node in graph.node if node.name.startswith("/model/ecg_pma/embeddings/")]
+    assert "MatMul" in patch_embedding and "MatMulInteger" not in patch_embedding
     record = json.loads((exported / "onnx_export.json").read_text())
     assert [entry["file"] for entry in record["exports"]] == [
         "model.onnx",
