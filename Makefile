@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU wheel of torch; any other spec may pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+# The suite runs in two pytest-xdist workers, one per core of CI's 2-core machine, each test file in one worker (its
+# module-scoped set-up built once); tests/conftest.py gives each worker one compute thread.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: install demo test test-fast test-min quality style clean help-snapshot
 
@@ -20,16 +23,16 @@ demo: install
 	$(BIN)/ecg-pma demo
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 # The declared floors are real: a separate environment with every dependency at its lowest allowed version
 # (.ci/floors.py turns `>=X` into `==X`; torch is TORCH_SPEC, the only CPU wheel here), then the fast tests.
 VENV_MIN ?= .venv-min
 test-min: $(VENV_MIN)/.installed
-	$(VENV_MIN)/bin/python -m pytest -m "not slow"
+	$(VENV_MIN)/bin/python -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 $(VENV_MIN)/.installed: pyproject.toml .ci/floors.py
 	$(PYTHON) -m venv $(VENV_MIN)

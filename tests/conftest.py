@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import pytest
-import torch
 
-from ecg_pma import EcgPmaConfig
+# `make test` runs the suite in two pytest-xdist workers (one per core of CI's 2-core machine). Each worker, and every
+# process a test starts, then computes on one thread: two workers with two OpenMP threads each would put four
+# spin-waiting threads on two cores, which made the integrated-gradients test 5x slower on a loaded machine.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+# The Hugging Face libraries' caches (downloads, remote-code modules, datasets) in a folder of this test process, not
+# the user's: tests never read what an earlier run or another worker left there.
+HF_HOME = tempfile.mkdtemp(prefix="ecg-pma-tests-hf-")
+atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = HF_HOME
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ecg_pma import EcgPmaConfig  # noqa: E402
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # in case torch was imported before OMP_NUM_THREADS was set
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
