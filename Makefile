@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 # The CPU wheel of torch; any other spec may pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 # The suite runs in two pytest-xdist workers, one per core of CI's 2-core machine, each test file in one worker (its
-# module-scoped set-up built once); tests/conftest.py gives each worker one compute thread.
-PYTEST_PARALLEL ?= -n 2 --dist loadfile
+# module-scoped set-up built once); tests/conftest.py gives each worker one compute thread. A crashed worker ends the
+# run (--max-worker-restart 0): with loadfile, xdist 3.8 can hang after replacing one (pytest-xdist issue 1378).
+PYTEST_PARALLEL ?= -n 2 --dist loadfile --max-worker-restart 0
 
 .PHONY: install demo test test-fast test-min quality style clean help-snapshot
 

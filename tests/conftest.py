@@ -14,11 +14,15 @@ from pathlib import Path
 # spin-waiting threads on two cores, which made the integrated-gradients test 5x slower on a loaded machine.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
-# The Hugging Face libraries' caches (downloads, remote-code modules, datasets) in a folder of this test process, not
-# the user's: tests never read what an earlier run or another worker left there.
-HF_HOME = tempfile.mkdtemp(prefix="ecg-pma-tests-hf-")
-atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
+# The Hugging Face libraries' caches (downloads, remote-code modules, datasets) and torch.compile's kernels in a folder
+# of this test process, not the user's: tests never read what an earlier run or another worker left there. Inductor's
+# cache does not key its C++ kernels to the thread count: a kernel compiled by a 2-thread process and run by a 1-thread
+# worker corrupted the heap ("malloc(): unaligned tcache chunk detected", test_compiled_pretraining_... aborted).
+TEST_CACHES = tempfile.mkdtemp(prefix="ecg-pma-tests-caches-")
+atexit.register(shutil.rmtree, TEST_CACHES, ignore_errors=True)
+HF_HOME = os.path.join(TEST_CACHES, "hf")
 os.environ["HF_HOME"] = HF_HOME
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(TEST_CACHES, "torchinductor")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
