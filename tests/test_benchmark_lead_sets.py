@@ -22,10 +22,18 @@ from ecg_pma.constants import CHALLENGE_LEAD_SETS
 from ecg_pma.evaluation.benchmark import (
     BenchmarkSettings,
     benchmark_lead_sets,
+    lead_set_windows,
     load_benchmark_model,
     run_benchmark,
 )
-from ecg_pma.evaluation.embeddings import RecordEmbeddings, embed_records, evaluation_window_mode
+from ecg_pma.evaluation.embeddings import (
+    RecordEmbeddings,
+    embed_records,
+    evaluation_window_mode,
+    evaluation_windows,
+)
+from ecg_pma.evaluation.suites import load_suite
+from ecg_pma.training.collator import LeadSetSampler
 from ecg_pma.training.probe_layers import model_fingerprint
 
 
@@ -45,12 +53,6 @@ def test_lead_set_names_are_the_configs_and_all_expands_to_the_five():
     common = ["benchmark", "--model", "m", "--suite", "physionet2021", "--data", "d", "--output-dir", "o"]
     assert parser.parse_args(common).lead_sets == ["12"]
     assert parser.parse_args([*common, "--lead-sets", "all"]).lead_sets == ["all"]
-
-
-def test_end_to_end_protocols_need_the_12_lead_set(tmp_path):
-    settings = BenchmarkSettings(suite="physionet2021", data=".", lead_sets=["2"], protocols=["probe", "lora"])
-    with pytest.raises(ValueError, match=r"finetune / lora protocols run on 12 leads only; add 12 to the lead sets"):
-        run_benchmark("unused", settings, tmp_path)
 
 
 def save_model(path):
@@ -188,8 +190,39 @@ def test_the_readme_describes_the_lead_sets():
     bullet = section.split("- **Lead sets.**")[1].split("\n- ")[0]
     for claim in ("`--lead-sets 12 6 4 3 2` (or `all`; default `12`)", "`embeddings/leads-I-II/`",
                   "`2 leads\n  (I, II): ...`", "`runs/<suite>/<task>-2leads/`", "`..._seed0_2leads`",
-                  "`finetune` / `lora` run on 12 leads only"):  # fmt: skip
+                  "`finetune` / `lora` runs train, validate and test on the records cut alike"):  # fmt: skip
         assert claim in bullet, claim
     for name, leads in LEAD_SETS.items():
         if name != "12":
             assert f"{name} = {', '.join(leads)}" in bullet.replace("\n  ", " "), name
+
+
+@pytest.mark.slow
+def test_finetune_rows_per_lead_set_train_on_the_cut_windows(lead_set_benchmark, tmp_path):
+    root, model, _, _ = lead_set_benchmark
+    settings = BenchmarkSettings(
+        suite="physionet2021", data=str(shared_data_dir("physionet2021")), tasks=["pooled"], lead_sets=["12", "2"],
+        protocols=["finetune"], finetune_epochs=1, finetune_batch_size=8, **SPLIT, **FAST,
+    )  # fmt: skip
+    benchmark = run_benchmark(str(model), settings, tmp_path / "out", cache_dir=root / "cache")
+    rows = {(result["lead_set"], row["encoder"]): row for result in benchmark["results"] for row in result["runs"]
+            if row["head"] == "finetune"}  # fmt: skip
+    assert set(rows) == {(lead_set, encoder) for lead_set in ("12", "2") for encoder in ("pretrained", "random")}
+    folder = tmp_path / "out" / "predictions" / "pooled" / "models"
+    full, cut = (np.load(folder / f"pretrained_finetune_100pct_seed0{suffix}" / "y_test_pred.npy")
+                 for suffix in ("", "_2leads"))  # fmt: skip
+    assert not np.allclose(full, cut, atol=1e-4)  # the 2-lead classifier read other inputs
+
+
+def test_lead_set_windows_are_the_embeddings_cut(tmp_path):
+    """The windows an end-to-end run trains on for a lead set are the rows the lead-set embeddings encode."""
+    encoder, _, _, extractor = load_benchmark_model(str(save_model(tmp_path / "model")))
+    data = shared_data_dir("physionet2021")
+    records, _ = load_suite("physionet2021", data, tasks=["georgia"], **SPLIT, cache_dir=tmp_path / "cache")
+    windows, _, _ = evaluation_windows(records, extractor)
+    windows = windows.select(range(8))
+    cut = lead_set_windows(windows, "3", encoder.config, extractor).with_format("torch")[:]
+    sampler = LeadSetSampler(encoder.config, ["3"], extractor)
+    expected = sampler.cut(windows.with_format("torch", columns=["signals", "lead_mask"])[:], torch.Generator())
+    assert torch.equal(cut["signals"], expected["signals"])
+    assert cut["lead_mask"].tolist() == [[lead in ("I", "II", "V2") for lead in encoder.config.lead_names]] * 8

@@ -61,7 +61,7 @@ def add_parser(commands) -> None:
         default=["12"],
         help="the PhysioNet/CinC Challenge 2021 lead sets to probe (12; 6 = I II III aVR aVL aVF; 4 = I II III V2; "
         "3 = I II V2; 2 = I II; all = the five): each embeds the records cut to its leads and gets its own rows "
-        "(default: 12; finetune / lora run on 12 leads)",
+        "(default: 12; finetune / lora train and test on the cut records too)",
     )
     benchmark.add_argument("--finetune-epochs", type=positive_int, default=100, help="finetune / lora epochs")
     benchmark.add_argument("--finetune-batch-size", type=positive_int, default=16)

@@ -18,12 +18,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..configuration_ecg_pma import resolve_lead_set
 from ..constants import BENCHMARK_HEADS, CHALLENGE_LEAD_SETS, LABEL_FRACTIONS
 from ..metrics.ecg_multilabel.ecg_multilabel import tune_f1_thresholds
+from ..training.collator import LeadSetSampler
 from ..training.probe_layers import model_fingerprint
 from .embeddings import RecordEmbeddings, embed_records, evaluation_window_mode, evaluation_windows
 from .finetuning import END_TO_END_PROTOCOLS, run_end_to_end
@@ -288,10 +290,6 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     """
     from .report import write_reports
 
-    if "12" not in settings.lead_sets and any(protocol in END_TO_END_PROTOCOLS for protocol in settings.protocols):
-        raise ValueError(
-            f"The finetune / lora protocols run on 12 leads only; add 12 to the lead sets {settings.lead_sets}."
-        )
     started = time.perf_counter()
     output_dir = Path(output_dir)
     encoder, aggregator, loaded, extractor = load_benchmark_model(model)
@@ -345,12 +343,15 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
             )  # fmt: skip
     timing["probing_seconds"] = time.perf_counter() - probe_start
     end_to_end_start = time.perf_counter()
+    cut_windows = {}  # lead set -> the evaluation windows cut to it, made when an end-to-end run needs them
     for task, name, percent, seed, protocol in tqdm(end_to_end_jobs(tasks, settings), desc="Finetuning"):
+        if task.lead_set not in cut_windows:
+            cut_windows[task.lead_set] = lead_set_windows(windows, task.lead_set, encoder.config, extractor)
         head = Head(protocol, "pma")
         runs[task.label][(name, percent, seed, protocol)] = run_end_to_end(
             run_path(output_dir, task, name, percent, seed, head),
             {**run_key(embeddings[task.lead_set, name], task, head, percent, seed, settings), **end_to_end_settings(settings)},
-            encoders[name][0], windows, task, protocol, percent, seed, settings,
+            encoders[name][0], cut_windows[task.lead_set], task, protocol, percent, seed, settings,
             output_dir / "training" / task.suite / task.label / name / f"{percent:g}pct" / f"seed{seed}" / protocol,
         )  # fmt: skip
     timing["end_to_end_seconds"] = time.perf_counter() - end_to_end_start
@@ -405,16 +406,31 @@ def lead_set_leads(lead_set: str, lead_names: list[str]) -> list[str]:
     return list(lead_names) if lead_set == "12" else resolve_lead_set(lead_set, lead_names)
 
 
+def lead_set_windows(windows, lead_set: str, config, extractor):
+    """
+    The evaluation windows with every row cut to `lead_set` (unchanged for 12) as the lead-set embeddings read them
+    (`LeadSetSampler`, i.e. `EcgPmaFeatureExtractor.cut_to_leads`): what an end-to-end run trains and is tested on.
+    """
+    if lead_set == "12":
+        return windows
+    sampler = LeadSetSampler(config, [lead_set], extractor)
+
+    def cut(batch: dict) -> dict:
+        rows = {"signals": torch.as_tensor(np.asarray(batch["signals"], dtype=np.float32))}
+        if "lead_mask" in batch:
+            rows["lead_mask"] = torch.as_tensor(np.asarray(batch["lead_mask"], dtype=bool))
+        cut_rows = sampler.cut(rows, torch.Generator().manual_seed(0))  # one lead set: the same cut for any generator
+        return {"signals": cut_rows["signals"].numpy(), "lead_mask": cut_rows["lead_mask"].numpy()}
+
+    return windows.map(cut, batched=True, batch_size=256, desc=f"Cutting windows to {lead_set} leads")
+
+
 def end_to_end_jobs(tasks: list[Task], settings: BenchmarkSettings) -> list[tuple]:
-    """
-    (task, encoder, label percent, seed, protocol) of every `finetune` / `lora` run the settings ask for: on the
-    12-lead tasks only (the end-to-end protocols train on every lead; lead sets are probed).
-    """
+    """(task, encoder, label percent, seed, protocol) of every `finetune` / `lora` run the settings ask for."""
     protocols = [protocol for protocol in settings.protocols if protocol in END_TO_END_PROTOCOLS]
     return [
         (task, name, percent, seed, protocol)
         for task in tasks
-        if task.lead_set == "12"
         for name in ENCODERS
         for percent in settings.label_percents
         for seed in settings.seeds
@@ -450,7 +466,8 @@ def protocol_description(settings: BenchmarkSettings, extractor, mixture: str) -
         "embedded_mixture": mixture,
         "lead_sets": f"{', '.join(settings.lead_sets)}: 12 reads every lead the records have; each other set embeds "
         "the records cut to its leads (EcgPmaFeatureExtractor.cut_to_leads: other leads at the padding value and "
-        "masked, the kept leads standardised again over themselves) and probes them alike",
+        "masked, the kept leads standardised again over themselves) and probes them alike; finetune / lora runs "
+        "train, validate and test on the evaluation windows cut the same way",
         **({"splits": split_description(settings)} if settings.suite in ("icbeb2018", "code-test") else {}),
     }
 
