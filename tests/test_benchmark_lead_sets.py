@@ -22,6 +22,7 @@ from ecg_pma.constants import CHALLENGE_LEAD_SETS
 from ecg_pma.evaluation.benchmark import (
     BenchmarkSettings,
     benchmark_lead_sets,
+    check_lead_set_coverage,
     lead_set_windows,
     load_benchmark_model,
     run_benchmark,
@@ -226,3 +227,15 @@ def test_lead_set_windows_are_the_embeddings_cut(tmp_path):
     expected = sampler.cut(windows.with_format("torch", columns=["signals", "lead_mask"])[:], torch.Generator())
     assert torch.equal(cut["signals"], expected["signals"])
     assert cut["lead_mask"].tolist() == [[lead in ("I", "II", "V2") for lead in encoder.config.lead_names]] * 8
+
+
+def test_a_record_without_any_lead_of_a_lead_set_is_refused_by_name():
+    lead_names = list(LEAD_SETS["12"])
+    dead_limb_leads = [name not in ("I", "II", "III", "aVR", "aVL", "aVF") for name in lead_names]
+    windows = Dataset.from_dict(
+        {"record_id": ["A1", "A1", "B2"], "lead_mask": [[True] * 12, [True] * 12, dead_limb_leads]}
+    )
+    check_lead_set_coverage(windows, "12", lead_names)
+    check_lead_set_coverage(windows, "4", lead_names)  # B2 still has V2
+    with pytest.raises(ValueError, match=r"1 record\(s\) have none of the leads of lead set 2 \(I, II\).*\['B2'\]"):
+        check_lead_set_coverage(windows, "2", lead_names)

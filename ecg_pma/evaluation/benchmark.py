@@ -304,6 +304,8 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     windows, row_splits, dropped = evaluation_windows(records, extractor, num_proc)
     tasks, skipped = scorable_tasks([task.without(set(dropped)) for task in tasks])
     tasks = [task.with_lead_set(lead_set) for lead_set in settings.lead_sets for task in tasks]
+    for lead_set in settings.lead_sets:  # before any encoding
+        check_lead_set_coverage(windows, lead_set, encoder.config.lead_names)
 
     # name -> (encoder, trained PMA gate or None, the module whose fingerprint keys its cache or None for the encoder)
     encoders = {"pretrained": (encoder, aggregator, loaded), "random": (random_encoder(encoder.config), None, None)}
@@ -404,6 +406,25 @@ def embeddings_path(output_dir: Path, encoder, lead_set: str, name: str) -> Path
 def lead_set_leads(lead_set: str, lead_names: list[str]) -> list[str]:
     """The leads a lead set reads: "12" every lead of the model (uncut), else the set's leads."""
     return list(lead_names) if lead_set == "12" else resolve_lead_set(lead_set, lead_names)
+
+
+def check_lead_set_coverage(windows, lead_set: str, lead_names: list[str]) -> None:
+    """
+    Raises when a record has none of `lead_set`'s leads (all of them dead or absent): cut to the lead set it would
+    read no lead (`LeadSetSampler` would then keep the leads it has, leads outside the set). Records lacking only
+    some of the set's leads read the others, as a record written with those leads would be read.
+    """
+    if lead_set == "12" or "lead_mask" not in windows.column_names:
+        return
+    wanted = np.asarray([name in resolve_lead_set(lead_set, lead_names) for name in lead_names])
+    covered = (np.asarray(windows.with_format("numpy")["lead_mask"][:], dtype=bool) & wanted).any(axis=1)
+    lacking = sorted({record_id for record_id, ok in zip(windows["record_id"], covered) if not ok})
+    if lacking:
+        raise ValueError(
+            f"{len(lacking)} record(s) have none of the leads of lead set {lead_set} "
+            f"({', '.join(resolve_lead_set(lead_set, lead_names))}) (dead or absent), e.g. {lacking[:5]}; leave the "
+            "lead set out (--lead-sets) or the records out of the data."
+        )
 
 
 def lead_set_windows(windows, lead_set: str, config, extractor):
