@@ -24,6 +24,9 @@ BENCHMARK_SUITES = ("ptbxl", "physionet2021", "icbeb2018", "code-test")
 PTBXL_LABEL_SETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")  # also its tasks
 BENCHMARK_HEADS = ("last", "ppa", "pma", "pma-frozen", "layers")  # "layers": one probe per single encoder layer
 LABEL_FRACTIONS = (1, 10, 100)
+# The names of the PhysioNet/CinC Challenge 2021 lead sets (configuration_ecg_pma.LEAD_SETS: 12 leads; I, II, III, aVR,
+# aVL, aVF; I, II, III, V2; I, II, V2; I, II), for `ecg-pma benchmark --lead-sets`.
+CHALLENGE_LEAD_SETS = ("12", "6", "4", "3", "2")
 
 # The options that pretrain, finetune and probe-layers share, one spelling and one help text each: the dashed form of
 # the `TrainingArguments` field (what `finetune` reads through `HfArgumentParser`), the field's own name and the

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..constants import BENCHMARK_HEADS, BENCHMARK_SUITES, FINETUNE_MODES, HEAD_TYPES, LABEL_FRACTIONS
+from ..constants import (
+    BENCHMARK_HEADS,
+    BENCHMARK_SUITES,
+    CHALLENGE_LEAD_SETS,
+    FINETUNE_MODES,
+    HEAD_TYPES,
+    LABEL_FRACTIONS,
+)
 from .argument_types import float_in_range, non_negative_int, output_directory, positive_float, positive_int
 
 
@@ -46,6 +53,15 @@ def add_parser(commands) -> None:
         default=["probe"],
         help="probe: linear probes of --heads on cached embeddings (default); finetune / lora: a PMA classifier "
         "trained end to end (every weight / LoRA adapters), the random encoder alike",
+    )
+    benchmark.add_argument(
+        "--lead-sets",
+        nargs="+",
+        choices=[*CHALLENGE_LEAD_SETS, "all"],
+        default=["12"],
+        help="the PhysioNet/CinC Challenge 2021 lead sets to probe (12; 6 = I II III aVR aVL aVF; 4 = I II III V2; "
+        "3 = I II V2; 2 = I II; all = the five): each embeds the records cut to its leads and gets its own rows "
+        "(default: 12; finetune / lora train and test on the cut records too)",
     )
     benchmark.add_argument("--finetune-epochs", type=positive_int, default=100, help="finetune / lora epochs")
     benchmark.add_argument("--finetune-batch-size", type=positive_int, default=16)
@@ -129,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs,
         finetune_batch_size=args.finetune_batch_size,
         lora_rank=args.lora_rank,
+        lead_sets=args.lead_sets,
     )
     run_benchmark(args.model, settings, args.output_dir, num_proc=args.num_proc, cache_dir=args.cache_dir)
     output = Path(args.output_dir)

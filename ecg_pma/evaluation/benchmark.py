@@ -2,7 +2,9 @@
 `ecg-pma benchmark`: a model against a suite, reproducibly. The records are embedded once per encoder (the model and a
 randomly initialised encoder of the same architecture, the floor a pre-trained model must beat), a linear probe is
 trained per task x encoder x label fraction x seed x head on the cached embeddings, each run saved when done (a kill
-loses at most the run in progress), and the test statistics are computed from the saved probabilities.
+loses at most the run in progress), and the test statistics are computed from the saved probabilities. With lead sets
+(`lead_sets`, the PhysioNet/CinC Challenge 2021's 12 / 6 / 4 / 3 / 2 leads), every record is embedded once per lead
+set and encoder, cut to those leads as evaluate and probe-layers cut records, and every task is probed per lead set.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..constants import BENCHMARK_HEADS, LABEL_FRACTIONS
+from ..configuration_ecg_pma import resolve_lead_set
+from ..constants import BENCHMARK_HEADS, CHALLENGE_LEAD_SETS, LABEL_FRACTIONS
 from ..metrics.ecg_multilabel.ecg_multilabel import tune_f1_thresholds
+from ..training.collator import LeadSetSampler
 from ..training.probe_layers import model_fingerprint
 from .embeddings import RecordEmbeddings, embed_records, evaluation_window_mode, evaluation_windows
 from .finetuning import END_TO_END_PROTOCOLS, run_end_to_end
@@ -67,6 +72,22 @@ class BenchmarkSettings:
     finetune_epochs: int = 100
     finetune_batch_size: int = 16
     lora_rank: int = 8
+    # names of the challenge lead sets (`all`: the five); "12" reads every lead the records have, uncut
+    lead_sets: list[str] = field(default_factory=lambda: ["12"])
+
+    def __post_init__(self):
+        self.lead_sets = benchmark_lead_sets(self.lead_sets)
+
+
+def benchmark_lead_sets(names: list[str]) -> list[str]:
+    """`["all"]` -> the five challenge lead sets; other names kept in order, once each; an unknown name raises."""
+    expanded = [lead_set for name in names for lead_set in (CHALLENGE_LEAD_SETS if name == "all" else [name])]
+    unknown = sorted(set(expanded) - set(CHALLENGE_LEAD_SETS))
+    if unknown or not expanded:
+        raise ValueError(
+            f"Unknown lead set(s) {unknown or names}; expected some of {list(CHALLENGE_LEAD_SETS)} or `all`."
+        )
+    return list(dict.fromkeys(expanded))
 
 
 def load_benchmark_model(model: str):
@@ -138,7 +159,7 @@ def run_path(output_dir: Path, task: Task, encoder: str, percent: float, seed: i
         output_dir
         / "runs"
         / task.suite
-        / task.name
+        / task.label
         / encoder
         / f"{percent:g}pct"
         / f"seed{seed}"
@@ -178,6 +199,8 @@ def summarise_task(task: Task, runs: dict, settings: BenchmarkSettings, challeng
         )
     return {
         "task": task.name,
+        "lead_set": task.lead_set,
+        "label": task.label,
         "label_names": task.label_names,
         "records": {split: len(task.record_ids[split]) for split in SPLITS},
         "bootstrap": {"resamples": settings.num_resamples, "seed": settings.bootstrap_seed},
@@ -263,7 +286,7 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     """
     Runs (or resumes) the benchmark of `model` on `settings.suite` into `output_dir`, writes `benchmark.json`,
     `benchmark.md`, the per-task predictions in the PTB-XL benchmark repository's layout (`predictions/`) and
-    `model_index.json`; returns what `benchmark.json` holds.
+    `model_index.json`; returns what `benchmark.json` holds. Each task is probed once per `settings.lead_sets`.
     """
     from .report import write_reports
 
@@ -280,18 +303,25 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     challenge_weights = challenge_weights_file(settings)
     windows, row_splits, dropped = evaluation_windows(records, extractor, num_proc)
     tasks, skipped = scorable_tasks([task.without(set(dropped)) for task in tasks])
+    tasks = [task.with_lead_set(lead_set) for lead_set in settings.lead_sets for task in tasks]
+    for lead_set in settings.lead_sets:  # before any encoding
+        check_lead_set_coverage(windows, lead_set, encoder.config.lead_names)
 
     # name -> (encoder, trained PMA gate or None, the module whose fingerprint keys its cache or None for the encoder)
     encoders = {"pretrained": (encoder, aggregator, loaded), "random": (random_encoder(encoder.config), None, None)}
-    embeddings, timing = {}, {}
-    for name, (module, gate, fingerprinted) in encoders.items():
-        start = time.perf_counter()
-        embeddings[name] = embed_records(
-            module, windows, output_dir / "embeddings" / f"{name}.safetensors",
-            model_fingerprint(fingerprinted or module), aggregator=gate, splits=row_splits,
-            batch_size=settings.embedding_batch_size, desc=f"Embedding ({name} encoder)",
-        )  # fmt: skip
-        timing[f"embedding_{name}_seconds"] = time.perf_counter() - start
+    embeddings, timing = {}, {}  # embeddings: (lead set, encoder name) -> RecordEmbeddings
+    for lead_set in settings.lead_sets:
+        for name, (module, gate, fingerprinted) in encoders.items():
+            start = time.perf_counter()
+            embeddings[lead_set, name] = embed_records(
+                module, windows, embeddings_path(output_dir, module, lead_set, name),
+                model_fingerprint(fingerprinted or module), aggregator=gate, splits=row_splits,
+                batch_size=settings.embedding_batch_size, desc=f"Embedding ({name} encoder, {lead_set} leads)",
+                lead_set=None if lead_set == "12" else lead_set, feature_extractor=extractor,
+            )  # fmt: skip
+            timing[f"embedding_{name}_seconds"] = timing.get(f"embedding_{name}_seconds", 0) + (
+                time.perf_counter() - start
+            )
 
     heads = expand_heads(settings.heads, encoder.config.num_hidden_layers)
     jobs = [
@@ -302,42 +332,53 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
         for seed in settings.seeds
         for head in heads
     ]
-    runs: dict[str, dict] = {task.name: {} for task in tasks}
+    runs: dict[str, dict] = {task.label: {} for task in tasks}
     probe_start = time.perf_counter()
     with one_thread():
         for task, name, percent, seed, head in tqdm(jobs, desc="Probing"):
-            runs[task.name][(name, percent, seed, head.name)] = run_probe(
+            task_embeddings = embeddings[task.lead_set, name]
+            runs[task.label][(name, percent, seed, head.name)] = run_probe(
                 run_path(output_dir, task, name, percent, seed, head),
-                run_key(embeddings[name], task, head, percent, seed, settings),
-                encoders[name][0], embeddings[name], task, head, percent, seed,
+                run_key(task_embeddings, task, head, percent, seed, settings),
+                encoders[name][0], task_embeddings, task, head, percent, seed,
                 settings.epochs, settings.batch_size, settings.learning_rate, settings.head_type,
             )  # fmt: skip
     timing["probing_seconds"] = time.perf_counter() - probe_start
     end_to_end_start = time.perf_counter()
+    cut_windows = {}  # lead set -> the evaluation windows cut to it, made when an end-to-end run needs them
     for task, name, percent, seed, protocol in tqdm(end_to_end_jobs(tasks, settings), desc="Finetuning"):
+        if task.lead_set not in cut_windows:
+            cut_windows[task.lead_set] = lead_set_windows(windows, task.lead_set, encoder.config, extractor)
         head = Head(protocol, "pma")
-        runs[task.name][(name, percent, seed, protocol)] = run_end_to_end(
+        runs[task.label][(name, percent, seed, protocol)] = run_end_to_end(
             run_path(output_dir, task, name, percent, seed, head),
-            {**run_key(embeddings[name], task, head, percent, seed, settings), **end_to_end_settings(settings)},
-            encoders[name][0], windows, task, protocol, percent, seed, settings,
-            output_dir / "training" / task.suite / task.name / name / f"{percent:g}pct" / f"seed{seed}" / protocol,
+            {**run_key(embeddings[task.lead_set, name], task, head, percent, seed, settings), **end_to_end_settings(settings)},
+            encoders[name][0], cut_windows[task.lead_set], task, protocol, percent, seed, settings,
+            output_dir / "training" / task.suite / task.label / name / f"{percent:g}pct" / f"seed{seed}" / protocol,
         )  # fmt: skip
     timing["end_to_end_seconds"] = time.perf_counter() - end_to_end_start
-    results = [summarise_task(task, runs[task.name], settings, challenge_weights) for task in tasks]
+    results = [summarise_task(task, runs[task.label], settings, challenge_weights) for task in tasks]
     timing["total_seconds"] = time.perf_counter() - started
-    timing["records_embedded"] = len(embeddings["pretrained"].record_ids)
+    pretrained = embeddings[settings.lead_sets[0], "pretrained"]
+    timing["records_embedded"] = len(pretrained.record_ids)
     benchmark = {
         "model": str(model),
-        "model_hash": embeddings["pretrained"].key["model"],
-        "random_encoder": {"seed": RANDOM_ENCODER_SEED, "hash": embeddings["random"].key["model"]},
+        "model_hash": pretrained.key["model"],
+        "random_encoder": {
+            "seed": RANDOM_ENCODER_SEED,
+            "hash": embeddings[settings.lead_sets[0], "random"].key["model"],
+        },
         "suite": settings.suite,
         "settings": asdict(settings),
-        "protocol": protocol_description(settings, extractor, embeddings["pretrained"].mixture),
+        "protocol": protocol_description(settings, extractor, pretrained.mixture),
+        "lead_sets": {
+            lead_set: lead_set_leads(lead_set, encoder.config.lead_names) for lead_set in settings.lead_sets
+        },
         "data": {
             "path": str(settings.data),
-            "fingerprint": embeddings["pretrained"].key["dataset"],
+            "fingerprint": pretrained.key["dataset"],
             "files_sha256": data_files_digest(settings.suite, settings.data),
-            "records_embedded": len(embeddings["pretrained"].record_ids),
+            "records_embedded": len(pretrained.record_ids),
             "short_records_dropped": dropped,
         },
         "versions": versions(),
@@ -351,6 +392,58 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     }
     write_reports(benchmark, tasks, runs, output_dir)
     return benchmark
+
+
+def embeddings_path(output_dir: Path, encoder, lead_set: str, name: str) -> Path:
+    """`embeddings/<encoder>.safetensors`; a lead set other than 12 in its own folder, named by its leads as
+    probe-layers names its caches (`embeddings/leads-I-II/pretrained.safetensors`)."""
+    folder = output_dir / "embeddings"
+    if lead_set != "12":
+        folder = folder / ("leads-" + "-".join(resolve_lead_set(lead_set, encoder.config.lead_names)))
+    return folder / f"{name}.safetensors"
+
+
+def lead_set_leads(lead_set: str, lead_names: list[str]) -> list[str]:
+    """The leads a lead set reads: "12" every lead of the model (uncut), else the set's leads."""
+    return list(lead_names) if lead_set == "12" else resolve_lead_set(lead_set, lead_names)
+
+
+def check_lead_set_coverage(windows, lead_set: str, lead_names: list[str]) -> None:
+    """
+    Raises when a record has none of `lead_set`'s leads (all of them dead or absent): cut to the lead set it would
+    read no lead (`LeadSetSampler` would then keep the leads it has, leads outside the set). Records lacking only
+    some of the set's leads read the others, as a record written with those leads would be read.
+    """
+    if lead_set == "12" or "lead_mask" not in windows.column_names:
+        return
+    wanted = np.asarray([name in resolve_lead_set(lead_set, lead_names) for name in lead_names])
+    covered = (np.asarray(windows.with_format("numpy")["lead_mask"][:], dtype=bool) & wanted).any(axis=1)
+    lacking = sorted({record_id for record_id, ok in zip(windows["record_id"], covered) if not ok})
+    if lacking:
+        raise ValueError(
+            f"{len(lacking)} record(s) have none of the leads of lead set {lead_set} "
+            f"({', '.join(resolve_lead_set(lead_set, lead_names))}) (dead or absent), e.g. {lacking[:5]}; leave the "
+            "lead set out (--lead-sets) or the records out of the data."
+        )
+
+
+def lead_set_windows(windows, lead_set: str, config, extractor):
+    """
+    The evaluation windows with every row cut to `lead_set` (unchanged for 12) as the lead-set embeddings read them
+    (`LeadSetSampler`, i.e. `EcgPmaFeatureExtractor.cut_to_leads`): what an end-to-end run trains and is tested on.
+    """
+    if lead_set == "12":
+        return windows
+    sampler = LeadSetSampler(config, [lead_set], extractor)
+
+    def cut(batch: dict) -> dict:
+        rows = {"signals": torch.as_tensor(np.asarray(batch["signals"], dtype=np.float32))}
+        if "lead_mask" in batch:
+            rows["lead_mask"] = torch.as_tensor(np.asarray(batch["lead_mask"], dtype=bool))
+        cut_rows = sampler.cut(rows, torch.Generator().manual_seed(0))  # one lead set: the same cut for any generator
+        return {"signals": cut_rows["signals"].numpy(), "lead_mask": cut_rows["lead_mask"].numpy()}
+
+    return windows.map(cut, batched=True, batch_size=256, desc=f"Cutting windows to {lead_set} leads")
 
 
 def end_to_end_jobs(tasks: list[Task], settings: BenchmarkSettings) -> list[tuple]:
@@ -392,6 +485,10 @@ def protocol_description(settings: BenchmarkSettings, extractor, mixture: str) -
         "PTB-XL benchmark's rule, for positives); classes without both among the test records unscored; paired "
         "differences on the same resamples",
         "embedded_mixture": mixture,
+        "lead_sets": f"{', '.join(settings.lead_sets)}: 12 reads every lead the records have; each other set embeds "
+        "the records cut to its leads (EcgPmaFeatureExtractor.cut_to_leads: other leads at the padding value and "
+        "masked, the kept leads standardised again over themselves) and probes them alike; finetune / lora runs "
+        "train, validate and test on the evaluation windows cut the same way",
         **({"splits": split_description(settings)} if settings.suite in ("icbeb2018", "code-test") else {}),
     }
 

@@ -5,7 +5,9 @@ windows of a record averaged. Per record: every layer's representation, the inpu
 reads), the pooled output (final LayerNorm of the last layer) and a layer mixture (the model's trained PMA gate when it
 has one, else PPA, the uniform mean), all through one encoding pass. Written to safetensors with the record ids, in
 parts as encoding goes (a killed run keeps its finished parts and resumes), keyed, as the layer-wise study's cache
-is, to the weights and the rows (`ecg_pma.training.probe_layers.layer_cache_key`).
+is, to the weights and the rows (`ecg_pma.training.probe_layers.layer_cache_key`). With a lead set, the rows are
+cut to its leads first as the extractor that made them cuts records (`EcgPmaFeatureExtractor.cut_to_leads`, through
+`LeadSetSampler`, as `evaluate --lead-sets` and `probe-layers --lead-set` read them), and the key names the leads.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..configuration_ecg_pma import resolve_lead_set
 from ..data import extract_features, handle_short_records
 from ..modeling_ecg_pma import EcgPmaLayerAggregator, EcgPmaModel
+from ..training.collator import LeadSetSampler
 from ..training.probe_layers import LayerCache, layer_cache_key
 
 
@@ -150,14 +154,18 @@ def encode_part(
     record_ids: list[str],
     splits: list[str],
     batch_size: int,
+    lead_sampler: LeadSetSampler | None = None,
 ) -> RecordEmbeddings:
-    """Encodes the windows of `rows` (whole records) and averages them per record, in order of appearance."""
+    """Encodes the windows of `rows` (whole records) and averages them per record, in order of appearance;
+    `lead_sampler` (of one lead set) cuts each batch to its leads first."""
     device = next(encoder.parameters()).device
     outputs = {name: [] for name in TENSORS}
     columns = [column for column in ("signals", "lead_mask") if column in rows.column_names]
     rows = rows.with_format("torch", columns=columns)
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
+        if lead_sampler is not None:  # one lead set: the same cut whatever the generator
+            batch = lead_sampler.cut(batch, torch.Generator().manual_seed(0))
         lead_mask = batch.get("lead_mask")
         output = encoder(
             batch["signals"].to(device), lead_mask=None if lead_mask is None else lead_mask.bool().to(device)
@@ -198,6 +206,8 @@ def embed_records(
     batch_size: int = 64,
     part_rows: int = 1024,
     desc: str = "Embedding",
+    lead_set: str | None = None,
+    feature_extractor=None,
 ) -> RecordEmbeddings:
     """
     Embeds every record of `windows` (model-ready rows of `extract_features`, a record's windows contiguous) into
@@ -205,9 +215,12 @@ def embed_records(
     `model_fingerprint`) and these rows. Parts are saved to `output.parts/` as they finish; a rerun after a kill
     encodes only the missing ones, and they are merged (and removed) at the end. `aggregator`: a trained PMA gate,
     whose mixture is stored as `mixed` (PPA otherwise). `splits`: the split of each row (saved per record).
+    `lead_set` (a name of `ecg_pma.LEAD_SETS` or lead names): the encoder reads only those leads, the rows cut to them
+    as `feature_extractor` (the one that made them) cuts records; the cache key names the leads.
     """
     output = Path(output)
-    key = {**layer_cache_key(model_hash, windows, "all"), "mixture": "ppa" if aggregator is None else "pma"}
+    leads = resolve_lead_set(lead_set, encoder.config.lead_names) if lead_set else None
+    key = {**layer_cache_key(model_hash, windows, "all", leads), "mixture": "ppa" if aggregator is None else "pma"}
     if output.exists():
         cached = RecordEmbeddings.load(output)
         if cached.key == key:
@@ -219,6 +232,7 @@ def embed_records(
         aggregator.eval()
     record_ids = list(windows["record_id"])
     splits = splits or ["all"] * len(record_ids)
+    lead_sampler = LeadSetSampler(encoder.config, [lead_set], feature_extractor) if lead_set else None
     parts_dir = output.with_name(output.name + ".parts")
     parts = []
     for number, (start, stop) in enumerate(tqdm(record_parts(record_ids, part_rows), desc=desc, leave=False)):
@@ -231,7 +245,7 @@ def embed_records(
                 continue
         part = encode_part(
             encoder, aggregator, windows.select(range(start, stop)), record_ids[start:stop], splits[start:stop],
-            batch_size,
+            batch_size, lead_sampler,
         )  # fmt: skip
         part.key = part_key
         part.save(path)

@@ -5,6 +5,8 @@ weights per class),
 `predictions/` (each task's labels and each run's probabilities in the PTB-XL benchmark repository's layout:
 `<experiment>/data/y_{train,val,test}.npy` and `<experiment>/models/<run>/y_{train,val,test}_pred.npy`, plain
 float arrays that its `SCP_Experiment.evaluate` loads) and `model_index.json` (the card's `model-index` entries).
+With lead sets other than 12, each gets its own tables (titles starting `6 leads (I, II, ...)`), plots
+(`<task>-6leads_...`) and run folders (`<run>_6leads`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .suite_report import beta_section, challenge_section, patient_overlap_lines, per_class_f1_section, reference_rows
+from .suite_report import (
+    beta_section,
+    challenge_section,
+    patient_overlap_lines,
+    per_class_f1_section,
+    reference_rows,
+    result_label,
+)
 from .suites import SPLITS
 
 
@@ -37,9 +46,10 @@ PTBXL_REFERENCE_ROWS = {
 LAYOUT_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 
 
-def run_name(encoder: str, head: str, percent: float, seed: int) -> str:
-    """A run's model folder in the PTB-XL layout: `pretrained_pma_100pct_seed0`."""
-    return f"{encoder}_{head}_{percent:g}pct_seed{seed}"
+def run_name(encoder: str, head: str, percent: float, seed: int, lead_set: str = "12") -> str:
+    """A run's model folder in the PTB-XL layout: `pretrained_pma_100pct_seed0`; with a lead set other than 12,
+    `pretrained_pma_100pct_seed0_6leads` (the task's labels, `data/`, are the same for every lead set)."""
+    return f"{encoder}_{head}_{percent:g}pct_seed{seed}" + ("" if lead_set == "12" else f"_{lead_set}leads")
 
 
 def write_predictions(tasks, runs: dict, output_dir: Path) -> None:
@@ -50,8 +60,8 @@ def write_predictions(tasks, runs: dict, output_dir: Path) -> None:
             np.save(folder / "data" / f"y_{LAYOUT_SPLITS[split]}.npy", task.labels[split])
         (folder / "data" / "record_ids.json").write_text(json.dumps(task.record_ids))
         (folder / "data" / "label_names.json").write_text(json.dumps(task.label_names))
-        for (encoder, percent, seed, head), run in runs[task.name].items():
-            model_dir = folder / "models" / run_name(encoder, head, percent, seed)
+        for (encoder, percent, seed, head), run in runs[task.label].items():
+            model_dir = folder / "models" / run_name(encoder, head, percent, seed, task.lead_set)
             model_dir.mkdir(parents=True, exist_ok=True)
             for split in SPLITS:
                 np.save(model_dir / f"y_{LAYOUT_SPLITS[split]}_pred.npy", run.probabilities[split])
@@ -63,9 +73,17 @@ def format_interval(entry: dict, signed: bool = False) -> str:
     return f"{value:{sign}.3f} [{low:{sign}.3f}, {high:{sign}.3f}]"
 
 
+def lead_set_groups(results: list[dict]) -> dict[str, list[dict]]:
+    """The results of each lead set, in the order run."""
+    groups: dict[str, list[dict]] = {}
+    for result in results:
+        groups.setdefault(result.get("lead_set", "12"), []).append(result)
+    return groups
+
+
 def markdown(benchmark: dict) -> str:
-    results = benchmark["results"]
-    tasks = [result["task"] for result in results]
+    groups = lead_set_groups(benchmark["results"])
+    results = next(iter(groups.values()))  # the records of a task are the same in every lead set
     settings = benchmark["settings"]
     lines = [
         f"# Benchmark of `{benchmark['model']}` on {benchmark['suite']}",
@@ -95,13 +113,27 @@ def markdown(benchmark: dict) -> str:
     elif benchmark["leakage"]["status"] == "unchecked":
         lines += [f"Leakage not checked: {benchmark['leakage']['reason']}.", ""]
     lines += patient_overlap_lines(benchmark)
+    for lead_set, group in groups.items():
+        heading = ""  # 12 leads only: the tables as they always were
+        if list(groups) != ["12"]:
+            leads = benchmark.get("lead_sets", {}).get(lead_set, [])
+            heading = f"{lead_set} leads ({', '.join(leads)}): " if lead_set != "12" else "12 leads: "
+        lines += result_tables(benchmark, group, lead_set, heading)
+    lines += per_class_f1_section(benchmark) + beta_section(benchmark) + challenge_section(benchmark)
+    return "\n".join(lines)
+
+
+def result_tables(benchmark: dict, results: list[dict], lead_set: str, heading: str) -> list[str]:
+    """The test macro AUROC tables of one lead set's results (per label fraction, paired differences, over seeds),
+    each title starting with `heading`; the published reference rows under the 12-lead 100 % table."""
+    settings, tasks, lines = benchmark["settings"], [result["task"] for result in results], []
     by_task = {result["task"]: {(r["encoder"], r["label_percent"], r["seed"], r["head"]): r for r in result["runs"]}
                for result in results}  # fmt: skip
     first_seed = settings["seeds"][0]
     keys = [key for key in by_task[tasks[0]] if key[2] == first_seed]
     for percent in settings["label_percents"]:
         lines += [
-            f"## {percent:g} % of the training records, seed {first_seed}: test macro AUROC [95 % CI]",
+            f"## {heading}{percent:g} % of the training records, seed {first_seed}: test macro AUROC [95 % CI]",
             "",
             "| encoder | head | " + " | ".join(tasks) + " |",
             "| --- | --- | " + " | ".join("---" for _ in tasks) + " |",
@@ -111,7 +143,9 @@ def markdown(benchmark: dict) -> str:
                 continue
             cells = [format_interval(by_task[task][(encoder, percent, seed, head)]["macro_auroc"]) for task in tasks]
             lines.append(f"| {encoder} | {head} | " + " | ".join(cells) + " |")
-        if benchmark["suite"] == "ptbxl" and percent == 100:
+        if lead_set != "12":
+            pass  # the published rows are 12-lead models
+        elif benchmark["suite"] == "ptbxl" and percent == 100:
             for name, row in PTBXL_REFERENCE_ROWS.items():
                 lines.append(f"| published: {name} | end to end | " + " | ".join(row[task] for task in tasks) + " |")
             lines += ["", f"Published rows: {PTBXL_REFERENCE_SOURCE}."]
@@ -119,7 +153,7 @@ def markdown(benchmark: dict) -> str:
             lines += reference_rows(benchmark, tasks)
         lines.append("")
     lines += [
-        "## Paired differences of test macro AUROC [95 % CI of the difference, same resamples]",
+        f"## {heading}Paired differences of test macro AUROC [95 % CI of the difference, same resamples]",
         "",
         "| comparison | label % | seed | " + " | ".join(tasks) + " |",
         "| --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |",
@@ -132,7 +166,7 @@ def markdown(benchmark: dict) -> str:
     lines.append("")
     if len(settings["seeds"]) > 1:
         lines += [
-            f"## Over seeds {settings['seeds']}: test macro AUROC mean ± sd",
+            f"## {heading}Over seeds {settings['seeds']}: test macro AUROC mean ± sd",
             "",
             "| encoder | label % | head | " + " | ".join(tasks) + " |",
             "| --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |",
@@ -145,8 +179,7 @@ def markdown(benchmark: dict) -> str:
             ]
             lines.append(f"| {encoder} | {percent:g} | {head} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += per_class_f1_section(benchmark) + beta_section(benchmark) + challenge_section(benchmark)
-    return "\n".join(lines)
+    return lines
 
 
 def write_layer_plots(benchmark: dict, output_dir: Path) -> None:
@@ -173,7 +206,7 @@ def write_layer_plots(benchmark: dict, output_dir: Path) -> None:
         (output_dir / "plots").mkdir(parents=True, exist_ok=True)
         plot_layers(
             points,
-            output_dir / "plots" / f"{result['task']}_layers.png",
+            output_dir / "plots" / f"{result_label(result)}_layers.png",
             head_type=benchmark["settings"]["head_type"],
             num_records=result["records"],
         )
@@ -215,10 +248,10 @@ def write_auroc_plots(benchmark: dict, output_dir: Path) -> list[Path]:
         axes.set_yticks(positions, [f"{row['encoder']} · {row['head']}" for row in rows])
         axes.invert_yaxis()
         axes.set_xlabel("test macro AUROC [95 % bootstrap CI]")
-        title = (f"{benchmark['suite']} / {result['task']}: {max(benchmark['settings']['label_percents']):g} % "
+        title = (f"{benchmark['suite']} / {result_label(result)}: {max(benchmark['settings']['label_percents']):g} % "
                  f"of the training records, seed {benchmark['settings']['seeds'][0]}")  # fmt: skip
         axes.set_title(title)
-        paths.append(output_dir / "plots" / f"{result['task']}_auroc.png")
+        paths.append(output_dir / "plots" / f"{result_label(result)}_auroc.png")
         save_figure(figure, paths[-1], title)
         plt.close(figure)
     return paths
@@ -246,7 +279,7 @@ def write_gate_plots(benchmark: dict, tasks, runs: dict, output_dir: Path) -> li
     percent, seed = max(benchmark["settings"]["label_percents"]), benchmark["settings"]["seeds"][0]
     paths = []
     for task in tasks:
-        for (encoder, run_percent, run_seed, head), run in runs[task.name].items():
+        for (encoder, run_percent, run_seed, head), run in runs[task.label].items():
             if (encoder, run_percent, run_seed) != ("pretrained", percent, seed) or run.test_gate_weights is None:
                 continue
             if head == "pma-frozen":
@@ -259,9 +292,9 @@ def write_gate_plots(benchmark: dict, tasks, runs: dict, output_dir: Path) -> li
             axes.set_yticks(range(len(shown)), [task.label_names[index] for index in shown])
             axes.set_xlabel("encoder layer")
             figure.colorbar(image, ax=axes, label="mean gate weight")
-            title = f"PMA gate weights ({head})\n{task.name}: mean over each class's test records"
+            title = f"PMA gate weights ({head})\n{task.label}: mean over each class's test records"
             axes.set_title(title)
-            paths.append(output_dir / "plots" / f"{task.name}_gate_{head}.png")
+            paths.append(output_dir / "plots" / f"{task.label}_gate_{head}.png")
             save_figure(figure, paths[-1], title.replace("\n", "; "))
             plt.close(figure)
     return paths

@@ -7,6 +7,7 @@ the patient-overlap line.
 from __future__ import annotations
 
 from ..data.code15 import CODE_LABELS
+from .suites import lead_set_label
 
 
 # The PTB-XL benchmark's leaderboard, "7. ICBEB: All statements" (test macro AUROC with its bootstrap deviation),
@@ -43,6 +44,11 @@ def reference_rows(benchmark: dict, tasks: list[str]) -> list[str]:
     return [*rows, "", f"Published rows: {ICBEB_REFERENCE_SOURCE}."]
 
 
+def result_label(result: dict) -> str:
+    """A result's task with its lead set unless 12 (`pooled-6leads`), as `Task.label` names it."""
+    return lead_set_label(result["task"], result.get("lead_set", "12"))
+
+
 def cell(entry) -> str:
     return "n/a" if entry is None else f"{entry['value']:.3f} [{entry['ci'][0]:.3f}, {entry['ci'][1]:.3f}]"
 
@@ -60,7 +66,7 @@ def per_class_f1_section(benchmark: dict) -> list[str]:
     for result in benchmark["results"]:
         names = result["label_names"]
         lines += [
-            f"## {result['task']}: per-class test F1 [95 % CI] at validation-tuned thresholds, "
+            f"## {result_label(result)}: per-class test F1 [95 % CI] at validation-tuned thresholds, "
             f"{max(settings['label_percents']):g} % of the training records, seed {settings['seeds'][0]}",
             "",
             "| encoder | head | " + " | ".join(names) + " |",
@@ -83,7 +89,7 @@ def beta_section(benchmark: dict) -> list[str]:
     settings, lines = benchmark["settings"], []
     for result in benchmark["results"]:
         lines += [
-            f"## {result['task']}: the PTB-XL benchmark's ICBEB columns [95 % CI], "
+            f"## {result_label(result)}: the PTB-XL benchmark's ICBEB columns [95 % CI], "
             f"{max(settings['label_percents']):g} % of the training records, seed {settings['seeds'][0]}",
             "",
             "F-beta and G-beta (beta 2) at the benchmark's thresholds (Youden on the training predictions; a record "
@@ -95,7 +101,7 @@ def beta_section(benchmark: dict) -> list[str]:
         for row in largest_fraction_rows(result, settings):
             cells = [cell(row["macro_auroc"]), cell(row.get("macro_f_beta2")), cell(row.get("macro_g_beta2"))]
             lines.append(f"| {row['encoder']} | {row['head']} | " + " | ".join(cells) + " |")
-        if result["task"] == "all":
+        if result["task"] == "all" and result.get("lead_set", "12") == "12":
             for name, value in ICBEB_REFERENCE_ROWS.items():
                 lines.append(
                     f"| published: {name} | end to end | {value} | " + " | ".join(ICBEB_REFERENCE_BETA[name]) + " |"
@@ -110,7 +116,7 @@ def challenge_section(benchmark: dict) -> list[str]:
     if not benchmark.get("challenge_weights"):
         return []
     settings = benchmark["settings"]
-    tasks = [result["task"] for result in benchmark["results"]]
+    tasks = [result_label(result) for result in benchmark["results"]]
     lines = [
         f"## Challenge metric [95 % CI] at validation-tuned thresholds ({benchmark['challenge_weights']}), "
         f"{max(settings['label_percents']):g} % of the training records, seed {settings['seeds'][0]}",
@@ -118,7 +124,7 @@ def challenge_section(benchmark: dict) -> list[str]:
         "| encoder | head | " + " | ".join(tasks) + " |",
         "| --- | --- | " + " | ".join("---" for _ in tasks) + " |",
     ]
-    rows = {result["task"]: largest_fraction_rows(result, settings) for result in benchmark["results"]}
+    rows = {result_label(result): largest_fraction_rows(result, settings) for result in benchmark["results"]}
     for position, first in enumerate(rows[tasks[0]]):
         cells = [cell(rows[task][position].get("challenge_metric")) for task in tasks]
         lines.append(f"| {first['encoder']} | {first['head']} | " + " | ".join(cells) + " |")

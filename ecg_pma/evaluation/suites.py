@@ -22,7 +22,7 @@ patient-overlap guard (`ecg_pma.evaluation.leakage.check_patient_overlap`).
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,8 @@ FOLD_SPLITS = {**dict.fromkeys(range(1, 9), "train"), 9: "validation", 10: "test
 class Task:
     """
     One task of a suite: per split, the record ids, their labels `(records, len(label_names))` and sources; the
-    patient of each record where the data has a patient field (None otherwise, with the reason in `patients_note`).
+    patient of each record where the data has a patient field (None otherwise, with the reason in `patients_note`);
+    the lead set its records are read with (a name of `ecg_pma.LEAD_SETS`; `"12"`: every lead the records have).
     """
 
     suite: str
@@ -69,6 +70,15 @@ class Task:
     sources: dict[str, list[str]]
     patients: dict[str, list[str]] | None = None
     patients_note: str = ""
+    lead_set: str = "12"
+
+    @property
+    def label(self) -> str:
+        """The task's name in runs, plots and tables: its name, with the lead set unless 12 (`pooled-6leads`)."""
+        return lead_set_label(self.name, self.lead_set)
+
+    def with_lead_set(self, lead_set: str) -> Task:
+        return replace(self, lead_set=lead_set)
 
     @property
     def experiment(self) -> str:
@@ -91,7 +101,12 @@ class Task:
             if self.patients is None
             else {split: [self.patients[split][i] for i in keep[split]] for split in SPLITS},
             self.patients_note,
+            self.lead_set,
         )
+
+
+def lead_set_label(name: str, lead_set: str) -> str:
+    return name if lead_set == "12" else f"{name}-{lead_set}leads"
 
 
 def ptbxl_tasks(root: str | Path, present: set[str], label_sets=PTBXL_LABEL_SETS, keep_unlabeled: bool = False):

@@ -48,10 +48,14 @@ def benchmark_eval_results(benchmark: dict) -> list[EvalResult]:
     """
     The card's `model-index` entries of an `ecg-pma benchmark` result: per task and head (probe, or the end-to-end
     `finetune` / `lora` protocol), the pre-trained encoder's test macro AUROC with all training labels (the largest
-    label fraction), averaged over seeds.
+    label fraction), averaged over seeds; per lead set when the benchmark ran several (`, 6 leads`).
     """
     dataset_type, dataset_name = BENCHMARK_DATASETS.get(benchmark["suite"], (benchmark["suite"], benchmark["suite"]))
     percent = max(benchmark["settings"]["label_percents"])
+
+    def leads(result: dict) -> str:  # a lead set other than 12 (`benchmark --lead-sets`)
+        lead_set = result.get("lead_set", "12")
+        return "" if lead_set == "12" else f", {lead_set} leads"
 
     def protocol(head: str) -> str:
         return f"{head} (end to end)" if head in ("finetune", "lora") else f"{head} probe"
@@ -65,8 +69,8 @@ def benchmark_eval_results(benchmark: dict) -> list[EvalResult]:
             dataset_config=result["task"],
             dataset_split="test",
             metric_type="roc_auc",
-            metric_name=f"macro AUROC, {protocol(row['head'])}",
-            metric_config=f"{protocol(row['head'])}, {percent:g} % labels",
+            metric_name=f"macro AUROC, {protocol(row['head'])}{leads(result)}",
+            metric_config=f"{protocol(row['head'])}, {percent:g} % labels{leads(result)}",
             metric_value=round(row["macro_auroc"]["mean"], 4),
         )
         for result in benchmark["results"]
