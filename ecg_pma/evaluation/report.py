@@ -23,6 +23,7 @@ from .suite_report import (
     per_class_f1_section,
     reference_rows,
     result_label,
+    table_header,
 )
 from .suites import SPLITS
 
@@ -135,8 +136,7 @@ def result_tables(benchmark: dict, results: list[dict], lead_set: str, heading: 
         lines += [
             f"## {heading}{percent:g} % of the training records, seed {first_seed}: test macro AUROC [95 % CI]",
             "",
-            "| encoder | head | " + " | ".join(tasks) + " |",
-            "| --- | --- | " + " | ".join("---" for _ in tasks) + " |",
+            *table_header(["encoder", "head", *tasks]),
         ]
         for encoder, row_percent, seed, head in keys:
             if row_percent != percent:
@@ -155,8 +155,7 @@ def result_tables(benchmark: dict, results: list[dict], lead_set: str, heading: 
     lines += [
         f"## {heading}Paired differences of test macro AUROC [95 % CI of the difference, same resamples]",
         "",
-        "| comparison | label % | seed | " + " | ".join(tasks) + " |",
-        "| --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |",
+        *table_header(["comparison", "label %", "seed", *tasks]),
     ]
     paired = {result["task"]: {(p["comparison"], p["label_percent"], p["seed"]): p for p in result["paired_differences"]}
               for result in results}  # fmt: skip
@@ -168,8 +167,7 @@ def result_tables(benchmark: dict, results: list[dict], lead_set: str, heading: 
         lines += [
             f"## {heading}Over seeds {settings['seeds']}: test macro AUROC mean ± sd",
             "",
-            "| encoder | label % | head | " + " | ".join(tasks) + " |",
-            "| --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |",
+            *table_header(["encoder", "label %", "head", *tasks]),
         ]
         over = {result["task"]: {(r["encoder"], r["label_percent"], r["head"]): r for r in result["over_seeds"]}
                 for result in results}  # fmt: skip

@@ -10,6 +10,12 @@ from ..data.code15 import CODE_LABELS
 from .suites import lead_set_label
 
 
+def table_header(columns: list[str]) -> list[str]:
+    """A markdown table's header and rule lines for `columns` (the reports' tables: fixed columns, then one per task
+    or class)."""
+    return ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+
+
 # The PTB-XL benchmark's leaderboard, "7. ICBEB: All statements" (test macro AUROC with its bootstrap deviation),
 # README of github.com/helme/ecg_ptbxl_benchmarking at commit cdbf4e66d7e57d9b6a2657b6024716212b8d0afa.
 ICBEB_REFERENCE_SOURCE = (
@@ -69,8 +75,7 @@ def per_class_f1_section(benchmark: dict) -> list[str]:
             f"## {result_label(result)}: per-class test F1 [95 % CI] at validation-tuned thresholds, "
             f"{max(settings['label_percents']):g} % of the training records, seed {settings['seeds'][0]}",
             "",
-            "| encoder | head | " + " | ".join(names) + " |",
-            "| --- | --- | " + " | ".join("---" for _ in names) + " |",
+            *table_header(["encoder", "head", *names]),
         ]
         for row in largest_fraction_rows(result, settings):
             lines.append(f"| {row['encoder']} | {row['head']} | " + " | ".join(map(cell, row["per_class_f1"])) + " |")
@@ -121,8 +126,7 @@ def challenge_section(benchmark: dict) -> list[str]:
         f"## Challenge metric [95 % CI] at validation-tuned thresholds ({benchmark['challenge_weights']}), "
         f"{max(settings['label_percents']):g} % of the training records, seed {settings['seeds'][0]}",
         "",
-        "| encoder | head | " + " | ".join(tasks) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in tasks) + " |",
+        *table_header(["encoder", "head", *tasks]),
     ]
     rows = {result_label(result): largest_fraction_rows(result, settings) for result in benchmark["results"]}
     for position, first in enumerate(rows[tasks[0]]):
