@@ -185,6 +185,48 @@ def test_a_rerun_redoes_only_a_lost_lead_sets_files_with_the_same_numbers(lead_s
     )
 
 
+def test_embed_takes_one_challenge_lead_set(capsys):
+    parser = build_parser()
+    common = ["embed", "--data", "d", "--model", "m", "--output", "o.safetensors"]
+    assert parser.parse_args(common).lead_set == "12"  # the default: every lead, as before
+    assert parser.parse_args([*common, "--lead-set", "2"]).lead_set == "2"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*common, "--lead-set", "5"])
+    assert "invalid choice: '5' (choose from" in capsys.readouterr().err
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    paragraph = readme.split("- **Embeddings alone**")[1].split("\n- ")[0].replace("\n  ", " ")
+    assert "`--lead-set 6` (one of 12, 6, 4, 3, 2; default 12)" in paragraph
+    assert "gives the benchmark's embeddings of that lead set" in paragraph and "never reused" in paragraph
+
+
+@pytest.mark.slow
+def test_embed_with_a_lead_set_writes_the_benchmarks_embeddings_and_never_reuses_another_lead_sets(
+    lead_set_benchmark, tmp_path, capsys
+):
+    root, model, _, _ = lead_set_benchmark
+    output = tmp_path / "embeddings.safetensors"
+
+    def embed(lead_set):
+        args = build_parser().parse_args([
+            "embed", "--data", str(shared_data_dir("physionet2021")), "--data-format", "physionet2021",
+            "--model", str(model), "--output", str(output), "--cache-dir", str(root / "cache"), "--lead-set", lead_set,
+        ])  # fmt: skip
+        assert args.handler(args) == 0
+        return RecordEmbeddings.load(output)
+
+    # 2 leads, then 12 into the same file: the 2-lead file is not taken for the 12-lead one
+    for lead_set, folder in (("2", "leads-I-II"), ("12", "")):
+        embedded = embed(lead_set)
+        benchmarked = RecordEmbeddings.load(root / "out" / "embeddings" / folder / "pretrained.safetensors")
+        assert embedded.key.get("lead_set") == benchmarked.key.get("lead_set")
+        assert sorted(embedded.record_ids) == sorted(benchmarked.record_ids) and len(embedded.record_ids) == 40
+        order = torch.as_tensor([embedded.record_ids.index(record_id) for record_id in benchmarked.record_ids])
+        for name in ("layer_representations", "input_representation", "pooled", "mixed"):
+            torch.testing.assert_close(getattr(embedded, name)[order], getattr(benchmarked, name), atol=1e-6, rtol=0)
+    assert embedded.key.get("lead_set") is None
+    assert "leads I, II)" in capsys.readouterr().out
+
+
 def test_the_readme_describes_the_lead_sets():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme.split("## Where does my model stand?")[1].split("\n## ")[0]

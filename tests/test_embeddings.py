@@ -3,6 +3,7 @@
 import pytest
 import torch
 from conftest import shared_data_dir
+from test_probe_cache import killed_mid_write
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaModel
 from ecg_pma.data import load_physionet2021
@@ -81,6 +82,40 @@ def test_each_record_is_the_mean_of_its_windows_and_a_kill_resumes(tmp_path, fiv
     again = embed_records(other, windows, path, model_fingerprint(other), splits=splits)
     assert again.key["model"] != first.key["model"] and not torch.equal(again.pooled, first.pooled)
     assert RecordEmbeddings.load(path).key == again.key
+
+
+def test_a_part_whose_write_was_killed_is_encoded_again_not_trusted(tmp_path, five_second_windows, monkeypatch):
+    config, windows, splits = five_second_windows
+    model = encoder(config, 1)
+    whole = embed_records(model, windows, tmp_path / "whole.safetensors", model_fingerprint(model), splits=splits)
+    path = tmp_path / "embeddings.safetensors"
+    parts = path.with_name(path.name + ".parts")
+    with monkeypatch.context() as patch:
+        killed_mid_write(patch, after=2)  # killed while writing the third of six parts
+        with pytest.raises(KeyboardInterrupt):
+            embed_records(model, windows, path, model_fingerprint(model), splits=splits, part_rows=6)
+    assert sorted(part.name for part in parts.iterdir()) == ["part-00000.safetensors", "part-00001.safetensors"]
+    # and the first part cut short under its name, as a writer that was not atomic, or a full disk, leaves one
+    first = parts / "part-00000.safetensors"
+    first.write_bytes(first.read_bytes()[:100])
+
+    real_encode_part, encoded = embeddings_module.encode_part, []
+
+    def counted(*args, **kwargs):
+        encoded.append(args[3][0])  # the part's first record id
+        return real_encode_part(*args, **kwargs)
+
+    monkeypatch.setattr(embeddings_module, "encode_part", counted)
+    resumed = embed_records(model, windows, path, model_fingerprint(model), splits=splits, part_rows=6)
+    assert len(encoded) == 5 and encoded[0] == windows["record_id"][0]  # the cut part and the four never written
+    for name in embeddings_module.TENSORS:
+        torch.testing.assert_close(getattr(resumed, name), getattr(whole, name), rtol=1e-5, atol=1e-6)
+    assert resumed.record_ids == whole.record_ids and not parts.exists()
+
+    path.write_bytes(path.read_bytes()[:-10])  # the merged file cut short: embedded again, not read
+    encoded.clear()
+    embed_records(model, windows, path, model_fingerprint(model), splits=splits, part_rows=6)
+    assert len(encoded) == 6 and RecordEmbeddings.load(path).record_ids == whole.record_ids
 
 
 @pytest.mark.slow

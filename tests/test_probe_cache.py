@@ -1,12 +1,19 @@
-"""The layer-wise study's cache is keyed to what produced it: another model or other rows are encoded again."""
+"""
+The layer-wise study's cache is keyed to what produced it: another model or other rows are encoded again; a cache whose
+write was killed is encoded again, never trusted.
+"""
+
+import logging
+from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from conftest import shared_data_dir
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaModel
 from ecg_pma.data import extract_features, load_physionet2021
-from ecg_pma.training.probe_layers import LayerCache, probe_layers
+from ecg_pma.training.probe_layers import LayerCache, load_or_encode, model_fingerprint, probe_layers
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +65,46 @@ def test_the_same_model_reuses_the_cache_and_other_rows_do_not(tmp_path, windows
     fewer = {**splits_of(windows), "validation": windows["validation"].select(range(len(windows["validation"]) - 1))}
     probe_layers(model, fewer, tmp_path, epochs=1)
     assert len(LayerCache.load(path).record_ids) == len(windows["validation"]) - 1
+
+
+def killed_mid_write(monkeypatch, after: int = 0):
+    """Makes the safetensors writes after the first `after` die half-written, as a kill would leave them: the file
+    cut to half its bytes, then `KeyboardInterrupt`."""
+    real, writes = safetensors.torch.serialize_file, []
+
+    def serialize_file(tensors, filename, metadata=None):
+        writes.append(filename)
+        real(tensors, filename, metadata=metadata)
+        if len(writes) > after:
+            data = Path(filename).read_bytes()
+            Path(filename).write_bytes(data[: len(data) // 2])
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "serialize_file", serialize_file)
+    return writes
+
+
+def test_a_cache_whose_write_was_killed_is_encoded_again_not_trusted(tmp_path, windows, monkeypatch, caplog):
+    model, rows = encoder(1), windows["validation"]
+    whole = load_or_encode(model, rows, tmp_path / "whole.safetensors", "validation", model_fingerprint(model))
+    path = tmp_path / "cache" / "validation.safetensors"
+
+    with monkeypatch.context() as patch:
+        killed_mid_write(patch)
+        with pytest.raises(KeyboardInterrupt):
+            load_or_encode(model, rows, path, "validation", model_fingerprint(model))
+    assert list(path.parent.iterdir()) == []  # no half cache under the final name, no temporary left behind
+
+    def same(cache):
+        assert cache.key == whole.key and cache.record_ids == whole.record_ids
+        assert torch.equal(cache.layer_representations, whole.layer_representations)
+
+    same(load_or_encode(model, rows, path, "validation", model_fingerprint(model)))
+    # a cache cut short under its final name (a full disk, or one written before writes were atomic): read as
+    # unreadable, encoded again and rewritten whole
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING, logger="ecg_pma.training.checkpoint"):
+        same(load_or_encode(model, rows, path, "validation", model_fingerprint(model)))
+    assert f"{path} cannot be read" in caplog.text
+    same(LayerCache.load(path))

@@ -313,11 +313,10 @@ def run_benchmark(model: str, settings: BenchmarkSettings, output_dir: str | Pat
     for lead_set in settings.lead_sets:
         for name, (module, gate, fingerprinted) in encoders.items():
             start = time.perf_counter()
-            embeddings[lead_set, name] = embed_records(
+            embeddings[lead_set, name] = embed_lead_set(
                 module, windows, embeddings_path(output_dir, module, lead_set, name),
-                model_fingerprint(fingerprinted or module), aggregator=gate, splits=row_splits,
+                model_fingerprint(fingerprinted or module), lead_set, extractor, aggregator=gate, splits=row_splits,
                 batch_size=settings.embedding_batch_size, desc=f"Embedding ({name} encoder, {lead_set} leads)",
-                lead_set=None if lead_set == "12" else lead_set, feature_extractor=extractor,
             )  # fmt: skip
             timing[f"embedding_{name}_seconds"] = timing.get(f"embedding_{name}_seconds", 0) + (
                 time.perf_counter() - start
@@ -403,6 +402,19 @@ def embeddings_path(output_dir: Path, encoder, lead_set: str, name: str) -> Path
     return folder / f"{name}.safetensors"
 
 
+def embed_lead_set(encoder, windows, output, model_hash: str, lead_set: str, extractor, **kwargs) -> RecordEmbeddings:
+    """
+    `embed_records` of one challenge lead set (`CHALLENGE_LEAD_SETS`), as the benchmark and `ecg-pma embed
+    --lead-set` embed: 12 reads every lead the records have (uncut, keyed without a lead set, so the caches made
+    before lead sets stay valid); any other set reads the rows cut to its leads (`EcgPmaFeatureExtractor.cut_to_leads`
+    of `extractor`, the one that made the rows), its leads in the key. `kwargs`: `embed_records`'s.
+    """
+    return embed_records(
+        encoder, windows, output, model_hash, lead_set=None if lead_set == "12" else lead_set,
+        feature_extractor=extractor, **kwargs,
+    )  # fmt: skip
+
+
 def lead_set_leads(lead_set: str, lead_names: list[str]) -> list[str]:
     """The leads a lead set reads: "12" every lead of the model (uncut), else the set's leads."""
     return list(lead_names) if lead_set == "12" else resolve_lead_set(lead_set, lead_names)
@@ -423,7 +435,7 @@ def check_lead_set_coverage(windows, lead_set: str, lead_names: list[str]) -> No
         raise ValueError(
             f"{len(lacking)} record(s) have none of the leads of lead set {lead_set} "
             f"({', '.join(resolve_lead_set(lead_set, lead_names))}) (dead or absent), e.g. {lacking[:5]}; leave the "
-            "lead set out (--lead-sets) or the records out of the data."
+            "lead set out (--lead-sets, --lead-set) or the records out of the data."
         )
 
 

@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset, concatenate_datasets
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..configuration_ecg_pma import resolve_lead_set
 from ..data import extract_features, handle_short_records
 from ..modeling_ecg_pma import EcgPmaLayerAggregator, EcgPmaModel
+from ..training.checkpoint import load_file_with_metadata, read_cache, save_file_atomically
 from ..training.collator import LeadSetSampler
 from ..training.probe_layers import LayerCache, layer_cache_key
 
@@ -54,12 +53,9 @@ class RecordEmbeddings:
     key: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        save_file(
-            {name: getattr(self, name).contiguous() for name in TENSORS},
-            temporary,
+        save_file_atomically(  # a kill while writing leaves no half file under the final name
+            {name: getattr(self, name) for name in TENSORS},
+            path,
             metadata={
                 "record_ids": json.dumps(self.record_ids),
                 "splits": json.dumps(self.splits),
@@ -67,13 +63,10 @@ class RecordEmbeddings:
                 "key": json.dumps(self.key, sort_keys=True),
             },
         )
-        temporary.replace(path)  # a kill while writing leaves no half file under the final name
 
     @classmethod
     def load(cls, path: str | Path) -> RecordEmbeddings:
-        tensors = load_file(path)
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata()
+        tensors, metadata = load_file_with_metadata(path)
         return cls(
             *(tensors[name] for name in TENSORS),
             json.loads(metadata["record_ids"]),
@@ -221,8 +214,8 @@ def embed_records(
     output = Path(output)
     leads = resolve_lead_set(lead_set, encoder.config.lead_names) if lead_set else None
     key = {**layer_cache_key(model_hash, windows, "all", leads), "mixture": "ppa" if aggregator is None else "pma"}
-    if output.exists():
-        cached = RecordEmbeddings.load(output)
+    cached = read_cache(output, RecordEmbeddings.load)
+    if cached is not None:
         if cached.key == key:
             return cached
         changed = sorted(name for name in key if cached.key.get(name) != key[name])
@@ -238,11 +231,10 @@ def embed_records(
     for number, (start, stop) in enumerate(tqdm(record_parts(record_ids, part_rows), desc=desc, leave=False)):
         path = parts_dir / f"part-{number:05d}.safetensors"
         part_key = {**key, "rows": [start, stop]}
-        if path.exists():
-            part = RecordEmbeddings.load(path)
-            if part.key == part_key:
-                parts.append(part)
-                continue
+        part = read_cache(path, RecordEmbeddings.load)
+        if part is not None and part.key == part_key:
+            parts.append(part)
+            continue
         part = encode_part(
             encoder, aggregator, windows.select(range(start, stop)), record_ids[start:stop], splits[start:stop],
             batch_size, lead_sampler,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from ..training.checkpoint import read_cache
 from .protocols import ProbeRun, stratified_subset
 from .suites import SPLITS, Task
 
@@ -106,10 +107,9 @@ def run_end_to_end(
     """
     from ..training.finetune import finetune, reference_training_arguments
 
-    if path.exists():
-        saved = ProbeRun.load(path)
-        if saved.key == key:
-            return saved
+    saved = read_cache(path, ProbeRun.load)
+    if saved is not None and saved.key == key:
+        return saved
     subset = stratified_subset(task.labels["train"], percent, seed)
     rows = {split: task_rows(windows, task.record_ids[split], task.labels[split]) for split in SPLITS}
     train_rows = task_rows(windows, [task.record_ids["train"][i] for i in subset], task.labels["train"][subset])

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
+from ..training.checkpoint import load_file_with_metadata, read_cache, save_file_atomically
 from ..training.probe_layers import CachedProbe, LayerCache, fit_probe
 from .embeddings import RecordEmbeddings
 from .suites import SPLITS, Task
@@ -90,27 +89,22 @@ class ProbeRun:
     test_gate_weights: np.ndarray | None = None  # `(test records, depth)`: a PMA head's layer weights per record
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
         tensors = {split: torch.as_tensor(values) for split, values in self.probabilities.items()}
         if self.test_gate_weights is not None:
             tensors["test_gate_weights"] = torch.as_tensor(self.test_gate_weights)
-        save_file(
+        save_file_atomically(  # written whole or not at all: a kill never leaves half a result
             tensors,
-            temporary,
+            path,
             metadata={
                 "key": json.dumps(self.key, sort_keys=True),
                 "validation_macro_auroc": repr(self.validation_macro_auroc),
                 "train_records": str(self.train_records),
             },
         )
-        temporary.replace(path)  # written whole or not at all: a kill never leaves half a result
 
     @classmethod
     def load(cls, path: Path) -> ProbeRun:
-        tensors = load_file(path)
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata()
+        tensors, metadata = load_file_with_metadata(path)
         return cls(
             {split: tensors[split].numpy() for split in SPLITS},
             float(metadata["validation_macro_auroc"]),
@@ -165,10 +159,9 @@ def run_probe(
     head_type: str,
 ) -> ProbeRun:
     """The probe's saved run at `path` when made with the same `key`; else trains it and saves it."""
-    if path.exists():
-        saved = ProbeRun.load(path)
-        if saved.key == key:
-            return saved
+    saved = read_cache(path, ProbeRun.load)
+    if saved is not None and saved.key == key:
+        return saved
     caches = {split: embeddings.probe_cache(task.record_ids[split], task.labels[split]) for split in SPLITS}
     subset = stratified_subset(task.labels["train"], percent, seed)
     train = caches["train"]

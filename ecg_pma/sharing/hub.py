@@ -10,8 +10,9 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForSequenceClassification
+from transformers.dynamic_module_utils import custom_object_save
 
-from ..pipeline_ecg_pma import EcgClassificationPipeline
+from ..pipeline_ecg_pma import EcgClassificationPipeline, EcgFeatureExtractionPipeline
 from .modelcard import add_benchmark_to_card, write_model_card
 
 
@@ -22,17 +23,40 @@ EXTRA_FILES = ("results.json", "results.md", "onnx_export.json", "layerwise_prob
 def save_shareable(model, feature_extractor, output_dir: str | Path) -> None:
     """
     Saves a model and its feature extractor as a folder that loads without this package: safetensors weights, the
-    configuration / modeling / feature-extraction code with `auto_map`, and for classifiers the `ecg-classification`
-    pipeline code with `custom_pipelines` in the config, so that `pipeline("ecg-classification", model=output_dir,
-    trust_remote_code=True)` works on the folder exactly as on a pushed repository.
+    configuration / modeling / feature-extraction / pipeline code with `auto_map`, and `custom_pipelines` in the config
+    (`ecg-feature-extraction`, and `ecg-classification` for classifiers), so that `pipeline("ecg-classification",
+    model=output_dir, trust_remote_code=True)` and `pipeline("ecg-feature-extraction", ...)` work on the folder
+    exactly as on a pushed repository.
     """
     if model.config.architectures is None:
         model.config.architectures = [type(model).__name__]
+    pipelines = [EcgFeatureExtractionPipeline]
     if "Classification" in model.config.architectures[0]:
-        EcgClassificationPipeline(model=model, feature_extractor=feature_extractor).save_pretrained(output_dir)
-    else:
-        model.save_pretrained(output_dir)
-        feature_extractor.save_pretrained(output_dir)
+        pipelines.insert(0, EcgClassificationPipeline)
+    # what `Pipeline.save_pretrained` does for one pipeline class (it writes only its own task), for both
+    model.config.custom_pipelines = custom_pipeline_entries(pipelines)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    custom_object_save(pipelines[0], output_dir)  # pipeline_ecg_pma.py, which holds both classes
+    model.save_pretrained(output_dir)
+    feature_extractor.save_pretrained(output_dir)
+
+
+def custom_pipeline_entries(pipeline_classes: list[type]) -> dict:
+    """
+    The config's `custom_pipelines` entries of `pipeline_classes` (registered by `ecg_pma.register_auto_classes`), as
+    `Pipeline.save_pretrained` writes them: the class as `module.Class` of the code file saved beside the weights and
+    its model classes by name (`transformers` classes, resolved when the pipeline is loaded).
+    """
+    entries = {}
+    for pipeline_class in pipeline_classes:
+        for task, info in pipeline_class._registered_impl.items():
+            module = pipeline_class.__module__.split(".")[-1]
+            entries[task] = {
+                **info,
+                "impl": f"{module}.{pipeline_class.__name__}",
+                "pt": [model_class.__name__ for model_class in info["pt"]],
+            }
+    return entries
 
 
 def stage_model(
@@ -43,8 +67,8 @@ def stage_model(
     benchmarks: list[str | Path] | None = None,
 ) -> Path:
     """
-    Writes everything a Hub repository needs into `staging_dir`: safetensors weights, config (with `auto_map` and, for
-    classifiers, `custom_pipelines`), the modeling / configuration / feature-extraction / pipeline code,
+    Writes everything a Hub repository needs into `staging_dir`: safetensors weights, config (with `auto_map` and
+    `custom_pipelines`), the modeling / configuration / feature-extraction / pipeline code,
     `preprocessor_config.json`, a generated model card, and the results / ONNX files found in `model_dir`.
     `benchmarks`: `ecg-pma benchmark` output folders whose `benchmark.json` results go into the card's `model-index`.
     """

@@ -6,7 +6,9 @@ every process's random state. `accelerator.save_state` would write the optimizer
 A kill at any moment leaves nothing half-written that a resume could pick up: every file is written to a temporary
 name and renamed into place, and `manifest.json` (each file's size and SHA-256) is written last. A folder without a
 manifest is unfinished; one whose files do not match it is damaged, and `--resume latest` falls back to the newest
-intact checkpoint, saying what was wrong.
+intact checkpoint, saying what was wrong. The same atomic safetensors writer (with string metadata) and `read_cache`
+serve the caches of long jobs (layer caches, record embeddings, benchmark runs): a cache is whole or absent, and one
+that cannot be read is made again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -79,8 +82,41 @@ def write_text_atomically(path: str | Path, text: str) -> None:
     _atomic_path(Path(path), lambda temporary: Path(temporary).write_text(text))
 
 
-def save_file_atomically(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
-    _atomic_path(Path(path), lambda temporary: save_file(tensors, temporary))
+def save_file_atomically(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """
+    `tensors` (made contiguous) and `metadata` (strings; callers JSON-encode what is not one) as one safetensors file,
+    its folder made if needed: a kill while writing leaves the previous file or none, never part of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.contiguous() for name, tensor in tensors.items()}
+    _atomic_path(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
+
+
+def load_file_with_metadata(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the metadata of a safetensors file (`save_file_atomically`)."""
+    tensors = load_file(path)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    return tensors, metadata
+
+
+def read_cache(path: str | Path, load):
+    """
+    `load(path)` (a cache class's `load`), or None when there is no file at `path` or it cannot be read: a file cut
+    short (a kill or a full disk while a writer that was not atomic wrote it) or without the expected tensors and
+    metadata is logged and made again by the caller, never trusted.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return load(path)
+    except (SafetensorError, OSError, ValueError, KeyError) as error:  # ValueError: JSONDecodeError among others
+        logger.warning(f"{path} cannot be read ({type(error).__name__}: {error}); making it again.")
+        return None
 
 
 def file_sha256(path: str | Path) -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
@@ -27,6 +26,7 @@ from ..feature_extraction_ecg_pma import EcgPmaFeatureExtractor, check_integer
 from ..metrics import load_ecg_multilabel
 from ..metrics.ecg_multilabel.ecg_multilabel import average_per_record
 from ..modeling_ecg_pma import EcgPmaClassificationHead, EcgPmaLayerAggregator, EcgPmaModel
+from .checkpoint import load_file_with_metadata, read_cache, save_file_atomically
 from .collator import LeadSetSampler
 
 
@@ -52,13 +52,11 @@ class LayerCache:
     key: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(
+        save_file_atomically(  # a kill while writing leaves no half cache for a rerun to read
             {
-                "layer_representations": self.layer_representations.contiguous(),
-                "input_representation": self.input_representation.contiguous(),
-                "labels": self.labels.contiguous(),
+                "layer_representations": self.layer_representations,
+                "input_representation": self.input_representation,
+                "labels": self.labels,
             },
             path,
             metadata={"record_ids": json.dumps(self.record_ids), "key": json.dumps(self.key, sort_keys=True)},
@@ -66,11 +64,7 @@ class LayerCache:
 
     @classmethod
     def load(cls, path: str | Path) -> LayerCache:
-        from safetensors import safe_open
-
-        tensors = load_file(path)
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata()
+        tensors, metadata = load_file_with_metadata(path)
         return cls(
             tensors["layer_representations"],
             tensors["input_representation"],
@@ -117,8 +111,8 @@ def load_or_encode(
     """The split's cache at `path` when it was made from this encoder and these rows; else encodes and saves anew."""
     leads = resolve_lead_set(lead_set, encoder.config.lead_names) if lead_set else None
     key = layer_cache_key(model_hash, dataset, split, leads)
-    if path.exists():
-        cache = LayerCache.load(path)
+    cache = read_cache(path, LayerCache.load)
+    if cache is not None:
         if cache.key == key:
             return cache
         changed = sorted(name for name in key if cache.key.get(name) != key[name])
