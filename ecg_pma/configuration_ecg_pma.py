@@ -223,6 +223,24 @@ class EcgPmaConfig(PreTrainedConfig):
         self.validate_architecture()
 
     @property
+    def custom_pipelines(self) -> dict:
+        """
+        The pipelines a saved model's code provides (`ecg-classification`, `ecg-feature-extraction`), less those this
+        process already serves with its own registered classes: `transformers` asks for `trust_remote_code` for every
+        task a config lists here, even one the installed package registered, and `import ecg_pma` must serve its
+        models without remote code. The saved config keeps them all (it is written from the instance's `__dict__`).
+        """
+        from transformers.pipelines import PIPELINE_REGISTRY
+
+        listed = self.__dict__.get("custom_pipelines", {})
+        served = set(PIPELINE_REGISTRY.get_supported_tasks())
+        return {task: entry for task, entry in listed.items() if task not in served}
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value: dict) -> None:
+        self.__dict__["custom_pipelines"] = value
+
+    @property
     def num_patches(self) -> int:
         """Patches per lead."""
         return self.signal_length // self.patch_size

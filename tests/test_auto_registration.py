@@ -15,19 +15,29 @@ import torch
 from conftest import REPO_ROOT, shared_data_dir
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForSequenceClassification
+from ecg_pma.sharing.hub import save_shareable
 
 
 LABELS = ["NSR", "AF", "STach"]
 
 
-@pytest.fixture(scope="module")
-def saved_classifier(tmp_path_factory):
-    """A tiny PMA classifier saved with `save_pretrained` and its extractor, as the README's quick start does."""
+@pytest.fixture(scope="module", params=["save_pretrained", "save_shareable"])
+def saved_classifier(request, tmp_path_factory):
+    """
+    A tiny PMA classifier and its extractor saved with `save_pretrained`, as the README's quick start does, or as
+    `finetune` saves and `push` uploads them (`save_shareable`: the config also lists the folder's own pipelines in
+    `custom_pipelines`, for which transformers would ask for `trust_remote_code`).
+    """
     torch.manual_seed(0)
     config = EcgPmaConfig.from_preset("tiny", aggregation="pma", id2label=dict(enumerate(LABELS)))
     folder = tmp_path_factory.mktemp("my-model")
-    EcgPmaForSequenceClassification(config).save_pretrained(folder)
-    EcgPmaFeatureExtractor.from_model_config(config).save_pretrained(folder)
+    model, extractor = EcgPmaForSequenceClassification(config), EcgPmaFeatureExtractor.from_model_config(config)
+    if request.param == "save_shareable":
+        save_shareable(model, extractor, folder)
+        assert "ecg-classification" in json.loads((folder / "config.json").read_text())["custom_pipelines"]
+    else:
+        model.save_pretrained(folder)
+        extractor.save_pretrained(folder)
     return folder
 
 

@@ -116,12 +116,15 @@ def test_a_saved_folder_runs_the_pipeline_with_trust_remote_code_without_the_pac
     classify = pipeline("ecg-classification", model=str(tmp_path / "classifier-source"))
     local_labels = [entry["label"] for entry in classify(record, top_k=2)]
     assert f"labels {local_labels}" in lines
-    # transformers runs a folder's own pipeline code only when told to, even where the package is installed (README)
-    with pytest.raises(ValueError, match="trust_remote_code=True"):
-        pipeline("ecg-feature-extraction", model=str(folders["pretrained"]))
+    # where the package is imported, its own classes serve a folder that lists them, without remote code (README)
+    for kind, folder in folders.items():
+        served = pipeline("ecg-feature-extraction", model=str(folder))
+        assert type(served).__module__ == "ecg_pma.pipeline_ecg_pma", kind
+        for name in ("layer_representations", "input_representation", "pooled", "mixed"):
+            torch.testing.assert_close(served(record, return_tensors=True)[name], remote[f"{folder}/{name}"])
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     paragraph = readme.split("- **Embeddings alone**")[1].split("\n\n")[0].replace("\n  ", " ")
     for claim in ("list `ecg-feature-extraction` in the config's `custom_pipelines` (beside `ecg-classification` for "
                   "classifiers)", '`pipeline("ecg-feature-extraction", model=M, trust_remote_code=True)` works without '
-                  "the package", "only with `trust_remote_code=True`, even where the package is installed"):  # fmt: skip
+                  "the package", "Where the package is imported, both run its own classes with `trust_remote_code` unset"):  # fmt: skip
         assert claim in paragraph, claim
