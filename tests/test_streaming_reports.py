@@ -5,11 +5,19 @@ records), and counts instead of one log line per record: read / dropped short / 
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
+import subprocess
+import sys
 
+import h5py
+import numpy as np
 import pytest
 from test_cli import ecg_pma
-from test_corpora import small_code15, write_mimic
+from test_cli_errors import run_cli
+from test_corpora import small_code15, write_code15, write_mimic
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
 from ecg_pma.cli import build_parser
@@ -100,3 +108,100 @@ def test_streamed_counts_are_totals_across_dataloader_workers(corpora, tmp_path)
     (line,) = train.report.summary()
     assert "36 read, 12 dropped_short, 0 skipped" in line
     assert sorted((tmp_path / "out" / "short_records_dropped.txt").read_text().split()) == short  # each id once
+
+
+# ------------------------------------------------------------------------------- several training processes (torchrun)
+
+
+def kill_lead(root, exam_ids, lead: int = 7) -> None:
+    """Sets one lead of each of `exam_ids` to NaN in its CODE-15% part file: records the extractor cannot use (a
+    required lead with no finite sample), skipped under `--bad-records skip`."""
+    for path in root.glob("exams_part*.hdf5"):
+        with h5py.File(path, "r+") as handle:
+            ids = list(handle["exam_id"][:])
+            for exam_id in exam_ids:
+                if exam_id in ids:
+                    handle["tracings"][ids.index(exam_id), :, lead] = np.nan
+
+
+def streamed_pretraining(root, output, batch_size: int, max_steps: int, *extra):
+    """`pretrain --streaming` on the train split of a CODE-15% folder (two part files: two shards), skipping bad
+    records."""
+    return [
+        "pretrain", "--data", root, "--data-format", "code15", "--streaming", "--bad-records", "skip",
+        "--shuffle-buffer", "4", "--preset", "tiny", "--output-dir", output, "--per-device-train-batch-size",
+        str(batch_size), "--max-steps", str(max_steps), "--warmup-steps", "1", "--save-steps", "0", *extra,
+    ]  # fmt: skip
+
+
+def two_processes(arguments, logs):
+    """`ecg-pma ARGUMENTS` as two gloo processes on the CPU (torchrun, as the README says), each one's stderr in its
+    own file under `logs`."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--log-dir", logs,
+        "--redirects", "2", "--module", "ecg_pma.cli", *arguments,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_two_process_streamed_counts_and_id_files_are_the_single_process_totals(tmp_path, capsys):
+    """
+    Under two processes each reads its own part file; `pretraining_data.json`, the log's line and the id files are
+    the totals of both, equal to a single process's that read the same records. The train split holds 21 exams: 14
+    of 10 s, five of 7 s (dropped) and two with a dead lead (skipped). Each process's share is under one streaming
+    batch (16 records), so one step reads all of it; the single process reads them all in one pass of 14 crops.
+    """
+    root = tmp_path / "code15"
+    small_code15(root)
+    kill_lead(root, [1001, 1003])
+    code, err = run_cli(capsys, *streamed_pretraining(root, tmp_path / "one", 2, 7))
+    assert code == 0, err[-3000:]
+    result = two_processes(streamed_pretraining(root, tmp_path / "two", 2, 1), tmp_path / "logs")
+    assert result.returncode == 0, result.stderr[-4000:]
+    totals = {"read": 14, "dropped_short": 5, "skipped": 2}
+    for output in ("one", "two"):
+        (corpus,) = json.loads((tmp_path / output / "pretraining_data.json").read_text())["corpora"]
+        assert corpus["records"] == totals, output
+    assert "Corpus code15:" in result.stderr or any(
+        "14 read, 5 dropped_short, 2 skipped" in path.read_text() for path in (tmp_path / "logs").rglob("stderr.log")
+    )
+    for name in ("short_records_dropped.txt", "skipped_records.csv"):
+        one, two = ((tmp_path / output / name).read_text().splitlines() for output in ("one", "two"))
+        assert sorted(one) == sorted(two) and len(two) == len(set(two)), name
+    assert len((tmp_path / "two" / "short_records_dropped.txt").read_text().split()) == 5
+    skipped = (tmp_path / "two" / "skipped_records.csv").read_text()
+    assert skipped.startswith("corpus,path,split,record_id,reason\n") and skipped.count("corpus,path") == 1
+    assert ",1001," in skipped and ",1003," in skipped and "no finite sample" in skipped
+    assert not list((tmp_path / "two").glob("*.process-*"))  # the second process's own files, merged and removed
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_when_their_totals_pass_the_bad_share(tmp_path):
+    """
+    `--max-bad-share` is checked on both processes' totals, on both at the same step: 150 exams, one in three with a
+    dead lead; each process reads under 100 records of its part file in 6 steps (alone, too few to judge), together
+    more than 100 before that, so both stop with the same error (neither is left waiting for the other), and the
+    listing it names holds both processes' skipped records.
+    """
+    root = tmp_path / "code15"
+    exams = [{"exam_id": 2000 + i, "patient_id": i, "part": i % 2, "seconds": 10} for i in range(150)]
+    write_code15(root, exams)
+    kill_lead(root, [exam["exam_id"] for exam in exams[::3]])  # in both part files
+    arguments = streamed_pretraining(root, tmp_path / "out", 8, 6, "--max-bad-share", "0.1")
+    result = two_processes(arguments, tmp_path / "logs")
+    assert result.returncode != 0
+    logs = sorted((tmp_path / "logs").rglob("stderr.log"))
+    assert len(logs) == 2, result.stderr[-3000:]
+    for log in logs:  # each process stopped by the rule itself
+        assert "records streamed so far skipped or missing, more than --max-bad-share 0.1" in log.read_text(), (
+            log.read_text()[-3000:]
+        )
+    steps = [json.loads(line)["step"] for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert steps[-1] < 6
+    lost = int(re.search(r"(\d+) of the (\d+) records streamed so far", logs[0].read_text()).group(1))
+    with open(tmp_path / "out" / "skipped_records.csv") as handle:
+        listed = [int(row["record_id"]) for row in csv.DictReader(handle)]
+    assert len(listed) == lost and {exam_id % 2 for exam_id in listed} == {0, 1}  # both part files' records
+    assert not list((tmp_path / "out").glob("*.process-*"))

@@ -141,8 +141,10 @@ def run(args: argparse.Namespace) -> int:
         train, protocol = load_streaming_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     else:
         train, protocol = load_pretraining_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
-    result = pretrain(EcgPmaForPreTraining(config), train, training_args, extractor, protocol=protocol)
     report = getattr(train, "report", None)
+    result = pretrain(
+        EcgPmaForPreTraining(config), train, training_args, extractor, protocol=protocol, stream_report=report
+    )
     if report is not None and int(os.environ.get("RANK", "0")) == 0:  # streamed: the counts are complete now
         for line in report.summary():
             logging.getLogger(__name__).warning(line)

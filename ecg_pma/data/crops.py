@@ -514,8 +514,11 @@ class StreamReport:
     by record-id prefix; `corpora` are the run's protocol entries, whose `records` [`refresh`] fills), with running
     totals in the log every `log_every` records and one line per corpus from `summary()`. Record ids go to files in
     `output_dir`, never one log line each: `short_records_dropped.txt` (each id once after `summary()`) and
-    `skipped_records.csv` (with the reason). The counts live in shared memory: DataLoader worker processes (forked
-    after the report is made) add to the same totals, which the main process reads.
+    `skipped_records.csv` (with the reason), each line once after `summary()`. The counts live in shared memory:
+    DataLoader worker processes (forked after the report is made) add to the same totals, which the main process
+    reads. Under several training processes ([`distribute`]) each process counts its own share and lists its ids in
+    files of its own; the training loop adds up every process's counts (logging the running totals and applying
+    `max_bad_share` to them, on every process alike) and [`merge_id_files`] gathers the ids into the main files.
     """
 
     OUTCOMES = ("read", "dropped_short", "skipped")
@@ -531,6 +534,15 @@ class StreamReport:
         self.counts = multiprocessing.Array("q", len(corpora) * len(self.OUTCOMES))
         self.refresh()
         self.seen_short: set[str] = set()  # this process's short ids: a second pass of it writes none again
+        self.process_index, self.num_processes = 0, 1
+
+    def distribute(self, process_index: int, num_processes: int) -> None:
+        """
+        Counts of one of `num_processes` training processes (before its DataLoader workers start): its counts are
+        then a part of the totals (the loop adds them up, and logs and checks those), its ids go to files of its own
+        (`NAME.process-N`) for [`merge_id_files`].
+        """
+        self.process_index, self.num_processes = process_index, num_processes
 
     def __deepcopy__(self, memo) -> StreamReport:
         return self  # one report per run: `datasets` deep-copies a stream's generator and its arguments
@@ -565,13 +577,19 @@ class StreamReport:
         return self.corpora[self.corpus_index(record_id)]
 
     def refresh(self) -> list[dict]:
-        """Every process's counts so far into the protocol entries' `records`; returns the entries."""
-        with self.counts.get_lock():
-            values = list(self.counts)
-        self._set_records(values)
+        """This process's counts so far (all its DataLoader workers') into the protocol entries' `records`; returns
+        the entries."""
+        self.set_records(self.local_counts())
         return self.corpora
 
-    def _set_records(self, values: list[int]) -> None:
+    def local_counts(self) -> list[int]:
+        """The counts of this process and its DataLoader workers, `OUTCOMES` per corpus one after another."""
+        with self.counts.get_lock():
+            return list(self.counts)
+
+    def set_records(self, values: list[int]) -> None:
+        """`values` (`OUTCOMES` per corpus, as `local_counts` gives them: this process's, or every process's
+        totals) into the protocol entries' `records`."""
         width = len(self.OUTCOMES)
         for number, corpus in enumerate(self.corpora):
             corpus["records"] = dict(zip(self.OUTCOMES, values[number * width : (number + 1) * width]))
@@ -583,8 +601,8 @@ class StreamReport:
         with self.counts.get_lock():
             self.counts[number * width + self.OUTCOMES.index(outcome)] += 1
             values = list(self.counts)
-        self._set_records(values)
-        if sum(values) % self.log_every == 0:
+        self.set_records(values)
+        if self.num_processes == 1 and sum(values) % self.log_every == 0:  # else the loop logs the totals
             logger.warning(f"Streamed so far: {self.totals()}.")
         return self.corpora[number]["records"]
 
@@ -597,15 +615,24 @@ class StreamReport:
 
     SKIPPED_HEADER = "corpus,path,split,record_id,reason"  # the columns of `skipped_records.csv`, as pretrain's
 
+    ID_FILES = ("short_records_dropped.txt", "skipped_records.csv")
+
+    def id_file(self, name: str) -> str:
+        """Where this process lists the ids of `name`: `output_dir/name`, or under several training processes, for
+        the second on, `output_dir/name.process-N` (merged into the first by [`merge_id_files`]; several machines
+        may each have their own output folder)."""
+        path = os.path.join(self.output_dir, name)
+        return f"{path}.process-{self.process_index}" if self.process_index else path
+
     def append(self, name: str, line: str) -> None:
-        """One line at the end of `output_dir/name` (`skipped_records.csv` starts with its header), one process at a
-        time."""
+        """One line at the end of this process's `name` file ([`id_file`]; `skipped_records.csv` starts with its
+        header), one DataLoader worker at a time."""
         if self.output_dir is None:
             return
         os.makedirs(self.output_dir, exist_ok=True)
-        path = os.path.join(self.output_dir, name)
+        path = self.id_file(name)
         with self.counts.get_lock(), open(path, "a") as handle:
-            if name == "skipped_records.csv" and handle.tell() == 0:
+            if path.endswith("skipped_records.csv") and handle.tell() == 0:
                 handle.write(self.SKIPPED_HEADER + "\n")
             handle.write(line + "\n")
 
@@ -619,28 +646,61 @@ class StreamReport:
         import csv
         import io
 
-        counts = self.count(record_id, "skipped")
+        self.count(record_id, "skipped")
         corpus = self.corpus(record_id)
         line = io.StringIO()
         csv.writer(line).writerow([corpus["format"], corpus["path"], "", record_id, reason])
         self.append("skipped_records.csv", line.getvalue().rstrip("\r\n"))
-        missing = corpus.get("missing", 0)  # listed records whose files are absent or cut short
-        seen, lost = sum(counts.values()) + missing, counts["skipped"] + missing
-        if seen >= 100 and lost > self.max_bad_share * seen:
-            raise ValueError(
-                f"Corpus {corpus['format']}:{corpus['path']}: {lost} of the {seen} records streamed so far skipped or "
-                f"missing, more than --max-bad-share {self.max_bad_share:g}; they are listed with the reasons in "
-                f"{os.path.join(self.output_dir or '.', 'skipped_records.csv')}."
-            )
+        if self.num_processes == 1:  # else the loop checks every process's totals
+            self.check_bad_share([corpus])
+
+    def check_bad_share(self, corpora: list[dict] | None = None) -> None:
+        """Stops (raises) when one of `corpora` (all by default) has lost more than `max_bad_share` of the records
+        counted in its `records` so far (from 100 records on) to skipping or missing files."""
+        for corpus in self.corpora if corpora is None else corpora:
+            counts = corpus["records"]
+            missing = corpus.get("missing", 0)  # listed records whose files are absent or cut short
+            seen, lost = sum(counts.values()) + missing, counts["skipped"] + missing
+            if seen >= 100 and lost > self.max_bad_share * seen:
+                raise ValueError(
+                    f"Corpus {corpus['format']}:{corpus['path']}: {lost} of the {seen} records streamed so far "
+                    f"skipped or missing, more than --max-bad-share {self.max_bad_share:g}; they are listed with the "
+                    f"reasons in {os.path.join(self.output_dir or '.', 'skipped_records.csv')}."
+                )
+
+    def own_id_lines(self) -> dict[str, list[str]]:
+        """The lines this process wrote to its own id files (none for the first process, which writes the main
+        files), which are then removed: what [`merge_id_files`] gathers."""
+        lines = {}
+        for name in self.ID_FILES if self.output_dir is not None and self.process_index else ():
+            path = self.id_file(name)
+            if os.path.exists(path):
+                with open(path) as handle:
+                    lines[name] = [line.rstrip("\n") for line in handle if line.strip()]
+                os.remove(path)
+        return lines
+
+    def merge_id_files(self, gathered: list[dict[str, list[str]]]) -> None:
+        """Every process's `own_id_lines` (`gathered`, in process order) appended to the main id files (first
+        process)."""
+        for lines in gathered:
+            for name, rows in lines.items():
+                header = [self.SKIPPED_HEADER] if name == "skipped_records.csv" else []
+                for row in rows:
+                    if row not in header:
+                        self.append(name, row)
 
     def summary(self) -> list[str]:
         """
         One line per corpus: what every process read, dropped and skipped, and where the ids are (the protocol
-        entries refreshed to the same totals). Worker processes each list the short records they met, and a new
-        epoch's workers start afresh: the short-record file is reduced to each id once here.
+        entries refreshed to the same totals; under several training processes, the totals the loop set). Worker
+        processes each list the records they met, and a new epoch's workers start afresh: the id files are reduced
+        to each line once here.
         """
-        self.refresh()
-        self.deduplicate("short_records_dropped.txt")
+        if self.num_processes == 1:
+            self.refresh()
+        for name in self.ID_FILES:
+            self.deduplicate(name)
         where = f" (ids in {self.output_dir})" if self.output_dir is not None else ""
         return [
             f"Corpus {corpus['format']}:{corpus['path']}: "

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import compile_regions, set_seed
+from accelerate.utils import compile_regions, gather_object, set_seed
 from datasets import Dataset, IterableDataset
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader
@@ -37,6 +39,12 @@ from .checkpoint import (
     write_manifest,
 )
 from .collator import EcgDataCollator, LeadSetSampler
+
+
+if TYPE_CHECKING:
+    from ..data.crops import StreamReport
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -190,13 +198,17 @@ def pretrain(
     args: PretrainingArguments,
     feature_extractor: EcgPmaFeatureExtractor | None = None,
     protocol: dict | None = None,
+    stream_report: StreamReport | None = None,
 ) -> PretrainingResult:
     """
     Pre-trains `model` on `train_dataset` (rows with `signals (leads, samples)`: an `ecg_pma.data.EcgTrainingDataset`
     drawing one random crop per record per epoch, or windows from `ecg_pma.data.extract_features`; map-style or
     streamed) and saves the final model (weights, config, code), the feature extractor and a model card to
     `args.output_dir`. `protocol` (the data choices: windows, dropped short records, ...) is written to
-    `pretraining_data.json` and the card.
+    `pretraining_data.json` and the card. `stream_report` (the `StreamReport` counting a stream's records, whose
+    corpora are `protocol`'s): under several processes, its counts are every process's totals, logged as training
+    goes and written at the end, with every process's ids in its files; its `max_bad_share` stops all processes at
+    the same step.
     """
     refuse_sharded_training()
     output_dir = Path(args.output_dir)
@@ -218,6 +230,10 @@ def pretrain(
     streamed = isinstance(train_dataset, IterableDataset)
     schedule = pretraining_schedule(train_dataset, args, accelerator.num_processes)
     if streamed:
+        if stream_report is not None:  # before any record is read (and any DataLoader worker starts)
+            stream_report.distribute(accelerator.process_index, accelerator.num_processes)
+        # whole shards: each process counts its own records; else every process reads (and counts) them all
+        count_reduction = "sum" if shares_whole_shards(train_dataset, accelerator.num_processes) else "max"
         train_dataset = stream_share(train_dataset, accelerator.process_index, accelerator.num_processes)
     dataloader = pretraining_dataloader(train_dataset, args, model.config)
     optimizer = torch.optim.AdamW(
@@ -251,15 +267,42 @@ def pretrain(
     if args.lead_sets:  # cut as the extractor that made the rows cuts records (the one saved with the model)
         extractor = feature_extractor or EcgPmaFeatureExtractor.from_model_config(unwrapped(accelerator, model).config)
         lead_set_sampler = LeadSetSampler(unwrapped(accelerator, model).config, args.lead_sets, extractor)
+    stream_counts = None
+    if streamed and stream_report is not None and accelerator.num_processes > 1:
+        stream_counts = StreamTotals(stream_report, count_reduction)
     losses = train_steps(
-        accelerator, model, optimizer, scheduler, dataloader, progress, schedule, args, report_to, lead_set_sampler
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        dataloader,
+        progress,
+        schedule,
+        args,
+        report_to,
+        lead_set_sampler,
+        stream_counts,
     )
+    if stream_counts is not None:
+        stream_counts.update(accelerator)
+        stream_counts.merge_id_files(accelerator)
+        if accelerator.is_main_process:
+            (output_dir / "pretraining_data.json").write_text(json.dumps(protocol or {}, indent=2))
     save_pretrained_model(accelerator, model, output_dir, feature_extractor, progress, protocol)
     accelerator.end_training()
     return PretrainingResult(output_dir=str(output_dir), global_step=progress.global_step, losses=losses)
 
 
 SHARDS_PER_PROCESS = 8  # from this many shards per process on, uneven shares are close enough to share whole shards
+
+
+def shares_whole_shards(stream: IterableDataset, num_processes: int) -> bool:
+    """Whether [`stream_share`] gives each process whole shards of `stream` (else every process reads it all)."""
+    return (
+        num_processes == 1
+        or stream.n_shards % num_processes == 0
+        or stream.n_shards >= SHARDS_PER_PROCESS * num_processes
+    )
 
 
 def stream_share(stream: IterableDataset, process_index: int, num_processes: int) -> IterableDataset:
@@ -272,7 +315,7 @@ def stream_share(stream: IterableDataset, process_index: int, num_processes: int
     """
     if num_processes == 1:
         return stream
-    if stream.n_shards % num_processes == 0 or stream.n_shards >= SHARDS_PER_PROCESS * num_processes:
+    if shares_whole_shards(stream, num_processes):
         return stream.shard(num_shards=num_processes, index=process_index)
     return split_dataset_by_node(stream, rank=process_index, world_size=num_processes)
 
@@ -358,11 +401,13 @@ def train_steps(
     args: PretrainingArguments,
     report_to: list[str],
     lead_set_sampler: LeadSetSampler | None = None,
+    stream_counts: StreamTotals | None = None,
 ) -> list[dict]:
     """
     Runs optimizer steps from `progress` (updated in place) to `schedule.total_steps`, with a checkpoint every
     `args.save_steps`; returns one `{step, loss, learning_rate, epoch}` record per step, also appended to
-    `train_log.jsonl`. `lead_set_sampler` cuts each batch to lead sets drawn by `lead_set_generator`.
+    `train_log.jsonl`. `lead_set_sampler` cuts each batch to lead sets drawn by `lead_set_generator`;
+    `stream_counts` adds up a stream's counts over the processes after every step (and may stop them all).
     """
     config = unwrapped(accelerator, model).config
     losses: list[dict] = []
@@ -421,6 +466,9 @@ def train_steps(
             }
             losses.append(record)
             log_step(accelerator, record, args, schedule.total_steps, report_to, bar)
+            if stream_counts is not None:
+                stream_counts.update(accelerator)
+                stream_counts.check_bad_share(accelerator)
             if args.save_steps and progress.global_step % args.save_steps == 0:
                 save_checkpoint(accelerator, model, optimizer, scheduler, progress, args)
             if progress.global_step >= schedule.total_steps:
@@ -437,6 +485,46 @@ def train_steps(
             progress.batches_in_epoch = 0
     bar.close()
     return losses
+
+
+class StreamTotals:
+    """
+    A `StreamReport`'s counts added up over the training processes (`reduction` "sum": each process reads its own
+    shards; "max": every process reads every record, keeping one crop in `num_processes`, so the furthest has read
+    what they all have), set into its protocol entries on every process, with the running totals logged (main
+    process) every `report.log_every` records.
+    """
+
+    def __init__(self, report: StreamReport, reduction: str):
+        self.report, self.reduction = report, reduction
+        self.logged = 0  # running totals logged so far (in `log_every` records)
+
+    def update(self, accelerator: Accelerator) -> list[int]:
+        """Every process's counts (a collective: all processes call it at the same step); returns the totals."""
+        local = torch.tensor(self.report.local_counts(), dtype=torch.int64, device=accelerator.device)
+        gathered = accelerator.gather(local[None])  # (processes, corpora x outcomes)
+        totals = (gathered.sum(0) if self.reduction == "sum" else gathered.amax(0)).tolist()
+        self.report.set_records(totals)
+        if accelerator.is_main_process and sum(totals) // self.report.log_every > self.logged:
+            self.logged = sum(totals) // self.report.log_every
+            logger.warning(f"Streamed so far: {self.report.totals()}.")
+        return totals
+
+    def check_bad_share(self, accelerator: Accelerator) -> None:
+        """The report's `max_bad_share` on the totals of the last `update`, the same on every process: all stop at
+        the same step (each with the error, every process's skipped records listed in the main file), or none."""
+        try:
+            self.report.check_bad_share()
+        except ValueError:
+            self.merge_id_files(accelerator)
+            raise
+
+    def merge_id_files(self, accelerator: Accelerator) -> None:
+        """Every process's ids into the main process's files (a collective, after the last record is read)."""
+        gathered = gather_object([self.report.own_id_lines()])
+        if accelerator.is_main_process:
+            self.report.merge_id_files(gathered)
+        accelerator.wait_for_everyone()
 
 
 def log_step(
