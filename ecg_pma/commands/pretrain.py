@@ -140,7 +140,14 @@ def run(args: argparse.Namespace) -> int:
         fix_malloc_mmap_threshold()
         train, protocol = load_streaming_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     else:
-        train, protocol = load_pretraining_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
+        import torch
+        from accelerate import PartialState
+
+        # under several processes the main one writes the cache and the others then read it, instead of every process
+        # preparing the same shards in the same folder at once (the state is the one `Accelerator` takes up later)
+        state = PartialState(cpu=training_args.use_cpu or not torch.accelerator.is_available())
+        with state.main_process_first():
+            train, protocol = load_pretraining_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     report = getattr(train, "report", None)
     result = pretrain(
         EcgPmaForPreTraining(config), train, training_args, extractor, protocol=protocol, stream_report=report
