@@ -30,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.benchmark import load_benchmark_model
     from ..evaluation.embeddings import embed_records, evaluation_windows
     from ..training.probe_layers import model_fingerprint
-    from .data_arguments import load_raw_records
+    from .data_arguments import load_raw_records, reading_extractor
 
     encoder, aggregator, loaded, extractor = load_benchmark_model(args.model)
+    extractor = reading_extractor(extractor, args)  # --allow-missing-leads, --nan-policy, ... as every data command
     windows, splits, dropped = evaluation_windows(load_raw_records(args), extractor, args.num_proc, args.short_records)
     embeddings = embed_records(
         encoder,
