@@ -144,6 +144,7 @@ def test_streaming_skips_an_unreadable_record_and_an_unusable_one(corpora, tmp_p
     with open(tmp_path / "out" / "skipped_records.csv") as handle:
         reasons = {row["record_id"]: row["reason"] for row in csv.DictReader(handle)}
     assert reasons[TRUNCATED_STUDY].startswith("unreadable: ") and "no finite sample" in reasons[DEAD_LEAD_STUDY]
+    assert reasons[DEAD_LEAD_STUDY].endswith(f"/s{DEAD_LEAD_STUDY}/{DEAD_LEAD_STUDY})")  # (file PATH), as cached
 
 
 # ------------------------------------------------------------------------ a CODE-15% part file cut short, by command
