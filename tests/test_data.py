@@ -155,6 +155,41 @@ def test_physionet2021_without_dx_line_is_refused(tmp_path):
         load_physionet2021(tmp_path, cache_dir=tmp_path / "cache")
 
 
+def break_record(folder, name: str, how: str) -> None:
+    """Damages one WFDB record of `folder` as real downloads are damaged."""
+    header, signal = folder / f"{name}.hea", folder / f"{name}.mat"
+    if how == "mmHg units":
+        lines = header.read_text().splitlines()
+        header.write_text("\n".join([lines[0], lines[1].replace("/mV", "/mmHg"), *lines[2:]]) + "\n")
+    elif how == "truncated signal file":
+        os.truncate(signal, signal.stat().st_size // 2)
+    else:
+        signal.unlink()
+
+
+@pytest.mark.parametrize(
+    ("how", "error", "message"),
+    [
+        ("mmHg units", ValueError, r"E07501': unknown physical unit 'mmHg'"),
+        ("truncated signal file", ValueError, r"E07501' could not be read \(truncated or malformed"),
+        ("missing signal file", FileNotFoundError, r"E07501': signal file missing"),
+    ],
+)
+@pytest.mark.parametrize("load", [load_physionet2021, load_wfdb_folder])
+def test_a_bad_record_raises_its_own_error_not_datasets_generic_one(tmp_path, load, how, error, message):
+    from datasets.exceptions import DatasetGenerationError
+
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for name in ("E07500", "E07501", "E07502"):
+        for suffix in (".hea", ".mat"):
+            shutil.copy(shared_data_dir("physionet2021") / f"{name}{suffix}", folder / f"{name}{suffix}")
+    break_record(folder, "E07501", how)
+    with pytest.raises(error, match=message) as raised:
+        load(folder, cache_dir=tmp_path / "cache")
+    assert not isinstance(raised.value, DatasetGenerationError)
+
+
 # ----------------------------------------------------------------------------------------------------------- own folder
 
 
