@@ -100,3 +100,24 @@ def test_streamed_counts_are_totals_across_dataloader_workers(corpora, tmp_path)
     (line,) = train.report.summary()
     assert "36 read, 12 dropped_short, 0 skipped" in line
     assert sorted((tmp_path / "out" / "short_records_dropped.txt").read_text().split()) == short  # each id once
+
+
+def test_streamed_counts_log_running_totals_every_log_every_records(tmp_path, caplog):
+    """The periodic totals the README promises: one line every `log_every` records (all corpora), no line per record."""
+    from ecg_pma.data.crops import StreamReport
+
+    corpora = [{"format": "code15", "path": "a"}, {"format": "mimic-iv-ecg", "path": "b"}]
+    report = StreamReport(corpora, ["code15:a/", "mimic-iv-ecg:b/"], tmp_path, log_every=4)
+    with caplog.at_level("WARNING", logger="ecg_pma.data.crops"):
+        for number in range(9):
+            report.count(f"code15:a/{number}" if number % 3 else f"mimic-iv-ecg:b/{number}", "read")
+        report.dropped("code15:a/short")
+    totals = [record.getMessage() for record in caplog.records if record.getMessage().startswith("Streamed so far")]
+    assert totals == [
+        "Streamed so far: code15:a: 2 read, 0 dropped_short, 0 skipped; mimic-iv-ecg:b: 2 read, 0 dropped_short, "
+        "0 skipped.",
+        "Streamed so far: code15:a: 5 read, 0 dropped_short, 0 skipped; mimic-iv-ecg:b: 3 read, 0 dropped_short, "
+        "0 skipped.",
+    ]
+    assert len(caplog.records) == 2  # the short record is counted and filed, not logged
+    assert (tmp_path / "short_records_dropped.txt").read_text().split() == ["code15:a/short"]
