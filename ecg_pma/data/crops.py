@@ -635,9 +635,10 @@ class StreamReport:
 
     def summary(self) -> list[str]:
         """
-        One line per corpus: what every process read, dropped and skipped, and where the ids are (the protocol
-        entries refreshed to the same totals). Worker processes each list the short records they met, and a new
-        epoch's workers start afresh: the short-record file is reduced to each id once here.
+        One line per corpus: what every process read, dropped and skipped, the records missing from the disk (left out
+        before streaming), and where the ids are (the protocol entries refreshed to the same totals). Worker processes
+        each list the short records they met, and a new epoch's workers start afresh: the short-record file is
+        reduced to each id once here.
         """
         self.refresh()
         self.deduplicate("short_records_dropped.txt")
@@ -645,6 +646,7 @@ class StreamReport:
         return [
             f"Corpus {corpus['format']}:{corpus['path']}: "
             + ", ".join(f"{n} {what}" for what, n in corpus["records"].items())
+            + (f", {corpus['missing']} missing" if corpus.get("missing") else "")
             + where
             for corpus in self.corpora
         ]
