@@ -296,3 +296,27 @@ def test_embed_reads_dead_leads_as_absent_and_repairs_nan_runs(mimic, tmp_path, 
     reference = embed_records(encoder, windows, tmp_path / "reference.safetensors", model_fingerprint(encoder))
     row = embedded.record_ids.index(DEAD_LEAD_STUDY)
     torch.testing.assert_close(embedded.layer_representations[row], reference.layer_representations[0])
+
+
+@pytest.mark.parametrize("command", ["evaluate", "probe-layers"])
+def test_evaluation_windows_read_dead_leads_as_absent(mimic, tmp_path, command):
+    """`evaluate` and `probe-layers` read their windows (`load_windows`) with the lead options as `finetune` does."""
+    from ecg_pma.cli import build_parser
+    from ecg_pma.commands.data_arguments import load_windows
+
+    arguments = [
+        command, "--model", ".", "--data", mimic, "--data-format", "mimic-iv-ecg", "--cache-dir", tmp_path / "cache",
+        "--allow-missing-leads", "--nan-policy", "interpolate",
+        *(["--output-dir", tmp_path / "out"] if command == "probe-layers" else []),
+    ]  # fmt: skip
+    args = build_parser().parse_args([str(argument) for argument in arguments])
+    _, windows = load_windows(args, EcgPmaFeatureExtractor.from_model_config(CONFIG))
+    masks = {
+        record_id: np.asarray(mask)
+        for split in windows.values()
+        if len(split)  # a split the six studies' subjects do not hash into has no columns
+        for record_id, mask in zip(split["record_id"], split["lead_mask"])
+    }
+    assert masks[DEAD_LEAD_STUDY].tolist() == [lead != "III" for lead in LEADS]
+    assert masks[FLAT_LEAD_STUDY].tolist() == [lead != "V4" for lead in LEADS]
+    assert masks[NAN_RUN_STUDY].all() and len(masks) == 6
