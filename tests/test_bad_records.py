@@ -144,6 +144,7 @@ def test_streaming_skips_an_unreadable_record_and_an_unusable_one(corpora, tmp_p
     with open(tmp_path / "out" / "skipped_records.csv") as handle:
         reasons = {row["record_id"]: row["reason"] for row in csv.DictReader(handle)}
     assert reasons[TRUNCATED_STUDY].startswith("unreadable: ") and "no finite sample" in reasons[DEAD_LEAD_STUDY]
+    assert reasons[DEAD_LEAD_STUDY].endswith(f"/s{DEAD_LEAD_STUDY}/{DEAD_LEAD_STUDY})")  # (file PATH), as cached
 
 
 # ------------------------------------------------------------------------ a CODE-15% part file cut short, by command
@@ -203,3 +204,38 @@ def test_pretrain_skips_a_truncated_part_file_counting_and_listing_its_exams(tru
     assert all(row["reason"].startswith("missing: ") for row in listed)
     assert all("exams_part1.hdf5: unreadable" in row["reason"] and "truncated" in row["reason"] for row in listed)
     assert (output / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_missing_mimic_study_is_left_out_counted_and_listed(tmp_path, streaming):
+    """A MIMIC-IV-ECG study listed in record_list.csv whose folder is not on disk, through pretrain's data path with
+    --skip-missing: counted as missing in pretraining_data.json's entry and the log's line, listed with its reason."""
+    import shutil
+
+    from ecg_pma.cli import build_parser
+    from ecg_pma.commands.data_arguments import load_pretraining_data, load_streaming_training_data
+
+    write_mimic(tmp_path / "mimic", MIMIC_STUDIES)
+    shutil.rmtree(next((tmp_path / "mimic").glob(f"files/*/*/s{TRUNCATED_STUDY}")))
+    arguments = [
+        "pretrain", "--data", tmp_path / "mimic", "--data-format", "mimic-iv-ecg", "--all-splits", "--skip-missing",
+        "--max-bad-share", "0.5", "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "cache",
+        *(["--streaming"] if streaming else []),
+    ]  # fmt: skip
+    args = build_parser().parse_args([str(argument) for argument in arguments])
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    load = load_streaming_training_data if streaming else load_pretraining_data
+    train, protocol = load(args, extractor, all_splits=True)
+    (corpus,) = protocol["corpora"]
+    assert corpus["missing"] == 1
+    with open(tmp_path / "out" / "skipped_records.csv") as handle:
+        (listed,) = list(csv.DictReader(handle))
+    assert (listed["record_id"], listed["reason"]) == (TRUNCATED_STUDY, "missing: not on disk")
+    if streaming:
+        assert sorted(row["record_id"] for row in train) == sorted(
+            study for studies in MIMIC_STUDIES.values() for study in studies if study != TRUNCATED_STUDY
+        )
+        (line,) = train.report.summary()
+        assert "5 read, 0 dropped_short, 0 skipped, 1 missing" in line
+    else:
+        assert sum(corpus["records"].values()) == 5 and len(set(train.rows["record_id"])) == 5

@@ -347,6 +347,8 @@ def test_mixture_of_corpora_at_the_model_rate(tmp_path):
     assert sum(name.startswith("code15:") for name in names) == 18
     dropped = [name for names in protocol["short_records_dropped"].values() for name in names]  # per source split
     assert len(dropped) == 6 and all(name.startswith("code15:") for name in dropped)
+    per_split = {split: len(names) for split, names in protocol["short_records_dropped"].items()}
+    assert per_split == {"train": 5, "validation": 0, "test": 1}  # each under the split it was read from
     lengths = {name.split(":")[0]: len(rows[i]["signal"]) for i, name in enumerate(names)}
     assert lengths["physionet2021"] == lengths["code15"] == 10 * extractor.sampling_rate  # 500 / 400 Hz -> model rate
     assert train[0]["signals"].shape == (12, extractor.signal_length)

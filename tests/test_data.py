@@ -20,6 +20,7 @@ from ecg_pma.data import (
     id2label,
     load_physionet2021,
     load_ptbxl,
+    load_records,
     load_wfdb_folder,
 )
 from ecg_pma.data.ptbxl import ptbxl_label_names, ptbxl_record_labels
@@ -153,6 +154,65 @@ def test_physionet2021_without_dx_line_is_refused(tmp_path):
     (tmp_path / "E07500.hea").write_text(header)
     with pytest.raises(ValueError, match=r"E07500': no '# Dx:' line"):
         load_physionet2021(tmp_path, cache_dir=tmp_path / "cache")
+
+
+def three_challenge_records(tmp_path):
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for name in ("E07500", "E07501", "E07502"):
+        for suffix in (".hea", ".mat"):
+            shutil.copy(shared_data_dir("physionet2021") / f"{name}{suffix}", folder / f"{name}{suffix}")
+    return folder
+
+
+def break_record(folder, name: str, how: str) -> None:
+    """Damages one WFDB record of `folder` as real downloads are damaged."""
+    header, signal = folder / f"{name}.hea", folder / f"{name}.mat"
+    if how == "mmHg units":
+        lines = header.read_text().splitlines()
+        header.write_text("\n".join([lines[0], lines[1].replace("/mV", "/mmHg"), *lines[2:]]) + "\n")
+    elif how == "truncated signal file":
+        os.truncate(signal, signal.stat().st_size // 2)
+    else:
+        signal.unlink()
+
+
+@pytest.mark.parametrize(
+    ("load", "how", "error", "message"),
+    [
+        *(
+            (load, how, ValueError, message)
+            for load in (load_physionet2021, load_wfdb_folder)
+            for how, message in (
+                ("mmHg units", r"E07501': unknown physical unit 'mmHg'"),
+                ("truncated signal file", r"E07501' could not be read \(truncated or malformed"),
+            )
+        ),
+        # load_physionet2021 tells it before reading: test_physionet2021_records_without_their_signal_file
+        (load_wfdb_folder, "missing signal file", FileNotFoundError, r"E07501': signal file missing"),
+    ],
+)
+def test_a_bad_record_raises_its_own_error_not_datasets_generic_one(tmp_path, load, how, error, message):
+    from datasets.exceptions import DatasetGenerationError
+
+    folder = three_challenge_records(tmp_path)
+    break_record(folder, "E07501", how)
+    with pytest.raises(error, match=message) as raised:
+        load(folder, cache_dir=tmp_path / "cache")
+    assert not isinstance(raised.value, DatasetGenerationError)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_physionet2021_records_without_their_signal_file(tmp_path, streaming):
+    """A partial download (a header whose .mat is absent): named with --skip-missing, or left out and counted."""
+    folder = three_challenge_records(tmp_path)
+    (folder / "E07501.mat").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 record\(s\) whose signal file is not on disk: E07501 \(signal "
+                       r"file E07501\.mat not on disk\)\. Download them, or leave them out with --skip-missing"):  # fmt: skip
+        load_physionet2021(folder, cache_dir=tmp_path / "cache", streaming=streaming)
+    splits = load_records("physionet2021", folder, missing="skip", cache_dir=tmp_path / "cache", streaming=streaming)
+    assert splits.missing_records == {"E07501": "signal file E07501.mat not on disk"}
+    assert sorted(row["record_id"] for split in splits.values() for row in split) == ["E07500", "E07502"]
 
 
 # ----------------------------------------------------------------------------------------------------------- own folder

@@ -251,3 +251,72 @@ def test_finetune_data_reads_dead_leads_as_absent(mimic, tmp_path):
     assert masks[DEAD_LEAD_STUDY].tolist() == [lead != "III" for lead in LEADS]
     assert masks[FLAT_LEAD_STUDY].tolist() == [lead != "V4" for lead in LEADS]
     assert masks[NAN_RUN_STUDY].all()
+
+
+def test_embed_reads_dead_leads_as_absent_and_repairs_nan_runs(mimic, tmp_path, capsys):
+    """`ecg-pma embed` follows the lead options as every data command does: refused by default naming the study; with
+    them the dead-lead study embeds as the same record without lead III (embedded from its 11 leads here)."""
+    from datasets import Dataset
+    from test_cli_errors import run_cli
+
+    from ecg_pma import EcgPmaModel
+    from ecg_pma.evaluation.embeddings import RecordEmbeddings, embed_records, evaluation_window_mode
+    from ecg_pma.training.probe_layers import model_fingerprint
+
+    model_dir = tmp_path / "model"
+    torch.manual_seed(0)
+    EcgPmaForPreTraining(CONFIG).save_pretrained(model_dir)
+    EcgPmaFeatureExtractor.from_model_config(CONFIG).save_pretrained(model_dir)
+    arguments = [
+        "embed", "--data", mimic, "--data-format", "mimic-iv-ecg", "--model", model_dir,
+        "--output", tmp_path / "embeddings.safetensors", "--cache-dir", tmp_path / "cache",
+    ]  # fmt: skip
+    code, err = run_cli(capsys, *arguments)
+    assert code == 2 and f"{DEAD_LEAD_STUDY}': lead(s) ['III'] have no finite sample" in err, err
+    code, err = run_cli(capsys, *arguments, "--allow-missing-leads", "--nan-policy", "interpolate")
+    assert code == 0, err
+    embedded = RecordEmbeddings.load(tmp_path / "embeddings.safetensors")
+    assert len(embedded.record_ids) == 6
+
+    _, without = dead_lead_record_and_without_it(mimic, tmp_path)
+    source = wfdb.rdrecord(str(without))
+    extractor = EcgPmaFeatureExtractor.from_pretrained(model_dir, allow_missing_leads=True)
+    features = extractor(
+        source.p_signal.T, sampling_rate=500, lead_names=source.sig_name,
+        window_mode=evaluation_window_mode(extractor),
+    )  # fmt: skip
+    windows = Dataset.from_dict(
+        {
+            "record_id": ["without_iii"] * len(features["signals"]),
+            "signals": list(features["signals"]),
+            "lead_mask": list(features["lead_mask"]),
+        }
+    ).with_format("torch")
+    encoder = EcgPmaModel.from_pretrained(model_dir)
+    reference = embed_records(encoder, windows, tmp_path / "reference.safetensors", model_fingerprint(encoder))
+    row = embedded.record_ids.index(DEAD_LEAD_STUDY)
+    torch.testing.assert_close(embedded.layer_representations[row], reference.layer_representations[0])
+
+
+@pytest.mark.parametrize("command", ["evaluate", "probe-layers"])
+def test_evaluation_windows_read_dead_leads_as_absent(mimic, tmp_path, command):
+    """`evaluate` and `probe-layers` read their windows (`load_windows`) with the lead options as `finetune` does."""
+    from ecg_pma.cli import build_parser
+    from ecg_pma.commands.data_arguments import load_windows
+
+    arguments = [
+        command, "--model", ".", "--data", mimic, "--data-format", "mimic-iv-ecg", "--cache-dir", tmp_path / "cache",
+        "--allow-missing-leads", "--nan-policy", "interpolate",
+        *(["--output-dir", tmp_path / "out"] if command == "probe-layers" else []),
+    ]  # fmt: skip
+    args = build_parser().parse_args([str(argument) for argument in arguments])
+    _, windows = load_windows(args, EcgPmaFeatureExtractor.from_model_config(CONFIG))
+    masks = {
+        record_id: np.asarray(mask)
+        for split in windows.values()
+        if len(split)  # a split the six studies' subjects do not hash into has no columns
+        for record_id, mask in zip(split["record_id"], split["lead_mask"])
+    }
+    assert masks[DEAD_LEAD_STUDY].tolist() == [lead != "III" for lead in LEADS]
+    assert masks[FLAT_LEAD_STUDY].tolist() == [lead != "V4" for lead in LEADS]
+    assert masks[NAN_RUN_STUDY].all() and len(masks) == 6

@@ -207,12 +207,15 @@ def test_a_run_resumes_from_its_checkpoint_to_the_same_result(tmp_path, pretrain
 def test_fewer_training_rows_than_a_batch_say_the_counts_and_what_to_lower(tmp_path):
     from datasets import Dataset
 
-    from ecg_pma.training.finetune import check_one_batch, reference_training_arguments
+    from ecg_pma import EcgPmaConfig, EcgPmaForSequenceClassification
+    from ecg_pma.training.finetune import check_one_batch, finetune, reference_training_arguments
 
     rows = Dataset.from_dict({"signals": [[[0.0]]] * 32, "labels": [[0.0]] * 32, "record_id": list("a" * 32)})
     args = reference_training_arguments("probe", str(tmp_path), per_device_train_batch_size=64)
-    with pytest.raises(
-        ValueError, match=r"32 windows, fewer than one batch of 64 .*--per-device-train-batch-size to at most 32"
-    ):
+    too_few = r"32 windows, fewer than one batch of 64 .*--per-device-train-batch-size to at most 32"
+    with pytest.raises(ValueError, match=too_few):
         check_one_batch(rows, args)
+    model = EcgPmaForSequenceClassification(EcgPmaConfig.from_preset("tiny", num_labels=1))
+    with pytest.raises(ValueError, match=too_few):  # what `ecg-pma finetune` runs, before the Trainer's own error
+        finetune(model, rows, rows, args)
     check_one_batch(rows, reference_training_arguments("probe", str(tmp_path), per_device_train_batch_size=32))

@@ -110,6 +110,46 @@ def test_streamed_counts_are_totals_across_dataloader_workers(corpora, tmp_path)
     assert sorted((tmp_path / "out" / "short_records_dropped.txt").read_text().split()) == short  # each id once
 
 
+def test_streamed_counts_log_running_totals_every_log_every_records(tmp_path, caplog):
+    """The periodic totals the README promises: one line every `log_every` records (all corpora), no line per record."""
+    from ecg_pma.data.crops import StreamReport
+
+    corpora = [{"format": "code15", "path": "a"}, {"format": "mimic-iv-ecg", "path": "b"}]
+    report = StreamReport(corpora, ["code15:a/", "mimic-iv-ecg:b/"], tmp_path, log_every=4)
+    with caplog.at_level("WARNING", logger="ecg_pma.data.crops"):
+        for number in range(9):
+            report.count(f"code15:a/{number}" if number % 3 else f"mimic-iv-ecg:b/{number}", "read")
+        report.dropped("code15:a/short")
+    totals = [record.getMessage() for record in caplog.records if record.getMessage().startswith("Streamed so far")]
+    assert totals == [
+        "Streamed so far: code15:a: 2 read, 0 dropped_short, 0 skipped; mimic-iv-ecg:b: 2 read, 0 dropped_short, "
+        "0 skipped.",
+        "Streamed so far: code15:a: 5 read, 0 dropped_short, 0 skipped; mimic-iv-ecg:b: 3 read, 0 dropped_short, "
+        "0 skipped.",
+    ]
+    assert len(caplog.records) == 2  # the short record is counted and filed, not logged
+    assert (tmp_path / "short_records_dropped.txt").read_text().split() == ["code15:a/short"]
+
+
+def test_a_stream_stops_once_its_skipped_share_passes_max_bad_share(tmp_path):
+    """Mid-stream, --max-bad-share is checked from 100 records seen on (missing records count as lost), each skipped
+    record listed with its reason before the stop."""
+    from ecg_pma.data.crops import StreamReport
+
+    corpora = [{"format": "mimic-iv-ecg", "path": "m", "missing": 2}]
+    report = StreamReport(corpora, [""], tmp_path, max_bad_share=0.05)
+    for number in range(93):
+        report.count(str(number), "read")
+    for number in range(93, 96):  # 3 skipped + 2 missing of 98 seen: under 100, not checked yet
+        report.skipped(str(number), "unreadable: cut short")
+    report.count("96", "read")
+    with pytest.raises(ValueError, match=r"m: 6 of the 100 records streamed so far skipped or missing, more than "
+                       r"--max-bad-share 0\.05; .*skipped_records\.csv"):  # fmt: skip
+        report.skipped("97", "unreadable: cut short")
+    listed = (tmp_path / "skipped_records.csv").read_text().splitlines()
+    assert listed[0] == StreamReport.SKIPPED_HEADER and len(listed) == 1 + 4
+
+
 # ------------------------------------------------------------------------------- several training processes (torchrun)
 
 

@@ -253,7 +253,7 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
     from datasets import concatenate_datasets, interleave_datasets
 
     from ..data import stream_training_records
-    from ..data.crops import STREAM_BATCH_SIZE, StreamReport, skipping_stream
+    from ..data.crops import STREAM_BATCH_SIZE, StreamedRecordFiles, StreamReport, skipping_stream
 
     extractor = reading_extractor(extractor, args)
     corpora = corpus_streams(args, all_splits)
@@ -277,6 +277,9 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
         entries, [prefix for _, _, prefix, _, _ in corpora], args.output_dir, max_bad_share=args.max_bad_share
     )
     bad_records = getattr(args, "bad_records", "raise")
+    record_files = StreamedRecordFiles(
+        {prefix: [split.record_reader for split in splits.values()] for _, _, prefix, splits, _ in corpora}
+    )
     streams = []
     for _, _, prefix, splits, _ in corpora:
         if bad_records == "skip":  # unreadable files skipped as read, each record counted and listed
@@ -292,7 +295,13 @@ def load_streaming_training_data(args: argparse.Namespace, extractor, seed: int 
         streams.append(selected)
     records = streams[0] if len(streams) == 1 else interleave_datasets(streams, stopping_strategy="all_exhausted")
     train = stream_training_records(
-        records, extractor, seed=seed, shuffle_buffer=args.shuffle_buffer, report=report, bad_records=bad_records
+        records,
+        extractor,
+        seed=seed,
+        shuffle_buffer=args.shuffle_buffer,
+        report=report,
+        bad_records=bad_records,
+        record_files=record_files,
     )
     train.report = report  # the command logs its summary and writes the final counts when training ends
     protocol = {

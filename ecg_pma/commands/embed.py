@@ -40,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.benchmark import check_lead_set_coverage, embed_lead_set, lead_set_leads, load_benchmark_model
     from ..evaluation.embeddings import evaluation_windows
     from ..training.probe_layers import model_fingerprint
-    from .data_arguments import load_raw_records
+    from .data_arguments import load_raw_records, reading_extractor
 
     encoder, aggregator, loaded, extractor = load_benchmark_model(args.model)
+    extractor = reading_extractor(extractor, args)  # --allow-missing-leads, --nan-policy, ... as every data command
     windows, splits, dropped = evaluation_windows(load_raw_records(args), extractor, args.num_proc, args.short_records)
     check_lead_set_coverage(windows, args.lead_set, encoder.config.lead_names)  # before any encoding
     embeddings = embed_lead_set(

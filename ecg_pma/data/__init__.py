@@ -84,6 +84,7 @@ def load_records(
             num_proc=num_proc,
             sources=sources,
             streaming=streaming,
+            missing=missing,
         )
     if data_format == "wfdb":
         return load_wfdb_folder(

@@ -692,10 +692,10 @@ class StreamReport:
 
     def summary(self) -> list[str]:
         """
-        One line per corpus: what every process read, dropped and skipped, and where the ids are (the protocol
-        entries refreshed to the same totals; under several training processes, the totals the loop set). Worker
-        processes each list the records they met, and a new epoch's workers start afresh: the id files are reduced
-        to each line once here.
+        One line per corpus: what every process read, dropped and skipped, the records missing from the disk (left out
+        before streaming), and where the ids are (the protocol entries refreshed to the same totals; under several
+        training processes, the totals the loop set). Worker processes each list the records they met, and a new
+        epoch's workers start afresh: the id files are reduced to each line once here.
         """
         if self.num_processes == 1:
             self.refresh()
@@ -705,6 +705,7 @@ class StreamReport:
         return [
             f"Corpus {corpus['format']}:{corpus['path']}: "
             + ", ".join(f"{n} {what}" for what, n in corpus["records"].items())
+            + (f", {corpus['missing']} missing" if corpus.get("missing") else "")
             + where
             for corpus in self.corpora
         ]
@@ -741,6 +742,29 @@ def _skipping_rows(items: list, reader: RecordReader, report: StreamReport, reco
                 yield row
 
 
+@dataclasses.dataclass
+class StreamedRecordFiles:
+    """
+    Where a streamed record is, for its error: the split readers (`RecordReader`, the loaders' `record_reader`) of
+    each corpus a stream reads, by record-id prefix (empty for a single corpus). Called only when a record fails:
+    a scan of the listing the readers already hold, nothing kept per record.
+    """
+
+    readers: dict[str, list[RecordReader]]
+
+    def __call__(self, record_id: str) -> str:
+        for prefix, readers in self.readers.items():
+            if not record_id.startswith(prefix):
+                continue
+            name = record_id[len(prefix) :]
+            for reader in readers:
+                for item in reader.items:
+                    files = reader.record_files(item)
+                    if name in files:
+                        return str(files[name])
+        return "?"
+
+
 def stream_training_records(
     records: IterableDataset,
     feature_extractor: EcgPmaFeatureExtractor,
@@ -749,6 +773,7 @@ def stream_training_records(
     augment=None,
     report: StreamReport | None = None,
     bad_records: str = "raise",
+    record_files: StreamedRecordFiles | None = None,
 ) -> IterableDataset:
     """
     A corpus larger than the disk cache: raw records streamed from their source files (a loader's `streaming=True`
@@ -757,7 +782,8 @@ def stream_training_records(
     pass. Records shorter than the window are dropped, counted by `report` (a [`StreamReport`]: its files name them)
     or else named in the log; `bad_records="skip"` skips a record the feature extractor cannot use (counted and
     listed by `report`) instead of stopping. Memory holds the buffer and `STREAM_BATCH_SIZE` records, not the corpus.
-    Crops are a function of `(seed, position in the shuffled stream, record_id)`.
+    Crops are a function of `(seed, position in the shuffled stream, record_id)`. `record_files` (a
+    [`StreamedRecordFiles`]) names a failing record's file in its error, as the cached path does.
     """
     if bad_records not in BAD_RECORD_POLICIES:
         raise ValueError(f"Unknown `bad_records` {bad_records!r}; expected one of {BAD_RECORD_POLICIES}.")
@@ -783,8 +809,10 @@ def stream_training_records(
                     model_rate_rows(extractor, "float64", record_id, signal, sampling_rate, lead_names, labels)
                 )
             except ValueError as error:
+                if record_files is not None:
+                    error = ValueError(f"{error} (file {record_files(record_id)})").with_traceback(error.__traceback__)
                 if bad_records != "skip":
-                    raise
+                    raise error
                 if report is not None:
                     report.skipped(record_id, problem_text(error))
                 else:

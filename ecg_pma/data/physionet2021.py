@@ -9,9 +9,10 @@ import os
 import re
 from pathlib import Path
 
+import datasets
 from datasets import DatasetDict, Sequence, Value
 
-from .records import build_splits, find_records, hash_split, multi_hot, record_features
+from .records import build_splits, find_records, hash_split, multi_hot, record_features, with_missing_records
 
 
 # The 30 diagnoses scored by the 2021 challenge: SNOMED-CT code -> abbreviation (its dx_mapping_scored table).
@@ -102,7 +103,8 @@ def parse_header_comments(comments: list[str]) -> dict[str, str]:
     return fields
 
 
-def read_header_fields(record_path: str) -> dict[str, str]:
+def read_header_fields(record_path: str) -> tuple[dict[str, str], list[str]]:
+    """The header's `# Key: value` comments, and the signal files it names that are not on disk."""
     import wfdb
 
     try:
@@ -111,7 +113,9 @@ def read_header_fields(record_path: str) -> dict[str, str]:
         raise ValueError(
             f"WFDB record {record_path!r}: unreadable header ({type(error).__name__}: {error})."
         ) from error
-    return parse_header_comments(header.comments or [])
+    folder = os.path.dirname(record_path)
+    absent = [name for name in dict.fromkeys(header.file_name or []) if not os.path.exists(os.path.join(folder, name))]
+    return parse_header_comments(header.comments or []), absent
 
 
 def load_physionet2021(
@@ -124,10 +128,13 @@ def load_physionet2021(
     num_proc: int | None = None,
     sources=None,
     streaming: bool = False,
+    missing: str = "raise",
 ) -> DatasetDict:
     """
     Loads every WFDB record below `root` whose header has a `# Dx:` line (with `sources`, only those of the named
-    source databases, told by record-name prefix: see `SOURCE_PREFIXES`).
+    source databases, told by record-name prefix: see `SOURCE_PREFIXES`). A record whose header names a signal file
+    that is not on disk (a partial download) raises naming it, or with `missing="skip"` is left out and carried in the
+    splits' `missing_records` (`{record_id: reason}`), as the other loaders do.
 
     Args:
         label_set: `"scored"`: the challenge's scored classes, by abbreviation (26 when `merge_equivalent`, which
@@ -144,9 +151,14 @@ def load_physionet2021(
     if sources:
         records = select_sources(records, sources, root)
 
-    entries = []
+    if missing not in ("raise", "skip"):
+        raise ValueError(f"`missing` must be 'raise' or 'skip', got {missing!r}.")
+    entries, missing_records = [], {}
     for record_path in records:
-        fields = read_header_fields(record_path)
+        fields, absent = read_header_fields(record_path)
+        if absent:
+            missing_records[Path(record_path).name] = f"signal file {', '.join(absent)} not on disk"
+            continue
         if "dx" not in fields:
             raise ValueError(
                 f"WFDB record {record_path!r}: no '# Dx:' line in the header; is this a challenge record?"
@@ -188,4 +200,17 @@ def load_physionet2021(
     features = record_features(
         12, label_names, {"dx_codes": Sequence(Value("string")), "age": Value("float32"), "sex": Value("string")}
     )
-    return build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
+    if missing_records and missing == "raise":
+        shown = ", ".join(f"{name} ({reason})" for name, reason in list(missing_records.items())[:5])
+        more = f" and {len(missing_records) - 5} more" if len(missing_records) > 5 else ""
+        raise FileNotFoundError(
+            f"PhysioNet 2021 {root}: {len(missing_records)} record(s) whose signal file is not on disk: {shown}{more}. "
+            "Download them, or leave them out with --skip-missing (Python: missing='skip')."
+        )
+    splits = build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
+    if missing_records:
+        datasets.logging.get_logger(__name__).warning(
+            f"PhysioNet 2021 {root}: skipping {len(missing_records)} record(s) whose signal file is not on disk: "
+            f"{list(missing_records)[:10]}"
+        )
+    return with_missing_records(splits, missing_records)
