@@ -125,6 +125,38 @@ def test_code15_splits_by_patient(tmp_path):
     assert len({split for splits in split_of_patient.values() for split in splits}) > 1
 
 
+def test_code15_listing_is_held_once_as_arrays(tmp_path):
+    """
+    What a streamed CODE-15% run keeps of its listing for the whole run (345,779 exams in the real corpus): text cells
+    read as Python strings, not into Arrow's memory pool (which keeps what it allocated after the table is gone), and
+    chunks of arrays that the deep copies `datasets` makes at every concatenate and interleave share instead of
+    copying. `benchmarks/corpus_memory.py` measures what this keeps flat.
+    """
+    import copy
+
+    from datasets import concatenate_datasets, interleave_datasets
+
+    from ecg_pma.data.code15 import ExamChunk
+    from ecg_pma.data.records import read_text_csv
+
+    exams, _ = small_code15(tmp_path / "code15")
+    listing = read_text_csv(tmp_path / "code15" / "exams.csv")
+    # object columns hold Python strings; pandas 3's `dtype=str` gives Arrow-backed ones (dtype `str`)
+    assert set(listing.dtypes) == {np.dtype(object)} and len(listing) == len(exams)
+
+    splits = load_code15(tmp_path / "code15", streaming=True, validation_fraction=0.3, test_fraction=0.3)
+    chunks = [chunk for split in splits.values() for chunk in split.record_reader.items]
+    assert all(isinstance(chunk, ExamChunk) for chunk in chunks)
+    assert sum(len(chunk.positions) for chunk in chunks) == len(exams)
+    assert all(len(column) == len(chunk.positions) for chunk in chunks for column in chunk.exams.values())
+    mixed = interleave_datasets([concatenate_datasets(list(splits.values())), splits["train"]])
+    copied = copy.deepcopy(mixed)
+    assert all(copy.deepcopy(chunk) is chunk for chunk in chunks)
+    assert sorted(row["record_id"] for row in copied.take(len(exams))) == sorted(
+        row["record_id"] for row in mixed.take(len(exams))
+    )
+
+
 def test_code15_second_load_reads_the_cache_and_num_proc_agrees(tmp_path):
     small_code15(tmp_path / "code15")
     first = load_code15(tmp_path / "code15", cache_dir=tmp_path / "cache")

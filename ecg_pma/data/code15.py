@@ -13,6 +13,7 @@ repository README; its data/README lists aVL, aVF, aVR instead — `lead_names` 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,9 @@ from .records import (
     cache_split,
     file_signature,
     hash_split,
-    multi_hot,
     path_inside,
     read_listing,
+    read_text_csv,
     record_features,
     stream_splits,
     with_missing_records,
@@ -83,17 +84,21 @@ def open_tracings(path: str, need_exam_ids: bool):
     return handle, tracings, exam_ids
 
 
-def exam_columns(rows: list[dict]) -> dict[str, np.ndarray]:
+def code_exams(
+    record_ids, patient_ids, labels: np.ndarray, ages: np.ndarray, is_male: np.ndarray
+) -> dict[str, np.ndarray]:
     """
-    The exams' metadata rows as one array per field: what a chunk carries. `datasets` hashes every chunk to key its
-    cache, object by object: arrays hash in one piece, where a dict per exam took a tenth of a millisecond each.
+    The exams' metadata as one array per field (what a chunk carries): `labels` `(exams, 6)` 0/1, `ages` NaN where
+    unknown, `is_male` 1 / 0 / -1 where unknown. Arrays, not a dict per exam: `datasets` hashes every chunk to key its
+    cache, and arrays hash in one piece; and a corpus's listing (CODE-15%: 345,779 exams) stays a few arrays for the
+    whole run, where Python objects per exam left ~0.7 KB an exam of fragmented heap behind them.
     """
     return {
-        "record_id": np.array([row["record_id"] for row in rows], dtype=str),
-        "patient_id": np.array([row["patient_id"] for row in rows], dtype=str),
-        "labels": np.array([row["labels"] for row in rows], dtype=np.float32).reshape(len(rows), len(CODE_LABELS)),
-        "age": np.array([np.nan if row["age"] is None else row["age"] for row in rows], dtype=np.float64),
-        "is_male": np.array([-1 if row["is_male"] is None else int(row["is_male"]) for row in rows], dtype=np.int8),
+        "record_id": np.asarray(record_ids, dtype=str),
+        "patient_id": np.asarray(patient_ids, dtype=str),
+        "labels": np.asarray(labels, dtype=np.float32).reshape(len(labels), len(CODE_LABELS)),
+        "age": np.asarray(ages, dtype=np.float64),
+        "is_male": np.asarray(is_male, dtype=np.int8),
     }
 
 
@@ -111,22 +116,40 @@ def exam_row(columns: dict[str, np.ndarray], index: int) -> dict:
     }
 
 
-def _generate_code_rows(chunks: list[dict], lead_names: list[str]):
-    """Rows of one or more chunks, each `{"file", "positions", "exams"}` (`exam_columns`) of exams in one HDF5 file."""
+@dataclass(frozen=True)
+class ExamChunk:
+    """
+    Exams of one HDF5 file read as one piece of work: their `positions` in `file` and their metadata (`code_exams`).
+    `signature` (the file's size and modification time) keys the Arrow cache, so an edited file is read again.
+    """
+
+    file: str
+    signature: str
+    positions: np.ndarray
+    exams: dict[str, np.ndarray]
+
+    def __deepcopy__(self, memo) -> ExamChunk:
+        # read-only: `datasets` deep-copies a stream's arguments at every concatenate and interleave, which for a
+        # corpus of 345,779 exams meant a copy of its listing each time, and fragmented memory once the old was freed
+        return self
+
+
+def _generate_code_rows(chunks: list[ExamChunk], lead_names: list[str]):
+    """Rows of one or more chunks of exams, each of one HDF5 file."""
     for chunk in chunks:
-        positions = np.asarray(chunk["positions"])
+        positions = np.asarray(chunk.positions)
         order = np.argsort(positions)  # h5py reads a list of rows in increasing order
         for start in range(0, len(order), READ_BATCH):
             batch = order[start : start + READ_BATCH]
             # the file is closed again before any row is yielded: an iterator left unfinished holds no open HDF5
             # file, which Python would otherwise close at exit after h5py's module is torn down ("Exception ignored
             # ... TypeError: bad operand type for unary ~: 'NoneType'"); an open costs ~1 ms, a batch's read more
-            handle, tracings, _ = open_tracings(chunk["file"], need_exam_ids=False)
+            handle, tracings, _ = open_tracings(chunk.file, need_exam_ids=False)
             with handle:
                 signals = tracings[positions[batch].tolist()]
             for signal, index in zip(signals, batch):
-                row = exam_row(chunk["exams"], index)
-                where = f"CODE HDF5 file {chunk['file']!r}, exam {row['record_id']}"
+                row = exam_row(chunk.exams, index)
+                where = f"CODE HDF5 file {chunk.file!r}, exam {row['record_id']}"
                 # NaN samples are kept: the feature extractor's `nan_policy` and dead-lead rule decide
                 yield {
                     **row,
@@ -136,14 +159,16 @@ def _generate_code_rows(chunks: list[dict], lead_names: list[str]):
                 }
 
 
-def chunk_record_files(chunk: dict) -> dict[str, str]:
+def chunk_record_files(chunk: ExamChunk) -> dict[str, str]:
     """The exams of one chunk with their file (what is skipped when it cannot be read)."""
-    return dict.fromkeys((str(record_id) for record_id in chunk["exams"]["record_id"]), str(chunk["file"]))
+    return dict.fromkeys((str(record_id) for record_id in chunk.exams["record_id"]), str(chunk.file))
 
 
 def build_code_splits(
-    rows_by_file: dict[str, list[tuple[int, dict]]],
-    split_of,
+    exams: dict[str, np.ndarray],
+    rows_by_file: dict[str, np.ndarray],
+    positions: np.ndarray,
+    splits: np.ndarray,
     features,
     lead_names,
     cache_dir=None,
@@ -152,27 +177,23 @@ def build_code_splits(
     streaming: bool = False,
 ) -> DatasetDict:
     """
-    `{hdf5 path: [(position in the file, row), ...]}` -> one Arrow-cached `Dataset` per split. Work is cut into chunks
-    of `chunk_size` exams of one file (what `num_proc` processes share); each chunk carries its file's size and
-    modification time, so an edited file is read again.
+    The exams (`code_exams`), each at `positions[row]` of the HDF5 file whose `rows_by_file` entry lists it, in split
+    `splits[row]` -> one Arrow-cached `Dataset` per split. Work is cut into chunks of `chunk_size` exams of one file
+    (what `num_proc` processes share); each chunk carries its file's size and modification time, so an edited file is
+    read again.
     """
     if num_proc and num_proc > 1:  # at least one chunk per process
-        total = sum(len(entries) for entries in rows_by_file.values())
+        total = sum(len(rows) for rows in rows_by_file.values())
         chunk_size = min(chunk_size, max(READ_BATCH, -(-total // num_proc)))
-    chunks_by_split: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    for path, entries in rows_by_file.items():
+    chunks_by_split: dict[str, list[ExamChunk]] = {split: [] for split in SPLITS}
+    for path, rows in rows_by_file.items():
         signature = file_signature(path)
         for split in SPLITS:
-            selected = [(position, row) for position, row in entries if split_of(row) == split]
+            selected = rows[splits[rows] == split]
             for start in range(0, len(selected), chunk_size):
                 part = selected[start : start + chunk_size]
                 chunks_by_split[split].append(
-                    {
-                        "file": path,
-                        "signature": signature,
-                        "positions": np.array([position for position, _ in part], dtype=np.int64),
-                        "exams": exam_columns([row for _, row in part]),
-                    }
+                    ExamChunk(path, signature, positions[part], {name: column[part] for name, column in exams.items()})
                 )
     if streaming:
         return stream_splits(
@@ -198,24 +219,53 @@ def build_code_splits(
 LABEL_VALUES = {"0": False, "false": False, "0.0": False, "1": True, "true": True, "1.0": True}
 
 
+def per_distinct_cell(column: pd.Series, read) -> np.ndarray:
+    """
+    `read(cell.strip())` of every cell of a text column, computed once per distinct cell: a listing of 345,779 exams
+    has a handful of distinct label or sex cells, and a new string per cell would leave its memory fragmented for the
+    rest of the run.
+    """
+    codes, distinct = pd.factorize(column)
+    return np.asarray([read(str(cell).strip()) for cell in distinct])[codes]
+
+
+def text_cells(column: pd.Series) -> np.ndarray:
+    """A text column as a fixed-width string array, each cell stripped (no Python string per cell)."""
+    return np.char.strip(column.to_numpy(dtype=str))
+
+
 def label_matrix(table: pd.DataFrame, source: str) -> np.ndarray:
     """`(rows, 6)` booleans from the label columns (0/1 or True/False); an error names the first other value's row."""
-    values = table[list(CODE_LABELS)].apply(lambda column: column.str.strip().str.lower())
-    unknown = ~values.isin(list(LABEL_VALUES))
-    if unknown.to_numpy().any():
-        position, index = (int(i) for i in np.argwhere(unknown.to_numpy())[0])
-        name = CODE_LABELS[index]
+    values = np.stack([per_distinct_cell(table[name], str.lower) for name in CODE_LABELS], axis=1)
+    unknown = ~np.isin(values, list(LABEL_VALUES))
+    if unknown.any():
+        position, index = (int(i) for i in np.argwhere(unknown)[0])
         raise ValueError(
-            f"{source}, row {position + 2}: label {name} is {values[name].iloc[position]!r}; expected 0/1 or "
-            "True/False."
+            f"{source}, row {position + 2}: label {CODE_LABELS[index]} is {str(values[position, index])!r}; expected "
+            "0/1 or True/False."
         )
-    return values.isin([value for value, positive in LABEL_VALUES.items() if positive]).to_numpy()
+    return np.isin(values, [value for value, positive in LABEL_VALUES.items() if positive])
 
 
-def optional_floats(column: pd.Series) -> list[float | None]:
-    """A CSV column as numbers, empty or unreadable cells as None."""
-    numbers = pd.to_numeric(column, errors="coerce")
-    return [None if pd.isna(number) else float(number) for number in numbers]
+def optional_numbers(column: pd.Series) -> np.ndarray:
+    """A CSV column as float64, empty or unreadable cells as NaN."""
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def positions_in_file(file_exam_ids: np.ndarray, listed: np.ndarray, path: str, exams_csv: Path, rows: np.ndarray):
+    """
+    Where each `listed` exam id (the listing's rows `rows`) is in an HDF5 file whose `exam_id` dataset is
+    `file_exam_ids`; an exam the file lacks is an error naming it and its row.
+    """
+    file_ids = np.asarray(file_exam_ids).astype(np.int64).astype(str)
+    order = np.argsort(file_ids)
+    found = np.searchsorted(file_ids, listed, sorter=order).clip(max=max(len(order) - 1, 0))
+    positions = order[found] if len(order) else np.zeros(len(listed), dtype=np.int64)
+    absent = np.flatnonzero(file_ids[positions] != listed) if len(order) else np.arange(len(listed))
+    if len(absent):
+        first = absent[0]
+        raise ValueError(f"CODE-15%: exam {listed[first]} ({exams_csv}, row {rows[first] + 2}) is not in {path}.")
+    return positions.astype(np.int64)
 
 
 def load_code15(
@@ -240,69 +290,61 @@ def load_code15(
     """
     root = Path(root)
     exams_csv = root / "exams.csv"
-    table = read_listing(exams_csv, "CODE-15%", EXAMS_COLUMNS, key="exam_id", items="exams")
-
-    labels = label_matrix(table, str(exams_csv))
-    exam_id_of = table["exam_id"].str.strip().tolist()
-    patient_id_of = table["patient_id"].str.strip().tolist()
-    age_of = optional_floats(table["age"])
-    is_male_of = table["is_male"].str.strip().str.lower().isin(["true", "1"]).tolist()
     if missing not in ("raise", "skip"):
         raise ValueError(f"`missing` must be 'raise' or 'skip', got {missing!r}.")
-    rows_by_file: dict[str, list[tuple[int, dict]]] = {}
+
+    table = read_listing(exams_csv, "CODE-15%", EXAMS_COLUMNS, key="exam_id", items="exams")
+    exams = code_exams(
+        text_cells(table["exam_id"]),
+        text_cells(table["patient_id"]),
+        label_matrix(table, str(exams_csv)),
+        optional_numbers(table["age"]),
+        per_distinct_cell(table["is_male"], lambda cell: cell.lower() in ("true", "1")),
+    )
+    rows_of_file = table.groupby("trace_file", sort=True).indices
+    del table  # what follows holds arrays only
+
+    positions = np.zeros(len(exams["record_id"]), dtype=np.int64)
+    rows_by_file: dict[str, np.ndarray] = {}
     absent: dict[str, str] = {}
-    for trace_file, group in table.groupby("trace_file", sort=True):
+    for trace_file, rows in rows_of_file.items():
         path = path_inside(root, trace_file, f"{exams_csv}, trace_file")
         try:
             if not os.path.exists(path):
                 raise FileNotFoundError(
-                    f"CODE-15%: {exams_csv} lists {len(group)} exam(s) in {path}, which is not on disk. Download it, "
+                    f"CODE-15%: {exams_csv} lists {len(rows)} exam(s) in {path}, which is not on disk. Download it, "
                     "or leave its exams out with --skip-missing (Python: missing='skip')."
                 )
-            handle, _, exam_ids = open_tracings(path, need_exam_ids=True)
+            handle, _, file_exam_ids = open_tracings(path, need_exam_ids=True)
         except (FileNotFoundError, ValueError) as error:
             if missing != "skip" and isinstance(error, FileNotFoundError):
                 raise
             if missing != "skip":  # most often a download cut short
                 raise ValueError(
-                    f"CODE-15%: {exams_csv} lists {len(group)} exam(s) in {path}, which cannot be read: {error} Download "
+                    f"CODE-15%: {exams_csv} lists {len(rows)} exam(s) in {path}, which cannot be read: {error} Download "
                     "it again, or leave its exams out with --skip-missing (Python: missing='skip')."
                 ) from error
             # a partial download: an absent part file, or one cut short (h5py cannot open a truncated file)
-            reason = "not on disk" if isinstance(error, FileNotFoundError) else f"unreadable: {error}"
-            absent.update({exam_id_of[position]: f"{path}: {reason}" for position in group.index})
-            logger.warning(f"CODE-15%: skipping the {len(group)} exam(s) of {path}: {reason}")
+            reason = f"{path}: " + ("not on disk" if isinstance(error, FileNotFoundError) else f"unreadable: {error}")
+            absent.update(dict.fromkeys(exams["record_id"][rows].tolist(), reason))
+            logger.warning(f"CODE-15%: skipping the {len(rows)} exam(s) of {reason}")
             continue
         handle.close()
-        position_of = {str(int(exam_id)): position for position, exam_id in enumerate(exam_ids)}
-        entries = []
-        for position in group.index:
-            exam_id = exam_id_of[position]
-            if exam_id not in position_of:
-                raise ValueError(f"CODE-15%: exam {exam_id} ({exams_csv}, row {position + 2}) is not in {path}.")
-            label_ids = np.flatnonzero(labels[position]).tolist()
-            entries.append(
-                (
-                    position_of[exam_id],
-                    {
-                        "record_id": exam_id,
-                        "labels": multi_hot(label_ids, len(CODE_LABELS)),
-                        "label_ids": label_ids,
-                        "patient_id": patient_id_of[position],
-                        "age": age_of[position],
-                        "is_male": is_male_of[position],
-                    },
-                )
-            )
-        rows_by_file[path] = entries
+        positions[rows] = positions_in_file(file_exam_ids, exams["record_id"][rows], path, exams_csv, rows)
+        rows_by_file[path] = rows
+    # the split is drawn once per patient: a corpus lists several exams of most patients
+    patients, patient_of_row = np.unique(exams["patient_id"], return_inverse=True)
+    patient_splits = [hash_split(f"patient-{patient}", validation_fraction, test_fraction) for patient in patients]
     features = record_features(
         len(lead_names),
         CODE_LABELS,
         {"patient_id": Value("string"), "age": Value("float32"), "is_male": Value("bool")},
     )
     splits = build_code_splits(
+        exams,
         rows_by_file,
-        lambda row: hash_split(f"patient-{row['patient_id']}", validation_fraction, test_fraction),
+        positions,
+        np.asarray(patient_splits, dtype=str)[patient_of_row],
         features,
         lead_names,
         cache_dir=cache_dir,
@@ -336,12 +378,12 @@ def load_code_test(
     labels_path = Path(path_inside(root, annotations, "CODE-test annotations"))
     if not labels_path.is_file():
         raise FileNotFoundError(f"CODE-test: no annotation file {labels_path}.")
-    labels = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
+    labels = read_text_csv(labels_path)
     absent = [name for name in CODE_LABELS if name not in labels.columns]
     if absent:
         raise ValueError(f"{labels_path}: no column(s) {absent} (columns: {list(labels.columns)}).")
     attributes_path = root / "attributes.csv"
-    attributes = pd.read_csv(attributes_path, dtype=str, keep_default_na=False) if attributes_path.is_file() else None
+    attributes = read_text_csv(attributes_path) if attributes_path.is_file() else None
     handle, tracings, _ = open_tracings(str(hdf5_path), need_exam_ids=False)
     num_exams = tracings.shape[0]
     handle.close()
@@ -351,35 +393,28 @@ def load_code_test(
     if split is not None and split not in SPLITS:
         raise ValueError(f"CODE-test `split` must be one of {SPLITS} or None, got {split!r}.")
 
-    label_rows = label_matrix(labels, str(labels_path))
-    ages = optional_floats(attributes["age"]) if attributes is not None else [None] * num_exams
-    sexes = attributes["sex"].str.strip().tolist() if attributes is not None else [""] * num_exams
-    entries = []
-    for position in range(num_exams):
-        label_ids = np.flatnonzero(label_rows[position]).tolist()
-        sex = sexes[position]
-        entries.append(
-            (
-                position,
-                {
-                    "record_id": f"code-test-{position:04d}",
-                    "labels": multi_hot(label_ids, len(CODE_LABELS)),
-                    "label_ids": label_ids,
-                    "patient_id": f"code-test-{position:04d}",
-                    "age": ages[position],
-                    "is_male": sex.upper() == "M" if sex else None,
-                },
-            )
-        )
+    record_ids = np.char.mod("code-test-%04d", np.arange(num_exams))  # every exam is another patient
+    sex_codes = {"": -1, "M": 1}  # anything else (F) is 0
+    exams = code_exams(
+        record_ids,
+        record_ids,
+        label_matrix(labels, str(labels_path)),
+        optional_numbers(attributes["age"]) if attributes is not None else np.full(num_exams, np.nan),
+        per_distinct_cell(attributes["sex"], lambda cell: sex_codes.get(cell.upper(), 0))
+        if attributes is not None
+        else np.full(num_exams, -1),
+    )
     features = record_features(
         len(lead_names),
         CODE_LABELS,
         {"patient_id": Value("string"), "age": Value("float32"), "is_male": Value("bool")},
     )
-    split_of = (lambda row: split) if split is not None else (lambda row: hash_split(row["record_id"]))
+    splits = [split] * num_exams if split is not None else [hash_split(record_id) for record_id in record_ids]
     return build_code_splits(
-        {str(hdf5_path): entries},
-        split_of,
+        exams,
+        {str(hdf5_path): np.arange(num_exams)},
+        np.arange(num_exams),
+        np.asarray(splits, dtype=str),
         features,
         lead_names,
         cache_dir=cache_dir,

@@ -20,12 +20,19 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from datasets import DatasetDict, Value
 from datasets.utils import logging
 
 from .folds import stratified_folds
-from .records import build_splits, check_missing, find_records, multi_hot, record_features, with_missing_records
+from .records import (
+    build_splits,
+    check_missing,
+    find_records,
+    multi_hot,
+    read_text_csv,
+    record_features,
+    with_missing_records,
+)
 
 
 # REFERENCE.csv codes 1-9, in order (the challenge's class names).
@@ -53,7 +60,7 @@ def find_reference(root: Path) -> Path:
 
 def read_reference(path: Path) -> dict[str, list[int]]:
     """`REFERENCE.csv` -> `{record: [class index 0-8, ...]}` in file order; errors name the row and the value."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_text_csv(path)
     absent = [column for column in REFERENCE_COLUMNS[:2] if column not in table.columns]
     if absent:
         raise ValueError(f"{path}: no column(s) {absent} (columns: {list(table.columns)}).")

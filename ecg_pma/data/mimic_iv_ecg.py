@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pandas as pd
 from datasets import DatasetDict, Value
 
 from .records import (
@@ -18,6 +17,7 @@ from .records import (
     multi_hot,
     path_inside,
     read_listing,
+    read_text_csv,
     record_features,
     with_missing_records,
 )
@@ -31,7 +31,7 @@ def report_statements(root: Path, study_ids: list[str]) -> dict[str, list[str]]:
     path = root / "machine_measurements.csv"
     if not path.is_file():
         raise FileNotFoundError(f"MIMIC-IV-ECG: report labels asked for, but there is no {path}.")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_text_csv(path)
     columns = [column for column in table.columns if column.startswith("report_")]
     if "study_id" not in table.columns or not columns:
         raise ValueError(f"{path}: expected `study_id` and `report_N` columns (columns: {list(table.columns)}).")

@@ -15,6 +15,7 @@ from .records import (
     hash_split,
     multi_hot,
     path_inside,
+    read_text_csv,
     record_features,
     with_missing_records,
 )
@@ -52,7 +53,7 @@ def load_wfdb_folder(
             {record_column: [str(Path(path).relative_to(root)) for path in records], labels_column: ""}
         )
     else:
-        table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+        table = read_text_csv(labels_csv)
         for column in (record_column, labels_column):
             if column not in table.columns:
                 raise ValueError(f"{labels_csv}: no column {column!r} (columns: {list(table.columns)}).")
