@@ -206,17 +206,23 @@ def test_pretrain_skips_a_truncated_part_file_counting_and_listing_its_exams(tru
     assert (output / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("streaming", [False, True])
-def test_a_missing_mimic_study_is_left_out_counted_and_listed(tmp_path, streaming):
-    """A MIMIC-IV-ECG study listed in record_list.csv whose folder is not on disk, through pretrain's data path with
-    --skip-missing: counted as missing in pretraining_data.json's entry and the log's line, listed with its reason."""
+@pytest.mark.parametrize(("streaming", "lost"), [(False, "folder"), (True, "folder"), (False, "signal file")])
+def test_a_missing_mimic_study_is_left_out_counted_and_listed(tmp_path, streaming, lost):
+    """A MIMIC-IV-ECG study listed in record_list.csv whose folder, or only whose signal file (a download cut short),
+    is not on disk, through pretrain's data path with --skip-missing: counted as missing in pretraining_data.json's
+    entry and the log's line, listed with its reason."""
     import shutil
 
     from ecg_pma.cli import build_parser
     from ecg_pma.commands.data_arguments import load_pretraining_data, load_streaming_training_data
 
     write_mimic(tmp_path / "mimic", MIMIC_STUDIES)
-    shutil.rmtree(next((tmp_path / "mimic").glob(f"files/*/*/s{TRUNCATED_STUDY}")))
+    study = next((tmp_path / "mimic").glob(f"files/*/*/s{TRUNCATED_STUDY}"))
+    if lost == "folder":
+        shutil.rmtree(study)
+    else:
+        (dat,) = study.glob("*.dat")
+        dat.unlink()
     arguments = [
         "pretrain", "--data", tmp_path / "mimic", "--data-format", "mimic-iv-ecg", "--all-splits", "--skip-missing",
         "--max-bad-share", "0.5", "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "cache",
@@ -230,7 +236,9 @@ def test_a_missing_mimic_study_is_left_out_counted_and_listed(tmp_path, streamin
     assert corpus["missing"] == 1
     with open(tmp_path / "out" / "skipped_records.csv") as handle:
         (listed,) = list(csv.DictReader(handle))
-    assert (listed["record_id"], listed["reason"]) == (TRUNCATED_STUDY, "missing: not on disk")
+    reason = f"{TRUNCATED_STUDY}.hea not on disk" if lost == "folder" else f"signal file {TRUNCATED_STUDY}.dat of "
+    assert listed["record_id"] == TRUNCATED_STUDY and listed["reason"].startswith("missing: "), listed
+    assert reason in listed["reason"] and str(study) in listed["reason"], listed
     if streaming:
         assert sorted(row["record_id"] for row in train) == sorted(
             study for studies in MIMIC_STUDIES.values() for study in studies if study != TRUNCATED_STUDY

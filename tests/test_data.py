@@ -56,7 +56,9 @@ def test_ptbxl_record_labels_follow_the_benchmark(statements):
 
 def test_ptbxl_missing_records_raise_unless_skipped(tmp_path):
     root = shared_data_dir("ptbxl-mini")
-    with pytest.raises(FileNotFoundError, match=r"5 record\(s\) listed but not on disk: 2 \(.*00002_lr.hea\)"):
+    with pytest.raises(
+        FileNotFoundError, match=r"5 record\(s\) listed but not on disk: 2 \(.*00002_lr.hea not on disk\)"
+    ):
         load_ptbxl(root, sampling_rate=100, cache_dir=tmp_path)
     dataset = load_ptbxl(root, sampling_rate=100, label_set="superdiagnostic", missing="skip", cache_dir=tmp_path)
     assert [len(dataset[split]) for split in ("train", "validation", "test")] == [1, 0, 0]
@@ -189,7 +191,14 @@ def break_record(folder, name: str, how: str) -> None:
             )
         ),
         # load_physionet2021 tells it before reading: test_physionet2021_records_without_their_signal_file
-        (load_wfdb_folder, "missing signal file", FileNotFoundError, r"E07501': signal file missing"),
+        # found before any record is read, as a partial download, with the option that leaves it out
+        (
+            load_wfdb_folder,
+            "missing signal file",
+            FileNotFoundError,
+            r"E07501 \(signal file E07501\.mat of "
+            r".*E07501 not on disk\)\. Download them, or leave them out with --skip-missing",
+        ),
     ],
 )
 def test_a_bad_record_raises_its_own_error_not_datasets_generic_one(tmp_path, load, how, error, message):

@@ -125,7 +125,7 @@ def load_cpsc2018(
             "Challenge 2020 or 2021, `cpsc_2018`)."
         )
     paths = {name: on_disk.get(name, str(root / name)) for name in references}
-    absent = set(check_missing(paths, missing, f"CPSC 2018 ({reference_path})"))
+    absent = check_missing(paths, missing, f"CPSC 2018 ({reference_path})")
     unlisted = sorted(set(on_disk) - set(references))
     if unlisted:
         logger.warning(f"CPSC 2018: {len(unlisted)} record(s) below {root} not in {reference_path} left out.")
@@ -147,4 +147,4 @@ def load_cpsc2018(
         )
     features = record_features(12, CPSC2018_CLASSES, {"strat_fold": Value("int32")})
     splits = build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
-    return with_missing_records(splits, {name: f"{paths[name]}.hea not on disk" for name in absent})
+    return with_missing_records(splits, absent)

@@ -68,8 +68,8 @@ def load_mimic_iv_ecg(
         study_id: path_inside(root, relative, f"{listing}, row {row + 2} (path)")
         for row, (study_id, relative) in enumerate(zip(table["study_id"], table["path"]))
     }
-    skipped = set(check_missing(paths, missing, f"MIMIC-IV-ECG {root}"))
-    kept = table[~table["study_id"].isin(skipped)]
+    skipped = check_missing(paths, missing, f"MIMIC-IV-ECG {root}")
+    kept = table[~table["study_id"].isin(list(skipped))]
     statements = report_statements(root, list(kept["study_id"])) if report_labels else {}
     label_names = sorted({text for texts in statements.values() for text in texts})
     label_index = {name: i for i, name in enumerate(label_names)}

@@ -113,7 +113,7 @@ def load_ptbxl(
         )
         for ecg_id in database.index
     }
-    absent = set(check_missing(paths, missing, f"PTB-XL at {root} ({sampling_rate} Hz)"))
+    absent = check_missing(paths, missing, f"PTB-XL at {root} ({sampling_rate} Hz)")
     rows_by_split: dict[str, list[dict]] = {split: [] for split in ("train", "validation", "test")}
     unlabeled = 0
     for ecg_id, entry in database.iterrows():

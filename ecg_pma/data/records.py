@@ -251,16 +251,42 @@ def with_missing_records(splits, missing_records) -> DatasetDict | IterableDatas
     return splits
 
 
-def check_missing(paths: dict[str, str], missing: str, what: str) -> list[str]:
+def absent_signal_files(record_path: str) -> list[str]:
     """
-    Records whose header or signal files are absent. `missing="raise"` (default) raises listing them;
-    `missing="skip"` returns them so the caller leaves them out (and logs how many).
+    The signal files a WFDB record's header names that are not on disk (a download cut short). A signal file named
+    as the record (`.dat`, `.mat`: every corpus the package reads) is found by one look at the disk, without reading
+    the header; only other records have theirs read.
+    """
+    import wfdb
+
+    if any(os.path.exists(record_path + suffix) for suffix in SIGNAL_SUFFIXES):
+        return []
+    try:
+        header = wfdb.rdheader(record_path)
+    except Exception as error:  # wfdb raises bare ValueErrors and IndexErrors on a malformed header
+        raise ValueError(
+            f"WFDB record {record_path!r}: unreadable header ({type(error).__name__}: {error})."
+        ) from error
+    folder = os.path.dirname(record_path)
+    names = dict.fromkeys(getattr(header, "file_name", None) or [])  # a multi-segment header names none
+    return [name for name in names if not os.path.exists(os.path.join(folder, name))]
+
+
+def check_missing(paths: dict[str, str], missing: str, what: str) -> dict[str, str]:
+    """
+    Records whose header or signal files are absent (`{record_id: reason}`). `missing="raise"` (default) raises
+    listing them; `missing="skip"` returns them so the caller leaves them out (and logs how many).
     """
     if missing not in ("raise", "skip"):
         raise ValueError(f"`missing` must be 'raise' or 'skip', got {missing!r}.")
-    absent = [record_id for record_id, path in paths.items() if not os.path.exists(path + ".hea")]
+    absent = {}
+    for record_id, path in paths.items():
+        if not os.path.exists(path + ".hea"):
+            absent[record_id] = f"{path}.hea not on disk"
+        elif signal_files := absent_signal_files(path):
+            absent[record_id] = f"signal file {', '.join(signal_files)} of {path} not on disk"
     if absent and missing == "raise":
-        shown = ", ".join(f"{record_id} ({paths[record_id]}.hea)" for record_id in absent[:5])
+        shown = ", ".join(f"{record_id} ({reason})" for record_id, reason in list(absent.items())[:5])
         more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
         raise FileNotFoundError(
             f"{what}: {len(absent)} record(s) listed but not on disk: {shown}{more}. Download them, or leave them "
@@ -268,7 +294,7 @@ def check_missing(paths: dict[str, str], missing: str, what: str) -> list[str]:
         )
     if absent:
         datasets.logging.get_logger(__name__).warning(
-            f"{what}: skipping {len(absent)} record(s) not on disk: {absent[:10]}"
+            f"{what}: skipping {len(absent)} record(s) not on disk: {list(absent)[:10]}"
         )
     return absent
 

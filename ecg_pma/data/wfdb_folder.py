@@ -72,7 +72,7 @@ def load_wfdb_folder(
         record: path_inside(root, record, f"{labels_csv or root}, row {row + 2} ({record_column})")
         for row, record in enumerate(table[record_column])
     }
-    absent = set(check_missing(paths, missing, f"WFDB folder {root}"))
+    absent = check_missing(paths, missing, f"WFDB folder {root}")
 
     rows_by_split: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
     for position, record in enumerate(table[record_column]):
