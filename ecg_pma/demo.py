@@ -6,7 +6,9 @@ heads, compare them, save the PMA classifier, reload it with the Auto classes an
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -23,6 +25,21 @@ from .serving.inference import predict_records
 from .serving.loading import decision_thresholds
 from .training.finetune import finetune, load_classifier, reference_training_arguments
 from .training.pretrain import PretrainingArguments, pretrain
+
+
+@contextlib.contextmanager
+def new_heads_unannounced():
+    """
+    Within it, loading a probe onto the pre-trained encoder does not warn that its gate and head are new: the demo
+    creates them on purpose and trains them at once, and the warning would break up its five printed steps.
+    """
+    modeling_logger = logging.getLogger(EcgPmaForPreTraining.__module__)
+    level = modeling_logger.level
+    modeling_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        modeling_logger.setLevel(level)
 
 
 def run_demo(
@@ -89,7 +106,8 @@ def run_demo(
     comparison = {}
     for aggregation in ("last", "ppa", "pma"):
         set_seed(seed)
-        model = load_classifier(pretrained_dir, labels, aggregation=aggregation, head_type="linear")
+        with new_heads_unannounced():
+            model = load_classifier(pretrained_dir, labels, aggregation=aggregation, head_type="linear")
         args = reference_training_arguments(
             "probe",
             str(output_dir / f"probe-{aggregation}"),
