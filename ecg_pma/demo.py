@@ -80,6 +80,8 @@ def run_demo(
     config = EcgPmaConfig.from_preset("tiny", pretraining_aggregation="ipa")
     extractor = EcgPmaFeatureExtractor.from_model_config(config)
     windows = extract_features(raw, extractor, window_mode="sliding")
+    # batches of 32, or the whole training set where it is smaller (`--data` on the 40-record challenge sample: 29)
+    batch_size = min(32, len(windows["train"]))
 
     pretrained_dir = output_dir / "pretrained"
     result = pretrain(
@@ -87,7 +89,7 @@ def run_demo(
         windows["train"],
         PretrainingArguments(
             output_dir=str(pretrained_dir),
-            per_device_batch_size=32,
+            per_device_batch_size=batch_size,
             max_steps=pretrain_steps,
             warmup_steps=pretrain_steps // 10,
             base_learning_rate=1e-2,  # a short run: lr 1.25e-3 at batch 32
@@ -112,7 +114,7 @@ def run_demo(
             "probe",
             str(output_dir / f"probe-{aggregation}"),
             num_train_epochs=probe_epochs,
-            per_device_train_batch_size=32,
+            per_device_train_batch_size=batch_size,
             learning_rate=3e-3,
             seed=seed,
         )

@@ -306,3 +306,24 @@ def test_the_simulated_records_load_as_the_readme_says(readme_run):
     assert (
         folder / "sim00000.hea"
     ).exists() and "sim00000" in record_ids  # "`data/simulated/sim00000` is a record path"
+
+
+def test_every_ecg_pma_name_the_readme_spells_out_exists():
+    """`ecg_pma.x.y` in the README is a module or an attribute a newcomer can import, or a folder of the package."""
+    import importlib
+
+    names = sorted(set(re.findall(r"`(ecg_pma(?:\.\w+)+)", README)))
+    assert len(names) >= 10
+    for name in names:
+        parts = name.split(".")
+        if (REPO_ROOT.joinpath(*parts)).is_dir():
+            continue
+        for end in range(len(parts), 0, -1):
+            try:
+                found = importlib.import_module(".".join(parts[:end]))
+                break
+            except ModuleNotFoundError:
+                continue
+        for attribute in parts[end:]:
+            assert hasattr(found, attribute), f"README.md names `{name}`, which does not exist"
+            found = getattr(found, attribute)
