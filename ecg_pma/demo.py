@@ -6,7 +6,9 @@ heads, compare them, save the PMA classifier, reload it with the Auto classes an
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -23,6 +25,21 @@ from .serving.inference import predict_records
 from .serving.loading import decision_thresholds
 from .training.finetune import finetune, load_classifier, reference_training_arguments
 from .training.pretrain import PretrainingArguments, pretrain
+
+
+@contextlib.contextmanager
+def new_heads_unannounced():
+    """
+    Within it, loading a probe onto the pre-trained encoder does not warn that its gate and head are new: the demo
+    creates them on purpose and trains them at once, and the warning would break up its five printed steps.
+    """
+    modeling_logger = logging.getLogger(EcgPmaForPreTraining.__module__)
+    level = modeling_logger.level
+    modeling_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        modeling_logger.setLevel(level)
 
 
 def run_demo(
@@ -63,6 +80,8 @@ def run_demo(
     config = EcgPmaConfig.from_preset("tiny", pretraining_aggregation="ipa")
     extractor = EcgPmaFeatureExtractor.from_model_config(config)
     windows = extract_features(raw, extractor, window_mode="sliding")
+    # batches of 32, or the whole training set where it is smaller (`--data` on the 40-record challenge sample: 29)
+    batch_size = min(32, len(windows["train"]))
 
     pretrained_dir = output_dir / "pretrained"
     result = pretrain(
@@ -70,7 +89,7 @@ def run_demo(
         windows["train"],
         PretrainingArguments(
             output_dir=str(pretrained_dir),
-            per_device_batch_size=32,
+            per_device_batch_size=batch_size,
             max_steps=pretrain_steps,
             warmup_steps=pretrain_steps // 10,
             base_learning_rate=1e-2,  # a short run: lr 1.25e-3 at batch 32
@@ -89,12 +108,13 @@ def run_demo(
     comparison = {}
     for aggregation in ("last", "ppa", "pma"):
         set_seed(seed)
-        model = load_classifier(pretrained_dir, labels, aggregation=aggregation, head_type="linear")
+        with new_heads_unannounced():
+            model = load_classifier(pretrained_dir, labels, aggregation=aggregation, head_type="linear")
         args = reference_training_arguments(
             "probe",
             str(output_dir / f"probe-{aggregation}"),
             num_train_epochs=probe_epochs,
-            per_device_train_batch_size=32,
+            per_device_train_batch_size=batch_size,
             learning_rate=3e-3,
             seed=seed,
         )

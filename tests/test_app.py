@@ -7,6 +7,7 @@ Chromium on 127.0.0.1.
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -167,6 +168,24 @@ def test_the_page_says_what_the_model_is_and_is_not(classifier_dir, tmp_path):
         "PhysioNet/Computing in Cardiology Challenge 2021" in EXAMPLES_ATTRIBUTION
         and "CC BY 4.0" in EXAMPLES_ATTRIBUTION
     )
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
+
+
+def test_the_space_requires_the_readers_of_what_its_upload_box_takes(monkeypatch):
+    """
+    The Space's requirements.txt: the package's dependencies, Gradio and the `formats` extra (a DICOM or EDF upload
+    needs them), from pyproject.toml, and the same from the installed metadata where Python 3.10 has no `tomllib`.
+    """
+    from ecg_pma.sharing.space import runtime_requirements
+
+    from_pyproject = requirement_names(runtime_requirements())
+    assert {"torch", "transformers", "gradio", "pydicom", "edfio", "sierraecg"} <= from_pyproject
+    assert not from_pyproject & {"pytest", "selenium", "ruff"}  # the dev extra stays out
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # `import tomllib` fails, as on Python 3.10
+    assert requirement_names(runtime_requirements()) == from_pyproject
 
 
 def test_example_records_carry_their_attribution(tmp_path):

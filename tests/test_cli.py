@@ -2,11 +2,12 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
-from conftest import shared_data_dir
+from conftest import REPO_ROOT, shared_data_dir
 
 
 def ecg_pma(*args, timeout=600):
@@ -101,6 +102,7 @@ def test_evaluate_by_lead_set_prints_one_table_whose_12_lead_row_is_the_plain_ev
         "--output", root / "lead_sets.json",
     )  # fmt: skip
     assert by_set.returncode == 0, by_set.stderr[-3000:]
+    assert "pin_memory" not in by_set.stderr  # no DataLoader warning per lead set on a CPU
     assert "| lead set | leads | macro AUROC | macro F1 | mAP | records |" in by_set.stdout
     for row in ("| 12 | I, II, III", "| 6 | I, II, III, aVR, aVL, aVF |", "| 4 | I, II, III, V2 |", "| 3 | I, II, V2 |",
                 "| 2 | I, II |", "| I,V2 | I, V2 |"):  # fmt: skip
@@ -151,12 +153,39 @@ def test_probe_layers_command(workspace):
     assert (root / "study" / "layerwise_probe.png").exists()
 
 
+NUMBER = r"\d+(?:\.\d+)?"
+POSITIVE = "  <- positive"
+
+
+def readme_demo_output() -> list[str]:
+    """
+    The output README.md shows for `ecg-pma demo`, one pattern per line: its numbers (scores, thresholds, seconds) and
+    which labels are positive vary with the machine; every word, label and layout does not.
+    """
+    shown = re.search(r"```text\n\$ ecg-pma demo\n(.*?)```", (REPO_ROOT / "README.md").read_text(), flags=re.S)[1]
+    patterns = []
+    for line in shown.splitlines():
+        text = line.removesuffix(POSITIVE)
+        pattern = NUMBER.join(map(re.escape, re.split(NUMBER, text)))
+        patterns.append(pattern + f"(?:{re.escape(POSITIVE)})?" if "(threshold" in text else pattern)
+    return patterns
+
+
+def demo_output_matches_the_readme(output: str) -> None:
+    """Every line printed (stdout and stderr, as a terminal shows them) is the README's line, numbers aside."""
+    printed = [line for line in output.splitlines() if line.strip()]
+    shown = readme_demo_output()
+    assert len(printed) == len(shown), "\n".join(printed)
+    for line, pattern in zip(printed, shown):
+        assert re.fullmatch(pattern, line), f"printed {line!r}, README.md shows {pattern!r}"
+
+
 @pytest.mark.slow
 def test_demo_runs_offline_end_to_end(tmp_path):
     result = ecg_pma("demo", "--output-dir", tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
-    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
-        assert step in result.stdout
+    # what a newcomer sees, stderr included (no warning between the steps), is the output README.md shows
+    demo_output_matches_the_readme((result.stdout + result.stderr).replace(str(tmp_path), "outputs/demo"))
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["masked_loss"]["last_20_mean"] < summary["masked_loss"]["first"]
     assert set(summary["probe_macro_auroc"]) == {"last", "ppa", "pma"}
@@ -166,6 +195,21 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     card = (tmp_path / "probe-pma" / "README.md").read_text()
     assert "simulated 12-lead ECGs" in card and "not real recordings" in card
     print(result.stdout)
+
+
+@pytest.mark.slow
+def test_the_demo_runs_on_real_records_with_data(tmp_path):
+    """`--data FOLDER` runs the demo on PhysioNet-2021-style records instead of simulated ones (a short run)."""
+    records = shared_data_dir("physionet2021")
+    result = ecg_pma(
+        "demo", "--data", records, "--output-dir", tmp_path, "--pretrain-steps", "4", "--probe-epochs", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"[1/5] data: real records in {records}; labels [" in result.stdout
+    assert f"[5/5] prediction for WFDB record {records}/" in result.stdout
+    assert not (tmp_path / "data").exists()  # nothing simulated
+    summary = json.loads((tmp_path / "demo_summary.json").read_text())
+    assert summary["pretraining_steps"] == 4 and summary["prediction"]["record"].startswith(str(records))
 
 
 def test_option_choices_are_the_package_constants():

@@ -34,9 +34,8 @@ NOT_RUN = {
     "ecg-pma download ptb-xl data/ptb-xl --subset records100": "the network (PTB-XL, 1.7 GB) and GPUs",
     "ecg-pma benchmark --model runs/pretrained --suite ptbxl --data data/ptb-xl --seeds 0 1 2 --output-dir "
     "results/ptbxl": "the PTB-XL download (the network, 1.7 GB) and a pre-trained model of your own",
-    "ecg-pma benchmark --model runs/tiny-simulated --suite physionet2021 --data data/physionet2021-sample": "the model "
-    "the paragraph above pre-trains (runs/tiny-simulated) and 19 minutes; tests/test_model_benchmark.py runs the same "
-    "command on the 40 records",
+    "ecg-pma pretrain --data data/simulated --data-format wfdb --labels-csv data/simulated/labels.csv --preset tiny": "19 "
+    "minutes for the benchmark; tests/test_model_benchmark.py runs the same benchmark command on the 40 records",
     "ecg-pma push outputs/cli-probed your-org/ecg-pma-probe --private --dataset physionet-challenge-2021": "the "
     "network and a Hugging Face token",
     "ecg-pma app outputs/cli-probed --examples data/physionet2021-sample": "a browser (the app serves until stopped)",
@@ -205,3 +204,126 @@ def test_the_finetune_output_shown_in_the_readme_is_what_a_run_prints(readme_run
     assert "LOAD REPORT" not in training.stderr
     table = [line for line in shown if line.startswith("| ")]
     assert table and all(line in printed for line in table[:2])  # the results table's header
+
+
+def test_the_install_block_puts_the_examples_command_on_the_path_and_make_installs_every_extra():
+    """The examples call `ecg-pma` and `python` bare: the first block activates the environment `make` creates."""
+    import tomllib
+
+    first = bash_blocks()[0]
+    assert "source .venv/bin/activate" in first
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "VENV ?= .venv\n" in makefile and '-e ".[dev]"' in makefile
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    # "the `dev` extra, which includes every optional extra"
+    for extra, requirements in extras.items():
+        assert set(requirements) <= set(extras["dev"]), extra
+    named = set(re.findall(r"pip install -e '\.\[([\w,]+)\]'", README)[0].split(","))
+    assert named == set(extras) - {"dev"}
+    assert "ecg-pma[" not in README  # not published by that name: installs are from the clone
+
+
+def test_the_commands_take_the_simulated_records_as_the_readme_says():
+    """
+    "the command-line examples take them with `--data data/simulated --data-format wfdb --labels-csv ...`": every
+    example reading the challenge records parses with those options instead (the slow test below reads the records).
+    """
+    challenge = "--data data/physionet2021-sample --data-format physionet2021"
+    simulated = "--data data/simulated --data-format wfdb --labels-csv data/simulated/labels.csv"
+    assert simulated in " ".join(README.split())
+    parser = build_parser()
+    lines = [" ".join(words) for words in command_lines() if challenge in " ".join(words)]
+    assert len(lines) >= 5
+    for line in lines:
+        parser.parse_args(shlex.split(line.replace(challenge, simulated)))
+
+
+def idle_rerun() -> list[dict[str, str]]:
+    """The rows of benchmarks/README.md's idle deployment rerun, the run the README's deployment numbers quote."""
+    text = (REPO_ROOT / "benchmarks" / "README.md").read_text()
+    section = text.split("### Idle rerun by the lead", 1)[1].split("\n#", 1)[0]
+    rows = [
+        [cell.strip(" *") for cell in line.strip("|").split("|")] for line in section.splitlines() if line[:2] == "| "
+    ]
+    header = rows[0]
+    return [dict(zip(header, row)) for row in rows[2:]]
+
+
+def test_the_deployment_numbers_are_the_benchmark_runs():
+    rows = {(row["preset"], row["batch"]): row for row in idle_rerun()}
+    assert len(rows) == 4
+
+    def ratio(row, column):
+        return float(row[column].rstrip("×"))
+
+    def speed(row, column):
+        return float(row[column])
+
+    readme = " ".join(README.split())
+    speedup = {key: ratio(row, "ORT int8 / eager") for key, row in rows.items()}
+    assert (
+        f"ViT-B: {speedup['vit-b-paper', '32']:.2f}× at batch 32 and {speedup['vit-b-paper', '1']:.2f}× at batch 1"
+        in readme
+    )
+    assert (
+        f"ViT-S: {speedup['vit-s-paper', '32']:.2f}× at batch 32. At batch 1 it measured {speedup['vit-s-paper', '1']:.2f}×"
+        in readme
+    )
+    fp32 = [ratio(row, "ORT fp32 / eager") for row in rows.values()]
+    assert f"ORT fp32 (optimized): {min(fp32):.2f}–{max(fp32):.2f}×" in readme
+    all_leads = [ratio(row, "all-leads / masked") for row in rows.values()]
+    assert f"within noise of the masked one ({min(all_leads):.2f}–{max(all_leads):.2f}×)" in readme
+    masked = [speed(row, "int8 masked graph") / speed(row, "int8 earlier graph") for row in rows.values()]
+    every_lead = [speed(row, "ORT int8") / speed(row, "int8 earlier graph") for row in rows.values()]
+    both = masked + every_lead
+    assert (
+        f"int8 graphs ran {min(both):.2f}–{max(both):.2f}× the earlier unfused file (the masked graph "
+        f"{min(masked):.2f}–{max(masked):.2f}×, the all-leads graph {min(every_lead):.2f}–{max(every_lead):.2f}×"
+    ) in readme
+    largest = rows["vit-b-paper", "32"]
+    assert (
+        f"ViT-B int8 at batch 32 ran {largest['int8 GOP/s']} GOP/s, {largest['fraction of the 946 GOP/s int8 ceiling']} of"
+        in readme
+    )
+
+
+def test_the_upload_types_the_readme_lists_are_those_the_web_demo_takes():
+    from ecg_pma.visualization.app import ACCEPTED_UPLOAD_SUFFIXES
+
+    listed = re.search(r"A file of a type the box does not take \(it takes (.*?)\)", " ".join(README.split()))[1]
+    assert set(re.findall(r"`(\.\w+)`", listed)) == set(ACCEPTED_UPLOAD_SUFFIXES)
+
+
+@pytest.mark.slow
+def test_the_simulated_records_load_as_the_readme_says(readme_run):
+    from ecg_pma.data import load_wfdb_folder
+
+    _, _, clone = readme_run
+    folder = clone / "data" / "simulated"
+    records = load_wfdb_folder(folder, labels_csv=folder / "labels.csv", cache_dir=clone.parent / "cache")
+    assert sum(len(split) for split in records.values()) == 240  # `ecg-pma simulate data/simulated --num-records 240`
+    record_ids = [record_id for split in records.values() for record_id in split["record_id"]]
+    assert (
+        folder / "sim00000.hea"
+    ).exists() and "sim00000" in record_ids  # "`data/simulated/sim00000` is a record path"
+
+
+def test_every_ecg_pma_name_the_readme_spells_out_exists():
+    """`ecg_pma.x.y` in the README is a module or an attribute a newcomer can import, or a folder of the package."""
+    import importlib
+
+    names = sorted(set(re.findall(r"`(ecg_pma(?:\.\w+)+)", README)))
+    assert len(names) >= 10
+    for name in names:
+        parts = name.split(".")
+        if (REPO_ROOT.joinpath(*parts)).is_dir():
+            continue
+        for end in range(len(parts), 0, -1):
+            try:
+                found = importlib.import_module(".".join(parts[:end]))
+                break
+            except ModuleNotFoundError:
+                continue
+        for attribute in parts[end:]:
+            assert hasattr(found, attribute), f"README.md names `{name}`, which does not exist"
+            found = getattr(found, attribute)

@@ -35,6 +35,7 @@ def score_split(model, split, batch_size: int, lead_set: str | None = None, feat
     the rows cut as `feature_extractor` (the one that made them) cuts records to those leads."""
     import tempfile
 
+    import torch
     from transformers import Trainer, TrainingArguments
 
     from ..training.collator import EcgDataCollator
@@ -44,7 +45,13 @@ def score_split(model, split, batch_size: int, lead_set: str | None = None, feat
     with tempfile.TemporaryDirectory() as scratch:
         trainer = Trainer(
             model=model,
-            args=TrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to="none"),
+            # pinned memory only where there is a GPU to copy to (on a CPU the DataLoader warns once per call)
+            args=TrainingArguments(
+                output_dir=scratch,
+                per_device_eval_batch_size=batch_size,
+                report_to="none",
+                dataloader_pin_memory=torch.cuda.is_available(),
+            ),
             data_collator=EcgDataCollator(
                 config=model.config, lead_sets=[lead_set] if lead_set else None, feature_extractor=feature_extractor
             ),

@@ -42,30 +42,40 @@ README_TEMPLATE = """---
 
 # {title}
 
-Upload a 12-lead WFDB record (the `.hea` header with its `.dat` or `.mat` signal file, or a zip of both) or pick an
-example, and see the ECG on paper, the predicted labels with probabilities and thresholds, the integrated-gradients
-explanation of a chosen label and the PMA layer weights. Model: {model_line}.
+Upload a 12-lead WFDB record (the `.hea` header with its `.dat` or `.mat` signal file, or a zip of both), one ECG file
+(DICOM, EDF/BDF, HL7 aECG, GE MUSE or Philips XML, CSV, .npy, Parquet) or pick an example, and see the ECG on paper,
+the predicted labels with probabilities and thresholds, the integrated-gradients explanation of a chosen label and the
+PMA layer weights. Model: {model_line}.
 
 Runs on CPU; the page makes no request outside this Space. Locally: `pip install -r requirements.txt` then
 `python app.py` (served on http://127.0.0.1:7860).
 """
 
 
+# The extras a Space needs: Gradio, and the readers of the file formats its upload box takes.
+SPACE_EXTRAS = ("app", "formats")
+
+
 def runtime_requirements() -> list[str]:
     """
-    This package's runtime dependencies plus its `app` extra (Gradio): from the `pyproject.toml` of the source checkout
-    the package runs from, else from the installed distribution's metadata.
+    This package's runtime dependencies plus its `app` (Gradio) and `formats` (DICOM, EDF, Philips XML readers) extras:
+    from the `pyproject.toml` of the source checkout the package runs from, else (or on Python 3.10, which has no
+    `tomllib`) from the installed distribution's metadata.
     """
     pyproject = PACKAGE_DIR.parent / "pyproject.toml"
-    if pyproject.exists():
+    try:
         import tomllib
-
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = None
+    if pyproject.exists() and tomllib is not None:
         project = tomllib.loads(pyproject.read_text())["project"]
-        return [*project["dependencies"], *project["optional-dependencies"]["app"]]
+        extras = project["optional-dependencies"]
+        return [*project["dependencies"], *(spec for extra in SPACE_EXTRAS for spec in extras[extra])]
     selected = []
+    wanted = {"", *(f'extra=="{extra}"' for extra in SPACE_EXTRAS)}
     for requirement in importlib.metadata.requires("ecg-pma") or []:
         spec, _, marker = requirement.partition(";")
-        if not marker or marker.replace(" ", "").replace("'", '"') == 'extra=="app"':
+        if marker.replace(" ", "").replace("'", '"') in wanted:
             selected.append(spec.strip())
     return selected
 
