@@ -108,3 +108,9 @@ def test_a_cache_whose_write_was_killed_is_encoded_again_not_trusted(tmp_path, w
         same(load_or_encode(model, rows, path, "validation", model_fingerprint(model)))
     assert f"{path} cannot be read" in caplog.text
     same(LayerCache.load(path))
+
+
+def test_a_study_without_a_validation_split_is_refused_by_name(tmp_path, windows):
+    with pytest.raises(ValueError, match=r"no validation records \(splits: train \d+\)"):
+        probe_layers(encoder(1), {"train": windows["train"]}, tmp_path, epochs=1)
+    assert not (tmp_path / "layer_cache").exists()  # refused before any record is encoded
