@@ -382,14 +382,17 @@ def figure_to_array(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba()).copy()
 
 
-def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
-    """Writes the figure as PNG, SVG or PDF (chosen by the file's suffix) at its own dpi; returns the path."""
+def save_figure(figure: Figure, path: str | os.PathLike, title: str | None = None) -> Path:
+    """
+    Writes the figure as PNG, SVG or PDF (chosen by the file's suffix) at its own dpi, with `title` in the file's
+    metadata (for a reader or a test); returns the path.
+    """
     path = Path(path)
     file_format = path.suffix.lower().lstrip(".")
     if file_format not in SAVE_FORMATS:
         raise ValueError(f"Cannot write a plot to {str(path)!r}: the suffix must be one of .png, .svg, .pdf.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format=file_format, dpi=figure.dpi)
+    figure.savefig(path, format=file_format, dpi=figure.dpi, metadata={"Title": title} if title else None)
     return path
 
 
