@@ -139,6 +139,19 @@ def test_finetune_stops_on_a_record_it_cannot_read_naming_it_and_bad_records(dow
     assert "pass --bad-records skip" in err, err
 
 
+def test_pretrain_stops_on_a_record_it_cannot_read_naming_it_and_bad_records(downloads, tmp_path, capsys):
+    root, _ = downloads
+    code, err = run_cli(
+        capsys, "pretrain", "--data", root / "mimic", "--data-format", "mimic-iv-ecg", "--skip-missing", "--preset",
+        "tiny", "--output-dir", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--max-steps", "1",
+    )  # fmt: skip
+    assert code == 2, err
+    assert (CUT_STUDY in err and "could not be read" in err) or (
+        NO_SIGNAL_STUDY in err and "signal file missing" in err
+    )
+    assert "pass --bad-records skip" in err, err
+
+
 @pytest.mark.parametrize(
     "data, data_format, options, lost",
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 
@@ -333,19 +334,20 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
         skipped_rows += [(data_format, path, "", prefix + name, f"missing: {why}") for name, why in missing.items()]
         for split, stream in splits.items():
             skipped: list[tuple[str, str]] = []
-            rows, crop_extractor, names = prepare_streamed_records(
-                stream,
-                extractor,
-                num_proc=args.num_proc,
-                storage_dtype=args.storage_dtype,
-                cache_dir=args.cache_dir,
-                short_records=args.short_records,
-                split=split,
-                record_prefix=prefix,
-                keep_labels=not prefix,
-                bad_records=bad_records,
-                skipped=skipped,
-            )
+            with naming_bad_records_option(args):
+                rows, crop_extractor, names = prepare_streamed_records(
+                    stream,
+                    extractor,
+                    num_proc=args.num_proc,
+                    storage_dtype=args.storage_dtype,
+                    cache_dir=args.cache_dir,
+                    short_records=args.short_records,
+                    split=split,
+                    record_prefix=prefix,
+                    keep_labels=not prefix,
+                    bad_records=bad_records,
+                    skipped=skipped,
+                )
             parts.append(rows)
             dropped.setdefault(split, []).extend(names)  # under the split each was read from
             read = len(set(rows["record_id"])) + (len(names) if args.short_records == "drop" else 0)
@@ -387,6 +389,29 @@ def add_bad_record_arguments(parser: argparse.ArgumentParser) -> None:
         help="--bad-records skip, --skip-missing: stop when the records skipped or missing exceed this share of a "
         "corpus (default 0.05)",
     )
+
+
+@contextlib.contextmanager
+def naming_bad_records_option(args: argparse.Namespace):
+    """
+    A record's own error, raised while the record was read into a cache (`cache_split`: from within `datasets`'
+    generation, not by a listing), says how to leave such records out, where the command has `--bad-records`.
+    """
+    from datasets.exceptions import DatasetGenerationError
+
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        if (
+            getattr(args, "bad_records", "skip") != "skip"
+            and isinstance(error.__cause__, DatasetGenerationError)
+            and type(error) in (ValueError, FileNotFoundError)  # rebuilt from the message alone
+        ):
+            raise type(error)(
+                f"{error} To leave out the records that cannot be read or used (listed with the reason in "
+                f"OUTPUT/{SKIPPED_RECORDS_FILE}), pass --bad-records skip."
+            ) from error
+        raise
 
 
 def bad_records_protocol(bad_records: str) -> str:
@@ -547,21 +572,12 @@ def load_usable_records(args: argparse.Namespace, extractor, data_format: str, p
     `--bad-records skip`, a record's own read error says how to skip it.
     """
     from datasets import DatasetDict
-    from datasets.exceptions import DatasetGenerationError
 
     from ..data import read_usable_records
 
     skip = getattr(args, "bad_records", "raise") == "skip"
-    try:
+    with naming_bad_records_option(args):
         raw = load_raw_records(args, data_format, path, streaming=skip)
-    except (OSError, ValueError) as error:
-        if hasattr(args, "bad_records") and isinstance(error.__cause__, DatasetGenerationError):
-            # raised while a record was read (`cache_split`), not by the listing: that record's own error
-            raise type(error)(
-                f"{error} To leave out the records that cannot be read or used (listed with the reason in "
-                f"OUTPUT/{SKIPPED_RECORDS_FILE}), pass --bad-records skip."
-            ) from error
-        raise
     missing = getattr(raw, "missing_records", {})
     corpus = {**corpus_entry(args, data_format, path), "records": {}, "skipped": {}, "missing": len(missing)}
     rows = [(data_format, path, "", name, f"missing: {why}") for name, why in missing.items()]
@@ -573,7 +589,7 @@ def load_usable_records(args: argparse.Namespace, extractor, data_format: str, p
         splits[split] = records
         corpus["records"][split], corpus["skipped"][split] = len(records), len(skipped)
         rows += [(data_format, path, split, name, reason) for name, reason in skipped]
-    if hasattr(args, "output_dir"):
+    if rows and hasattr(args, "output_dir"):  # a run that lost nothing says nothing more
         report_lost_records(args, corpus, rows)
     return DatasetDict(splits), corpus
 
