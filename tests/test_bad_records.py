@@ -17,7 +17,7 @@ from test_cli import ecg_pma
 from test_corpora import small_code15, write_mimic
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor
-from ecg_pma.data import load_code15, load_mimic_iv_ecg, prepare_streamed_records
+from ecg_pma.data import load_code15, load_mimic_iv_ecg, prepare_streamed_records, read_usable_records
 
 
 MIMIC_STUDIES = {f"1000{i:04d}": [f"40{i:02d}000{j}" for j in range(2)] for i in range(3)}
@@ -84,6 +84,29 @@ def test_prepared_records_skip_an_unreadable_record_and_an_unusable_one(corpora,
         study for studies in MIMIC_STUDIES.values() for study in studies if study not in reasons
     )
     assert "problem" not in rows.column_names
+
+
+def test_raw_records_for_finetuning_skip_an_unreadable_record_and_an_unusable_one(corpora, tmp_path):
+    """`finetune --bad-records skip` reads raw splits through `read_usable_records`: the same records left out, for
+    the same reasons, as the model-rate preparation above; the others as the loader's cached split holds them."""
+    extractor = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"))
+    options = {"validation_fraction": 0, "test_fraction": 0}
+    stream = load_mimic_iv_ecg(corpora / "mimic", streaming=True, **options)["train"]
+    skipped = []
+    rows = read_usable_records(stream, extractor, cache_dir=tmp_path / "skip", skipped=skipped)
+    reasons = dict(skipped)
+    assert sorted(reasons) == sorted([TRUNCATED_STUDY, DEAD_LEAD_STUDY])
+    assert reasons[TRUNCATED_STUDY].startswith("unreadable: ") and "could not be read" in reasons[TRUNCATED_STUDY]
+    assert "['V2'] have no finite sample" in reasons[DEAD_LEAD_STUDY]
+    assert reasons[DEAD_LEAD_STUDY].endswith(f"/s{DEAD_LEAD_STUDY}/{DEAD_LEAD_STUDY})")  # (file PATH)
+    assert "problem" not in rows.column_names and rows.features == stream.features
+    readable = {study for studies in MIMIC_STUDIES.values() for study in studies} - set(reasons)
+    assert sorted(rows["record_id"]) == sorted(readable)
+    # the dead lead is the extractor's business: allowed missing leads, the record is read as it is
+    allowing = EcgPmaFeatureExtractor.from_model_config(EcgPmaConfig.from_preset("tiny"), allow_missing_leads=True)
+    skipped = []
+    read_usable_records(stream, allowing, cache_dir=tmp_path / "allow", skipped=skipped)
+    assert [name for name, _ in skipped] == [TRUNCATED_STUDY]
 
 
 def pretrain(corpora, output, *extra):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, mixture: bool = False) -
         "--skip-missing",
         action="store_true",
         help="leave out listed records whose files are absent (CODE-15%%: the exams of a part file absent or cut short); "
-        "pretrain counts them and lists them in OUTPUT/skipped_records.csv",
+        "pretrain and finetune count them and list them in OUTPUT/skipped_records.csv",
     )
     parser.add_argument("--cache-dir", default=None, help="Arrow cache folder of the datasets")
     parser.add_argument(
@@ -342,29 +343,27 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
         skipped_rows += [(data_format, path, "", prefix + name, f"missing: {why}") for name, why in missing.items()]
         for split, stream in splits.items():
             skipped: list[tuple[str, str]] = []
-            rows, crop_extractor, names = prepare_streamed_records(
-                stream,
-                extractor,
-                num_proc=args.num_proc,
-                storage_dtype=args.storage_dtype,
-                cache_dir=args.cache_dir,
-                short_records=args.short_records,
-                split=split,
-                record_prefix=prefix,
-                keep_labels=not prefix,
-                bad_records=bad_records,
-                skipped=skipped,
-            )
+            with naming_bad_records_option(args):
+                rows, crop_extractor, names = prepare_streamed_records(
+                    stream,
+                    extractor,
+                    num_proc=args.num_proc,
+                    storage_dtype=args.storage_dtype,
+                    cache_dir=args.cache_dir,
+                    short_records=args.short_records,
+                    split=split,
+                    record_prefix=prefix,
+                    keep_labels=not prefix,
+                    bad_records=bad_records,
+                    skipped=skipped,
+                )
             parts.append(rows)
             dropped.setdefault(split, []).extend(names)  # under the split each was read from
             read = len(set(rows["record_id"])) + (len(names) if args.short_records == "drop" else 0)
             counts[-1]["records"][split] = read
             counts[-1]["skipped"][split] = len(skipped)
             skipped_rows += [(data_format, path, split, name, reason) for name, reason in skipped]
-        logging.getLogger(__name__).warning(corpus_summary(counts[-1], args))
-        if skipped_rows:  # written as each corpus is done: a run stopped by the share below has it
-            write_skipped_records(args, skipped_rows)
-        check_skipped_share(counts[-1], args, Path(args.output_dir) / SKIPPED_RECORDS_FILE)
+        report_lost_records(args, counts[-1], skipped_rows)  # as each corpus is done
     rows = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     if not len(rows):
         raise ValueError(f"No record of {', '.join(args.data)} is long enough to train on.")
@@ -373,9 +372,7 @@ def load_pretraining_data(args: argparse.Namespace, extractor, seed: int = 0, al
         **data_protocol(args, dropped, counts),
         "splits": "all" if all_splits else "train",
         "cache": f"model-rate records, {args.storage_dtype}",
-        "bad_records": f"{bad_records} (skipped and missing records with reasons in {SKIPPED_RECORDS_FILE})"
-        if bad_records == "skip"
-        else bad_records,
+        "bad_records": bad_records_protocol(bad_records),
     }
     return EcgTrainingDataset(rows, crop_extractor, seed=seed), protocol
 
@@ -384,7 +381,7 @@ SKIPPED_RECORDS_FILE = "skipped_records.csv"  # in the output folder: corpus, pa
 
 
 def add_bad_record_arguments(parser: argparse.ArgumentParser) -> None:
-    """What a run does with a record it cannot read or use (pre-training, which reads whole corpora)."""
+    """What a run does with a record it cannot read or use (the training commands, which read whole corpora)."""
     parser.add_argument(
         "--bad-records",
         choices=BAD_RECORD_POLICIES,
@@ -392,7 +389,7 @@ def add_bad_record_arguments(parser: argparse.ArgumentParser) -> None:
         help="a record that cannot be read (truncated or missing file) or used (a required dead lead, NaN samples "
         "under --nan-policy raise, ...): stop with its error (raise, the default), or skip it (files absent or cut "
         f"short as with --skip-missing), listing it with the reason in OUTPUT/{SKIPPED_RECORDS_FILE} and counting it "
-        "per corpus and split in pretraining_data.json",
+        "per corpus and split in the run's pretraining_data.json (pretrain) or results.json (finetune)",
     )
     parser.add_argument(
         "--max-bad-share",
@@ -401,6 +398,48 @@ def add_bad_record_arguments(parser: argparse.ArgumentParser) -> None:
         help="--bad-records skip, --skip-missing: stop when the records skipped or missing exceed this share of a "
         "corpus (default 0.05)",
     )
+
+
+@contextlib.contextmanager
+def naming_bad_records_option(args: argparse.Namespace):
+    """
+    A record's own error, raised while the record was read into a cache (`cache_split`: from within `datasets`'
+    generation, not by a listing), says how to leave such records out, where the command has `--bad-records`.
+    """
+    from datasets.exceptions import DatasetGenerationError
+
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        if (
+            getattr(args, "bad_records", "skip") != "skip"
+            and isinstance(error.__cause__, DatasetGenerationError)
+            and type(error) in (ValueError, FileNotFoundError)  # rebuilt from the message alone
+        ):
+            raise type(error)(
+                f"{error} To leave out the records that cannot be read or used (listed with the reason in "
+                f"OUTPUT/{SKIPPED_RECORDS_FILE}), pass --bad-records skip."
+            ) from error
+        raise
+
+
+def bad_records_protocol(bad_records: str) -> str:
+    """`--bad-records` as a run's results record it."""
+    if bad_records == "skip":
+        return f"skip (skipped and missing records with reasons in {SKIPPED_RECORDS_FILE})"
+    return bad_records
+
+
+def report_lost_records(args: argparse.Namespace, corpus: dict, rows: list[tuple]) -> None:
+    """
+    A corpus read: its line in the log (`corpus_summary`), `OUTPUT/skipped_records.csv` with `rows` (every record
+    skipped or missing so far, `write_skipped_records`; written first, so that a run stopped by the share has it), and
+    the stop past `--max-bad-share` (`check_skipped_share`).
+    """
+    logging.getLogger(__name__).warning(corpus_summary(corpus, args))
+    if rows:
+        write_skipped_records(args, rows)
+    check_skipped_share(corpus, args, Path(args.output_dir) / SKIPPED_RECORDS_FILE)
 
 
 def corpus_summary(corpus: dict, args: argparse.Namespace) -> str:
@@ -497,11 +536,11 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
 
     extractor = reading_extractor(extractor, args)
     specs = corpus_specs(args)
-    corpora = None
     if len(specs) > 1:
         raw, corpora = load_mixture(args, specs)
     else:
-        raw = load_raw_records(args)
+        raw, corpus = load_usable_records(args, extractor, *specs[0])
+        corpora = [corpus]
     if all_splits:
         raw = DatasetDict({"train": concatenate_datasets([split for split in raw.values() if len(split)])})
     splits, dropped = build_training_splits(
@@ -528,7 +567,40 @@ def load_training_data(args: argparse.Namespace, extractor, augment=None, seed: 
         + ", predictions averaged per record",
         **data_protocol(args, dropped, corpora),
     }
+    if hasattr(args, "bad_records"):
+        protocol["bad_records"] = bad_records_protocol(args.bad_records)
     return raw, splits, protocol
+
+
+def load_usable_records(args: argparse.Namespace, extractor, data_format: str, path: str):
+    """
+    One corpus's raw splits for training on them, and its entry for the run's results (`corpus_entry`): the records
+    read per split, and those left out, `skipped` per split (unreadable or unusable, with `--bad-records skip`:
+    `read_usable_records`) and `missing` (files absent or cut short, with `--skip-missing`), each listed with the
+    reason in `OUTPUT/skipped_records.csv` (`report_lost_records`, which stops past `--max-bad-share`). Without
+    `--bad-records skip`, a record's own read error says how to skip it.
+    """
+    from datasets import DatasetDict
+
+    from ..data import read_usable_records
+
+    skip = getattr(args, "bad_records", "raise") == "skip"
+    with naming_bad_records_option(args):
+        raw = load_raw_records(args, data_format, path, streaming=skip)
+    missing = getattr(raw, "missing_records", {})
+    corpus = {**corpus_entry(args, data_format, path), "records": {}, "skipped": {}, "missing": len(missing)}
+    rows = [(data_format, path, "", name, f"missing: {why}") for name, why in missing.items()]
+    splits = {}
+    for split, records in raw.items():
+        skipped: list[tuple[str, str]] = []
+        if skip:
+            records = read_usable_records(records, extractor, split, args.cache_dir, args.num_proc, skipped)
+        splits[split] = records
+        corpus["records"][split], corpus["skipped"][split] = len(records), len(skipped)
+        rows += [(data_format, path, split, name, reason) for name, reason in skipped]
+    if rows and hasattr(args, "output_dir"):  # a run that lost nothing says nothing more
+        report_lost_records(args, corpus, rows)
+    return DatasetDict(splits), corpus
 
 
 def data_protocol(args: argparse.Namespace, dropped: dict[str, list[str]], corpora: list[dict] | None) -> dict:

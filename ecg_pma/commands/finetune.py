@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 from ..constants import AGGREGATIONS, FINETUNE_MODES, HEAD_TYPES, PROBE_GATES
-from .data_arguments import add_data_arguments, add_training_data_arguments, load_training_data
+from .data_arguments import (
+    add_bad_record_arguments,
+    add_data_arguments,
+    add_training_data_arguments,
+    load_training_data,
+)
 from .parser_snapshot import parser_from_snapshot, write_parser_snapshot
 from .training_options import add_hidden_aliases
 
@@ -154,6 +159,7 @@ def finetune_argument_parser(mode: str, prog: str | None = None):
     add_hidden_aliases(parser, "per_device_train_batch_size", int)
     add_data_arguments(parser)
     add_training_data_arguments(parser)
+    add_bad_record_arguments(parser)
     parser.set_defaults(**reference_training_settings(mode))
     return parser
 
@@ -222,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     options.check_against(EcgPmaConfig.from_pretrained(options.model))
     extractor = EcgPmaFeatureExtractor.from_pretrained(options.model)
     augment = RandAugment() if options.augment else None
+    data.output_dir = training_args.output_dir  # where the records skipped or missing are listed
     raw, windows, protocol = load_training_data(data, extractor, augment=augment, seed=training_args.seed)
     protocol["augmentation"] = repr(augment) if augment else "none"
     set_seed(training_args.seed)  # before the classifier exists: its new gate and head follow the seed

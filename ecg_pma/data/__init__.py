@@ -8,6 +8,7 @@ from .crops import (
     handle_short_records,
     prepare_records,
     prepare_streamed_records,
+    read_usable_records,
     stream_training_records,
 )
 from .download import DATABASES, SAMPLES, download_database
@@ -29,6 +30,7 @@ __all__ = [
     "handle_short_records",
     "prepare_records",
     "prepare_streamed_records",
+    "read_usable_records",
     "stream_training_records",
     "download_database",
     "extract_features",

@@ -330,6 +330,66 @@ def _rows_or_problems(reader: RecordReader, items: list, bad_records: str):
         yield row
 
 
+def read_usable_records(
+    records: IterableDataset,
+    feature_extractor: EcgPmaFeatureExtractor,
+    split: str = "train",
+    cache_dir=None,
+    num_proc: int | None = None,
+    skipped: list | None = None,
+) -> Dataset:
+    """
+    A loader's `streaming=True` split -> the raw records the loader's cached split holds (same columns), with those
+    that cannot be read (a file absent or cut short: the reader's error) or used (`feature_extractor`'s error on the
+    record: a required dead lead, NaN samples under `nan_policy="raise"`, ...; short records are left to the
+    short-record policy) left out, and `(record_id, reason)` appended to `skipped` for each: `bad_records="skip"`
+    for the commands that train on raw splits (finetune). Arrow-cached as the loaders' splits are.
+    """
+    screen = copy.deepcopy(feature_extractor)  # the record checks alone: short records are not its business
+    screen.min_duration, screen.segment_seconds = 0.0, None
+    features = Features({**records.features, "problem": Value("string")})
+    reader, parts = _stream_parts(records)
+    gen_kwargs = {"reader": reader, "screen": screen, "columns": tuple(records.features)}  # a tuple: not sharded
+    rows = cache_split(_usable_raw_rows, "parts", parts, gen_kwargs, features, split, cache_dir, num_proc)
+    problems = np.asarray(rows["problem"] if len(rows) else [], dtype=object)
+    bad = np.flatnonzero(problems != "")
+    if len(bad):
+        names = rows.select_columns(["record_id"]).select(bad)["record_id"]
+        if skipped is not None:
+            skipped.extend(zip(names, problems[bad].tolist()))
+        logger.warning(
+            f"{split}: {len(bad)} record(s) skipped (bad_records='skip'), e.g. {names[0]}: {problems[bad[0]]}"
+        )
+        rows = rows.select(np.setdiff1d(np.arange(len(rows)), bad))
+    return rows.remove_columns("problem")
+
+
+def _usable_raw_rows(parts: list[list], reader: RecordReader, screen: EcgPmaFeatureExtractor, columns: tuple):
+    """The raw rows of every item of `parts` with `problem` empty; a record that cannot be read or used gives a row
+    with its id and `problem` only (its other `columns` empty), which [`read_usable_records`] leaves out and
+    reports."""
+    for part in parts:
+        for item in part:  # each on its own: an error ends the generator reading it
+            files = reader.record_files(item)
+            for row in _rows_or_problems(reader, [item], "skip"):
+                problem = row.get("problem", "")
+                if not problem:
+                    record = EcgRecord(
+                        name=str(row["record_id"]),
+                        signal=np.asarray(row["signal"]).T,
+                        fs=float(row["sampling_rate"]),
+                        leads=[str(lead) for lead in row["lead_names"]],
+                        units="mV",
+                    )
+                    try:
+                        screen.clean(record)
+                    except ValueError as error:
+                        problem = problem_text(ValueError(f"{error} (file {files.get(record.name, '?')})"))
+                if problem:
+                    row = {**dict.fromkeys(columns), "record_id": str(row["record_id"])}
+                yield {**row, "problem": problem}
+
+
 def prepare_streamed_records(
     records: IterableDataset,
     feature_extractor: EcgPmaFeatureExtractor,

@@ -42,6 +42,16 @@ SUFFIX_PROMISES = {
 }  # fmt: skip
 WFDB_SIGNAL_SUFFIXES = (".dat", ".mat")
 HEAD_BYTES = 4096
+# HDF5 holds many exams per file (CODE-15%'s exams_part*.hdf5, CODE-test's ecg_tracings.hdf5): not one ECG, and read
+# here only to say so. A folder screening lists these files so that its errors name them, rather than passing over.
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+HDF5_SUFFIXES = (".hdf5", ".h5")
+HDF5_PROBLEM = (
+    "an HDF5 file, which holds many exams (CODE-15%'s exams_part*.hdf5, CODE-test's ecg_tracings.hdf5), not one ECG: "
+    "read_ecg and `ecg-pma predict` read one ECG per file (WFDB, DICOM, EDF/BDF, HL7 aECG, GE MUSE and Philips XML, "
+    "CSV, .npy, Parquet). Read a CODE download as a corpus: --data FOLDER --data-format code15 (or code-test) in "
+    "`ecg-pma evaluate`, `embed` or `finetune` (Python: ecg_pma.data.load_code15)."
+)
 
 
 def looks_like_csv(head: bytes) -> bool:
@@ -80,6 +90,8 @@ def detect_format(path: str | os.PathLike) -> str:
         return "npy"
     if head.startswith(PARQUET_MAGIC):
         return "parquet"
+    if head.startswith(HDF5_MAGIC):
+        raise EcgFileError(path, HDF5_PROBLEM)
     root = root_element(head)
     if root is not None:
         if root in ROOT_ELEMENTS:
@@ -150,9 +162,9 @@ def read_ecg(
 def find_ecg_files(root: str | os.PathLike) -> list[str]:
     """
     Every ECG below `root`, sorted: WFDB records (paths without extension, one per `.hea`), files with an ECG suffix
-    (`ECG_FILE_SUFFIXES`; an unreadable one is still listed, so that screening reports it), and files without a
-    suffix whose content is an ECG format (DICOM exports often have none). Sidecar JSON, WFDB signal files and other
-    files are not records.
+    (`ECG_FILE_SUFFIXES`; an unreadable one is still listed, so that screening reports it; HDF5 files too, which are
+    not read but named: `HDF5_PROBLEM`), and files without a suffix whose content is an ECG format (DICOM exports
+    often have none). Sidecar JSON, WFDB signal files and other files are not records.
     """
     found = []
     for path in sorted(Path(root).rglob("*")):
@@ -161,7 +173,7 @@ def find_ecg_files(root: str | os.PathLike) -> list[str]:
         suffix = path.suffix.lower()
         if suffix == ".hea":
             found.append(str(path.with_suffix("")))
-        elif suffix in ECG_FILE_SUFFIXES:
+        elif suffix in ECG_FILE_SUFFIXES or suffix in HDF5_SUFFIXES:
             found.append(str(path))
         elif not suffix:
             try:
