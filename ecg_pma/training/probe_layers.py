@@ -292,14 +292,14 @@ def probe_layers(
     (cached apart from the full-lead features).
     """
     head_type = head_type or encoder.config.head_type
+    check_integer("epochs", epochs)  # 0 epochs would leave every score at its initial -inf
+    check_integer("batch_size", batch_size)
     absent = [split for split in ("train", "validation") if split not in splits or not len(splits[split])]
     if absent:
         raise ValueError(
             f"The layer-wise probe trains on `train` and selects on `validation`; the data has no {' or '.join(absent)} "
             f"records (splits: {', '.join(f'{name} {len(rows)}' for name, rows in splits.items()) or 'none'})."
         )
-    check_integer("epochs", epochs)  # 0 epochs would leave every score at its initial -inf
-    check_integer("batch_size", batch_size)
     output_dir = Path(output_dir)
     model_hash = model_fingerprint(encoder)
     cache_dir = output_dir / "layer_cache"
