@@ -71,6 +71,16 @@ def challenge_records(*names):
 # ------------------------------------------------------------------------------------------------------------ export
 
 
+def test_export_prints_no_tracer_or_shape_inference_warnings(tmp_path, capfd):
+    """The exporter's warnings a user would read as a problem: the tracer's about the input checks and the q/k/v split
+    (constants by design) and the C++ shape inference's about the fused attention operator (typed by its symbolic)."""
+    model_dir = save_classifier(tmp_path / "model")
+    capfd.readouterr()
+    export_onnx(model_dir, tmp_path / "model.onnx", optimize=True)
+    printed = "".join(capfd.readouterr())
+    assert "TracerWarning" not in printed and "shape inference" not in printed, printed[-2000:]
+
+
 def test_exported_files_record_how_they_were_made(exported):
     fp32, int8 = read_onnx_metadata(exported / "model.onnx"), read_onnx_metadata(exported / "model-int8.onnx")
     assert "ORT_ENABLE_EXTENDED" in fp32["optimization"] and fp32["quantization"] is None

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -104,8 +105,11 @@ class _FusedAttention(torch.autograd.Function):
     @staticmethod
     def symbolic(graph, hidden, weight, bias, key_mask, num_heads: int):
         inputs = (hidden, weight, bias) if key_mask is None else (hidden, weight, bias, key_mask)
-        # no output type set: the traced example's shape would fix the batch size of the products after it
-        return graph.op("com.microsoft::Attention", *inputs, num_heads_i=num_heads)
+        output = graph.op("com.microsoft::Attention", *inputs, num_heads_i=num_heads)
+        # the output's type for the exporter's shape inference (which warns once per layer without it): the input's
+        # dtype and rank, its sizes left symbolic (the traced example's would fix the batch of what follows)
+        output.setType(hidden.type().with_sizes([None, None, None]))
+        return output
 
 
 def _fused_attention_forward(attention, hidden_states, output_attentions=False, attention_mask=None):
@@ -152,7 +156,10 @@ def _trace_to_onnx(
         inputs, input_names = (example, example_mask), ["signals", "lead_mask"]
     else:
         wrapper, inputs, input_names = _AllLeadsExportWrapper(model).eval(), (example,), ["signals"]
-    with _attention_exported_fused(model, fused_attention):
+    with _attention_exported_fused(model, fused_attention), warnings.catch_warnings():
+        # the tracer warns that the input checks (leads, samples) and the q/k/v split become constants: they are, by
+        # design, since only the batch is dynamic
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             wrapper,
             inputs,
