@@ -351,6 +351,14 @@ def read_usable_records(
     reader, parts = _stream_parts(records)
     gen_kwargs = {"reader": reader, "screen": screen, "columns": tuple(records.features)}  # a tuple: not sharded
     rows = cache_split(_usable_raw_rows, "parts", parts, gen_kwargs, features, split, cache_dir, num_proc)
+    return without_problem_rows(rows, split, skipped)
+
+
+def without_problem_rows(rows: Dataset, split: str, skipped: list | None) -> Dataset:
+    """
+    `rows` less those whose `problem` column names why the record was skipped (`bad_records="skip"`), and less that
+    column; `(record_id, problem)` appended to `skipped` for each, one line in the log for the split.
+    """
     problems = np.asarray(rows["problem"] if len(rows) else [], dtype=object)
     bad = np.flatnonzero(problems != "")
     if len(bad):
@@ -438,17 +446,7 @@ def prepare_streamed_records(
     rows = cache_split(
         _streamed_model_rate_rows, "parts", parts, gen_kwargs, features, split, cache_dir, num_proc, WRITER_BATCH_SIZE
     )
-    problems = np.asarray(rows["problem"] if len(rows) else [], dtype=object)
-    bad = np.flatnonzero(problems != "")
-    if len(bad):
-        names = rows.select_columns(["record_id"]).select(bad)["record_id"]
-        if skipped is not None:
-            skipped.extend(zip(names, problems[bad].tolist()))
-        logger.warning(
-            f"{split}: {len(bad)} record(s) skipped (bad_records='skip'), e.g. {names[0]}: {problems[bad[0]]}"
-        )
-        rows = rows.select(np.setdiff1d(np.arange(len(rows)), bad))
-    rows = rows.remove_columns("problem")
+    rows = without_problem_rows(rows, split, skipped)
     lengths = [lengths for lengths, _ in signal_lengths(rows.select_columns(["signal"]))]
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=int)
     if short_records == "pad":  # kept shorter than a window: each crop is zero-padded at the end

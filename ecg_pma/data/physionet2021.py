@@ -9,10 +9,17 @@ import os
 import re
 from pathlib import Path
 
-import datasets
 from datasets import DatasetDict, Sequence, Value
 
-from .records import build_splits, find_records, hash_split, multi_hot, record_features, with_missing_records
+from .records import (
+    build_splits,
+    find_records,
+    hash_split,
+    multi_hot,
+    record_features,
+    report_missing,
+    with_missing_records,
+)
 
 
 # The 30 diagnoses scored by the 2021 challenge: SNOMED-CT code -> abbreviation (its dx_mapping_scored table).
@@ -200,17 +207,6 @@ def load_physionet2021(
     features = record_features(
         12, label_names, {"dx_codes": Sequence(Value("string")), "age": Value("float32"), "sex": Value("string")}
     )
-    if missing_records and missing == "raise":
-        shown = ", ".join(f"{name} ({reason})" for name, reason in list(missing_records.items())[:5])
-        more = f" and {len(missing_records) - 5} more" if len(missing_records) > 5 else ""
-        raise FileNotFoundError(
-            f"PhysioNet 2021 {root}: {len(missing_records)} record(s) whose signal file is not on disk: {shown}{more}. "
-            "Download them, or leave them out with --skip-missing (Python: missing='skip')."
-        )
+    report_missing(missing_records, missing, f"PhysioNet 2021 {root}", which="whose signal file is")
     splits = build_splits(rows_by_split, features, cache_dir=cache_dir, num_proc=num_proc, streaming=streaming)
-    if missing_records:
-        datasets.logging.get_logger(__name__).warning(
-            f"PhysioNet 2021 {root}: skipping {len(missing_records)} record(s) whose signal file is not on disk: "
-            f"{list(missing_records)[:10]}"
-        )
     return with_missing_records(splits, missing_records)

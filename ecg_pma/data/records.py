@@ -285,16 +285,25 @@ def check_missing(paths: dict[str, str], missing: str, what: str) -> dict[str, s
             absent[record_id] = f"{path}.hea not on disk"
         elif signal_files := absent_signal_files(path):
             absent[record_id] = f"signal file {', '.join(signal_files)} of {path} not on disk"
+    return report_missing(absent, missing, what)
+
+
+def report_missing(absent: dict[str, str], missing: str, what: str, which: str = "listed but") -> dict[str, str]:
+    """
+    Records not on disk (`{record_id: reason}`): with `missing="raise"` an error naming the first five and the option
+    that leaves them out; with `"skip"` one line in the log. Returns `absent`. `which`: the records' description in
+    the messages ("listed but" not on disk).
+    """
     if absent and missing == "raise":
         shown = ", ".join(f"{record_id} ({reason})" for record_id, reason in list(absent.items())[:5])
         more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
         raise FileNotFoundError(
-            f"{what}: {len(absent)} record(s) listed but not on disk: {shown}{more}. Download them, or leave them "
+            f"{what}: {len(absent)} record(s) {which} not on disk: {shown}{more}. Download them, or leave them "
             "out with --skip-missing (Python: missing='skip')."
         )
     if absent:
         datasets.logging.get_logger(__name__).warning(
-            f"{what}: skipping {len(absent)} record(s) not on disk: {list(absent)[:10]}"
+            f"{what}: skipping {len(absent)} record(s) {which} not on disk: {list(absent)[:10]}"
         )
     return absent
 
