@@ -64,11 +64,14 @@ def test_streamed_pretraining_counts_per_corpus_and_lists_ids_in_files(corpora, 
     result = ecg_pma(
         "pretrain", "--data", f"code15:{corpora / 'code15'}", "--data", f"mimic-iv-ecg:{corpora / 'mimic'}",
         "--streaming", "--shuffle-buffer", "4", "--all-splits", "--preset", "tiny", "--output-dir", tmp_path / "out",
-        "--batch-size", "4", "--max-steps", "8", "--warmup-steps", "1", "--save-steps", "0",
+        "--batch-size", "4", "--max-steps", "8", "--warmup-steps", "1", "--save-steps", "0", "--lead-sets", "12", "6",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "shorter than" not in result.stderr  # no line per dropped record
     protocol = json.loads((tmp_path / "out" / "pretraining_data.json").read_text())
+    # the final counts written with every other choice of the run (the card's too)
+    assert protocol["lead sets (one drawn per sample)"] == "12, 6"
+    assert "lead sets (one drawn per sample)" in (tmp_path / "out" / "README.md").read_text()
     code15, mimic = (corpus["records"] for corpus in protocol["corpora"])
     # 8 steps of 4 crops: 32 crops at least (the DataLoader may read ahead), the two corpora interleaved
     assert code15["read"] + mimic["read"] >= 32 and mimic["read"] >= 3 and code15["read"] >= 3

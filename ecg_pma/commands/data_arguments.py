@@ -453,17 +453,22 @@ def corpus_summary(corpus: dict, args: argparse.Namespace) -> str:
 
 
 def write_skipped_records(args: argparse.Namespace, rows: list[tuple]) -> Path:
-    """`OUTPUT/skipped_records.csv` with every record skipped or missing so far and why; returns its path."""
+    """
+    `OUTPUT/skipped_records.csv` with every record skipped or missing so far and why; returns its path. Written whole
+    (a temporary file renamed): the processes of a multi-process run each write the same listing.
+    """
     import csv
+    import io
+
+    from ..training.checkpoint import write_text_atomically
 
     path = Path(args.output_dir) / SKIPPED_RECORDS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["corpus", "path", "split", "record_id", "reason"])
-        writer.writerows(
-            (data_format, str(root), split, name, reason) for data_format, root, split, name, reason in rows
-        )
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["corpus", "path", "split", "record_id", "reason"])
+    writer.writerows((data_format, str(root), split, name, reason) for data_format, root, split, name, reason in rows)
+    write_text_atomically(path, text.getvalue())
     return path
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-from pathlib import Path
 
 from ..constants import MIXED_PRECISIONS, PRESET_NAMES, PRETRAINING_AGGREGATIONS
 from .argument_types import (
@@ -100,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from ..feature_extraction_ecg_pma import ST_MEM_PREPROCESSING, EcgPmaFeatureExtractor
     from ..modeling_ecg_pma import EcgPmaForPreTraining
     from ..training.checkpoint import refuse_sharded_training
-    from ..training.pretrain import PretrainingArguments, pretrain, resolve_mixed_precision
+    from ..training.pretrain import PretrainingArguments, pretrain, resolve_mixed_precision, runs_on_cpu
 
     # every setting checked before any record is read
     training_args = PretrainingArguments(
@@ -140,21 +138,19 @@ def run(args: argparse.Namespace) -> int:
         fix_malloc_mmap_threshold()
         train, protocol = load_streaming_training_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     else:
-        import torch
         from accelerate import PartialState
 
         # under several processes the main one writes the cache and the others then read it, instead of every process
         # preparing the same shards in the same folder at once (the state is the one `Accelerator` takes up later)
-        state = PartialState(cpu=training_args.use_cpu or not torch.accelerator.is_available())
+        state = PartialState(cpu=runs_on_cpu(training_args))
         with state.main_process_first():
             train, protocol = load_pretraining_data(args, extractor, seed=args.seed, all_splits=args.all_splits)
     report = getattr(train, "report", None)
     result = pretrain(
         EcgPmaForPreTraining(config), train, training_args, extractor, protocol=protocol, stream_report=report
     )
-    if report is not None and int(os.environ.get("RANK", "0")) == 0:  # streamed: the counts are complete now
+    if report is not None and int(os.environ.get("RANK", "0")) == 0:  # streamed: `pretrain` wrote the final counts
         for line in report.summary():
             logging.getLogger(__name__).warning(line)
-        (Path(args.output_dir) / "pretraining_data.json").write_text(json.dumps(protocol, indent=2))
     print(f"Pre-trained for {result.global_step} steps; model saved to {result.output_dir}")
     return 0

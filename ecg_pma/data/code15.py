@@ -103,7 +103,7 @@ def code_exams(
 
 
 def exam_row(columns: dict[str, np.ndarray], index: int) -> dict:
-    """Row `index` of `exam_columns` back in the loader's columns."""
+    """Row `index` of a chunk's exams (`code_exams`) back in the loader's columns."""
     labels = columns["labels"][index]
     age, is_male = columns["age"][index], columns["is_male"][index]
     return {

@@ -740,13 +740,13 @@ class StreamReport:
 
     def merge_id_files(self, gathered: list[dict[str, list[str]]]) -> None:
         """Every process's `own_id_lines` (`gathered`, in process order) appended to the main id files (first
-        process)."""
+        process), each line then once: where every process reads every record, each lists the same ones."""
         for lines in gathered:
             for name, rows in lines.items():
-                header = [self.SKIPPED_HEADER] if name == "skipped_records.csv" else []
                 for row in rows:
-                    if row not in header:
-                        self.append(name, row)
+                    self.append(name, row)
+        for name in self.ID_FILES:
+            self.deduplicate(name)
 
     def summary(self) -> list[str]:
         """
@@ -804,23 +804,25 @@ def _skipping_rows(items: list, reader: RecordReader, report: StreamReport, reco
 class StreamedRecordFiles:
     """
     Where a streamed record is, for its error: the split readers (`RecordReader`, the loaders' `record_reader`) of
-    each corpus a stream reads, by record-id prefix (empty for a single corpus). Called only when a record fails:
-    a scan of the listing the readers already hold, nothing kept per record.
+    each corpus a stream reads, by record-id prefix (empty for a single corpus). The index of record files is built
+    from the listing the readers already hold on the first failure, once per process: a run that reads every record
+    keeps nothing per record, and one that skips many (up to `--max-bad-share` of 800,000) does not scan the listing
+    for each.
     """
 
     readers: dict[str, list[RecordReader]]
+    index: dict[str, str] | None = None  # `{prefix + name: file}`, on the first call
 
     def __call__(self, record_id: str) -> str:
-        for prefix, readers in self.readers.items():
-            if not record_id.startswith(prefix):
-                continue
-            name = record_id[len(prefix) :]
-            for reader in readers:
-                for item in reader.items:
-                    files = reader.record_files(item)
-                    if name in files:
-                        return str(files[name])
-        return "?"
+        if self.index is None:
+            self.index = {
+                prefix + name: str(path)
+                for prefix, readers in self.readers.items()
+                for reader in readers
+                for item in reader.items
+                for name, path in reader.record_files(item).items()
+            }
+        return self.index.get(record_id, "?")
 
 
 def stream_training_records(

@@ -158,8 +158,12 @@ def _trace_to_onnx(
         wrapper, inputs, input_names = _AllLeadsExportWrapper(model).eval(), (example,), ["signals"]
     with _attention_exported_fused(model, fused_attention), warnings.catch_warnings():
         # the tracer warns that the input checks (leads, samples) and the q/k/v split become constants: they are, by
-        # design, since only the batch is dynamic
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # design, since only the batch is dynamic; any other tracer warning (a frozen batch size) is still shown
+        for message, module in (
+            ("Converting a tensor to a Python boolean", r"ecg_pma\.modeling_ecg_pma"),
+            ("Iterating over a tensor", r"ecg_pma\.serving\.onnx_export"),
+        ):
+            warnings.filterwarnings("ignore", message=message, category=torch.jit.TracerWarning, module=module)
         torch.onnx.export(
             wrapper,
             inputs,

@@ -216,8 +216,7 @@ def pretrain(
         protocol = {**(protocol or {}), "lead sets (one drawn per sample)": ", ".join(map(str, args.lead_sets))}
     report_to = [tracker for tracker in args.report_to if importlib.util.find_spec(tracker) is not None]
     accelerator = Accelerator(
-        # Without an accelerator, `cpu=True` lets torchrun / mpirun processes form a MULTI_CPU (gloo) world.
-        cpu=args.use_cpu or not torch.accelerator.is_available(),
+        cpu=runs_on_cpu(args),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=resolve_mixed_precision(args.mixed_precision, args.use_cpu),
         log_with=report_to or None,
@@ -286,11 +285,22 @@ def pretrain(
     if stream_counts is not None:
         stream_counts.update(accelerator)
         stream_counts.merge_id_files(accelerator)
-        if accelerator.is_main_process:
-            (output_dir / "pretraining_data.json").write_text(json.dumps(protocol or {}, indent=2))
+    elif stream_report is not None:
+        stream_report.refresh()  # the DataLoader workers' counts
+    if stream_report is not None and accelerator.is_main_process:  # a stream's counts are complete only now
+        (output_dir / "pretraining_data.json").write_text(json.dumps(protocol or {}, indent=2))
     save_pretrained_model(accelerator, model, output_dir, feature_extractor, progress, protocol)
     accelerator.end_training()
     return PretrainingResult(output_dir=str(output_dir), global_step=progress.global_step, losses=losses)
+
+
+def runs_on_cpu(args: PretrainingArguments) -> bool:
+    """
+    Accelerate's `cpu` for the run, also what the command's `PartialState` takes before the data are read (one state
+    per process: the two must agree). Without an accelerator, `cpu=True` lets torchrun / mpirun processes form a
+    MULTI_CPU (gloo) world.
+    """
+    return args.use_cpu or not torch.accelerator.is_available()
 
 
 SHARDS_PER_PROCESS = 8  # from this many shards per process on, uneven shares are close enough to share whole shards
