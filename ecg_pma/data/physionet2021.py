@@ -15,7 +15,9 @@ from .records import (
     build_splits,
     find_records,
     hash_split,
+    header_signal_files_absent,
     multi_hot,
+    read_wfdb_header,
     record_features,
     report_missing,
     with_missing_records,
@@ -112,17 +114,8 @@ def parse_header_comments(comments: list[str]) -> dict[str, str]:
 
 def read_header_fields(record_path: str) -> tuple[dict[str, str], list[str]]:
     """The header's `# Key: value` comments, and the signal files it names that are not on disk."""
-    import wfdb
-
-    try:
-        header = wfdb.rdheader(record_path)
-    except Exception as error:
-        raise ValueError(
-            f"WFDB record {record_path!r}: unreadable header ({type(error).__name__}: {error})."
-        ) from error
-    folder = os.path.dirname(record_path)
-    absent = [name for name in dict.fromkeys(header.file_name or []) if not os.path.exists(os.path.join(folder, name))]
-    return parse_header_comments(header.comments or []), absent
+    header = read_wfdb_header(record_path)
+    return parse_header_comments(header.comments or []), header_signal_files_absent(header, record_path)
 
 
 def load_physionet2021(

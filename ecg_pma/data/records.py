@@ -251,25 +251,34 @@ def with_missing_records(splits, missing_records) -> DatasetDict | IterableDatas
     return splits
 
 
+def read_wfdb_header(record_path: str):
+    """`wfdb.rdheader(record_path)`; an unreadable header is a `ValueError` naming the record."""
+    import wfdb
+
+    try:
+        return wfdb.rdheader(record_path)
+    except Exception as error:  # wfdb raises bare ValueErrors and IndexErrors on a malformed header
+        raise ValueError(
+            f"WFDB record {record_path!r}: unreadable header ({type(error).__name__}: {error})."
+        ) from error
+
+
+def header_signal_files_absent(header, record_path: str) -> list[str]:
+    """The signal files `header` (of `record_path`) names that are not on disk (a multi-segment header names none)."""
+    folder = os.path.dirname(record_path)
+    names = dict.fromkeys(getattr(header, "file_name", None) or [])
+    return [name for name in names if not os.path.exists(os.path.join(folder, name))]
+
+
 def absent_signal_files(record_path: str) -> list[str]:
     """
     The signal files a WFDB record's header names that are not on disk (a download cut short). A signal file named
     as the record (`.dat`, `.mat`: every corpus the package reads) is found by one look at the disk, without reading
     the header; only other records have theirs read.
     """
-    import wfdb
-
     if any(os.path.exists(record_path + suffix) for suffix in SIGNAL_SUFFIXES):
         return []
-    try:
-        header = wfdb.rdheader(record_path)
-    except Exception as error:  # wfdb raises bare ValueErrors and IndexErrors on a malformed header
-        raise ValueError(
-            f"WFDB record {record_path!r}: unreadable header ({type(error).__name__}: {error})."
-        ) from error
-    folder = os.path.dirname(record_path)
-    names = dict.fromkeys(getattr(header, "file_name", None) or [])  # a multi-segment header names none
-    return [name for name in names if not os.path.exists(os.path.join(folder, name))]
+    return header_signal_files_absent(read_wfdb_header(record_path), record_path)
 
 
 def check_missing(paths: dict[str, str], missing: str, what: str) -> dict[str, str]:
