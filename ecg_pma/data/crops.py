@@ -126,17 +126,27 @@ def model_rate_features(feature_extractor: EcgPmaFeatureExtractor, labels, stora
     )
 
 
-def model_rate_rows(
-    feature_extractor: EcgPmaFeatureExtractor, storage_dtype: str, record_id, signal, sampling_rate, lead_names, labels
-):
-    """One raw record (`signal (samples, leads)` in mV) -> its rows at the model rate, one per segment."""
-    record = EcgRecord(
+def raw_record(record_id, signal, sampling_rate, lead_names) -> EcgRecord:
+    """A loader's raw row (`signal (samples, leads)` in mV) as the feature extractor's record."""
+    return EcgRecord(
         name=str(record_id),
         signal=np.asarray(signal).T,
         fs=float(sampling_rate),
         leads=[str(lead) for lead in lead_names],
         units="mV",
     )
+
+
+def in_file(error: ValueError, path: str) -> ValueError:
+    """`error` naming the file its record was read from (what a record id alone does not say)."""
+    return ValueError(f"{error} (file {path})")
+
+
+def model_rate_rows(
+    feature_extractor: EcgPmaFeatureExtractor, storage_dtype: str, record_id, signal, sampling_rate, lead_names, labels
+):
+    """One raw record (`signal (samples, leads)` in mV) -> its rows at the model rate, one per segment."""
+    record = raw_record(record_id, signal, sampling_rate, lead_names)
     segments, present = feature_extractor.preprocess_segments(record)
     for segment in segments:
         yield {
@@ -298,7 +308,7 @@ def _streamed_model_rate_rows(
                         )
                     )
                 except ValueError as error:
-                    where = ValueError(f"{error} (file {files.get(str(row['record_id']), '?')})")
+                    where = in_file(error, files.get(str(row["record_id"]), "?"))
                     if bad_records != "skip":
                         raise where from error
                     yield empty_row(record_id, labels, problem_text(where))
@@ -382,17 +392,11 @@ def _usable_raw_rows(parts: list[list], reader: RecordReader, screen: EcgPmaFeat
             for row in _rows_or_problems(reader, [item], "skip"):
                 problem = row.get("problem", "")
                 if not problem:
-                    record = EcgRecord(
-                        name=str(row["record_id"]),
-                        signal=np.asarray(row["signal"]).T,
-                        fs=float(row["sampling_rate"]),
-                        leads=[str(lead) for lead in row["lead_names"]],
-                        units="mV",
-                    )
+                    record = raw_record(row["record_id"], row["signal"], row["sampling_rate"], row["lead_names"])
                     try:
                         screen.clean(record)
                     except ValueError as error:
-                        problem = problem_text(ValueError(f"{error} (file {files.get(record.name, '?')})"))
+                        problem = problem_text(in_file(error, files.get(record.name, "?")))
                 if problem:
                     row = {**dict.fromkeys(columns), "record_id": str(row["record_id"])}
                 yield {**row, "problem": problem}
@@ -869,14 +873,15 @@ def stream_training_records(
                     model_rate_rows(extractor, "float64", record_id, signal, sampling_rate, lead_names, labels)
                 )
             except ValueError as error:
-                if record_files is not None:
-                    error = ValueError(f"{error} (file {record_files(record_id)})").with_traceback(error.__traceback__)
+                where = in_file(error, record_files(record_id)) if record_files is not None else error
                 if bad_records != "skip":
-                    raise error
+                    if where is error:
+                        raise
+                    raise where from error
                 if report is not None:
-                    report.skipped(record_id, problem_text(error))
+                    report.skipped(record_id, problem_text(where))
                 else:
-                    logger.warning(f"Record {record_id!r} skipped: {problem_text(error)}")
+                    logger.warning(f"Record {record_id!r} skipped: {problem_text(where)}")
                 continue
             if report is not None:
                 report.count(record_id, "read")
