@@ -158,3 +158,41 @@ def run_without_package(tmp_path: Path, script: str, *args: str, env: dict | Non
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+TORCHRUN_LOCK = os.path.join(tempfile.gettempdir(), "ecg-pma-tests-torchrun.lock")
+
+
+def run_two_processes(arguments: list, timeout: int = 600, torchrun_options: tuple = ()):
+    """
+    `ecg-pma ARGUMENTS` as two gloo processes on the CPU (`torchrun --standalone --nproc_per_node 2`, as the README
+    says; one compute thread each, offline), returning the `CompletedProcess`. One such run at a time across the
+    pytest-xdist workers: twice in session 7, with the other worker running tests too, a two-process run waited
+    until its timeout (not reproduced alone, where each takes 20-30 s). On a timeout the whole process group is
+    killed, so that no rank is left waiting in the background.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    from filelock import FileLock
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               *torchrun_options, "--module", "ecg_pma.cli", *arguments]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    with FileLock(TORCHRUN_LOCK):
+        process = subprocess.Popen(
+            [str(part) for part in command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
+from conftest import run_two_processes
 from test_cli import ecg_pma
 from test_cli_errors import run_cli
 from test_corpora import small_code15, write_code15, write_mimic
@@ -180,12 +178,7 @@ def streamed_pretraining(root, output, batch_size: int, max_steps: int, *extra):
 def two_processes(arguments, logs):
     """`ecg-pma ARGUMENTS` as two gloo processes on the CPU (torchrun, as the README says), each one's stderr in its
     own file under `logs`."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--log-dir", logs,
-        "--redirects", "2", "--module", "ecg_pma.cli", *arguments,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([str(part) for part in command], capture_output=True, text=True, timeout=300, env=env)
+    return run_two_processes(arguments, timeout=300, torchrun_options=("--log-dir", logs, "--redirects", "2"))
 
 
 @pytest.mark.slow

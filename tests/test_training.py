@@ -2,13 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import shared_data_dir
+from conftest import run_two_processes, shared_data_dir
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
 from ecg_pma import EcgPmaConfig, EcgPmaFeatureExtractor, EcgPmaForPreTraining, EcgPmaForSequenceClassification
@@ -157,16 +155,11 @@ def test_too_small_a_dataset_is_refused(tmp_path, challenge):
 @pytest.mark.slow
 def test_two_process_cpu_run_writes_one_model(tmp_path):
     output = tmp_path / "two-process"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "--module", "ecg_pma.cli", "pretrain",
-        "--data", str(shared_data_dir("physionet2021")), "--data-format", "physionet2021",
+    result = run_two_processes([
+        "pretrain", "--data", str(shared_data_dir("physionet2021")), "--data-format", "physionet2021",
         "--cache-dir", str(tmp_path / "cache"), "--preset", "tiny", "--output-dir", str(output),
         "--per-device-train-batch-size", "4", "--max-steps", "3", "--save-steps", "2", "--warmup-steps", "1",
-    ]  # fmt: skip
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    ])  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     log = [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [1, 2, 3]  # written once, by the main process
@@ -189,15 +182,12 @@ def test_two_process_streaming_run_reads_a_share_each_and_resumes(tmp_path):
     """
 
     def run(output, max_steps, *extra):
-        command = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            "--module", "ecg_pma.cli", "pretrain", "--streaming", "--shuffle-buffer", "8",
+        result = run_two_processes([
+            "pretrain", "--streaming", "--shuffle-buffer", "8",
             "--data", str(shared_data_dir("physionet2021")), "--data-format", "physionet2021",
             "--preset", "tiny", "--output-dir", str(output), "--per-device-train-batch-size", "3", "--save-steps", "5",
             "--warmup-steps", "1", "--max-steps", str(max_steps), *extra,
-        ]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        ])  # fmt: skip
         assert result.returncode == 0, result.stderr[-4000:]
         return [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
 
