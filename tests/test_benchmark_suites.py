@@ -302,12 +302,19 @@ def loop_beta_scores(train_references, train_predictions, references, prediction
     return np.mean(f_values), np.mean(g_values)
 
 
-@pytest.mark.slow
-def test_icbeb2018_benchmark_end_to_end(cpsc_folder, tmp_path):
+def benchmark_tiny_model(settings: BenchmarkSettings, tmp_path):
+    """A random tiny model benchmarked by `settings` into `tmp_path/out`: the benchmark and its one task's result."""
     model = save_tiny_model(tmp_path / "model")
-    settings = BenchmarkSettings(suite="icbeb2018", data=str(cpsc_folder), **FAST)
     benchmark = run_benchmark(str(model), settings, tmp_path / "out", cache_dir=tmp_path / "cache")
     (result,) = benchmark["results"]
+    return benchmark, result
+
+
+@pytest.mark.slow
+def test_icbeb2018_benchmark_end_to_end(cpsc_folder, tmp_path):
+    benchmark, result = benchmark_tiny_model(
+        BenchmarkSettings(suite="icbeb2018", data=str(cpsc_folder), **FAST), tmp_path
+    )
     assert result["task"] == "all" and result["label_names"] == list(CPSC2018_CLASSES)
     assert sum(result["records"].values()) == 39 and benchmark["patient_overlap"]["status"] == "unchecked"
     folder = tmp_path / "out" / "predictions" / "exp_ICBEB"
@@ -333,10 +340,9 @@ def test_icbeb2018_benchmark_end_to_end(cpsc_folder, tmp_path):
 
 @pytest.mark.slow
 def test_code_test_benchmark_reports_per_class_f1_as_the_paper(code_test_folder, tmp_path):
-    model = save_tiny_model(tmp_path / "model")
-    settings = BenchmarkSettings(suite="code-test", data=str(code_test_folder), **FAST)
-    benchmark = run_benchmark(str(model), settings, tmp_path / "out", cache_dir=tmp_path / "cache")
-    (result,) = benchmark["results"]
+    benchmark, result = benchmark_tiny_model(
+        BenchmarkSettings(suite="code-test", data=str(code_test_folder), **FAST), tmp_path
+    )
     folder = tmp_path / "out" / "predictions" / "folds"
     references = np.load(folder / "data" / "y_test.npy")
     for row in result["runs"]:
@@ -415,13 +421,11 @@ def test_physionet2021_challenge_metric_from_the_saved_predictions(tmp_path):
     classes = weights_table(tmp_path / "weights.csv")
     weights = [[float(value) for value in line.split(",")[1:]] for line in
                (tmp_path / "weights.csv").read_text().splitlines()[1:]]  # fmt: skip
-    model = save_tiny_model(tmp_path / "model")
     settings = BenchmarkSettings(
         suite="physionet2021", data=str(shared_data_dir("physionet2021")), tasks=["pooled"],
         validation_fraction=0.25, test_fraction=0.25, challenge_weights=str(tmp_path / "weights.csv"), **FAST,
     )  # fmt: skip
-    benchmark = run_benchmark(str(model), settings, tmp_path / "out", cache_dir=tmp_path / "cache")
-    (result,) = benchmark["results"]
+    benchmark, result = benchmark_tiny_model(settings, tmp_path)
     code_of = {name: code for code, name in SCORED_SNOMED.items()}
     column_of = [next(i for i, entry in enumerate(classes) if code_of[name] in entry.split("|"))
                  for name in result["label_names"]]  # fmt: skip
